@@ -1,0 +1,44 @@
+"""Latentgraph's engine: node declarations, workflows, validation, planning, caching, execution.
+
+One path for every entry point (server, CLI, tests)::
+
+    registry = build_registry()
+    checked = prepare(document, registry)          # parse (API or UI format) + validate + plan
+    if checked.ok:
+        result = Executor().execute(checked.plan, on_event=print)
+
+Nothing here imports torch, aiohttp or ``nodes``: nodes are plugins registered with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph.cache import OutputCache
+from graph.context import ExecutionContext, Folders, Interrupted
+from graph.executor import ExecutionResult, Executor
+from graph.node import Input, Node, NodeDefinition, NodeResult, Output
+from graph.plan import ExecutionPlan
+from graph.registry import NodeRegistry, build_registry
+from graph.ui_format import is_ui_format, ui_to_api, ui_to_workflow
+from graph.validate import ValidationResult, validate_workflow
+from graph.workflow import Link, Workflow, parse_api_workflow
+
+__all__ = [
+    "ExecutionContext", "ExecutionPlan", "ExecutionResult", "Executor", "Folders", "Input", "Interrupted",
+    "Link", "Node", "NodeDefinition", "NodeRegistry", "NodeResult", "Output", "OutputCache",
+    "ValidationResult", "Workflow", "build_registry", "is_ui_format", "parse_workflow", "prepare",
+    "ui_to_api", "ui_to_workflow", "validate_workflow", "parse_api_workflow",
+]
+
+
+def parse_workflow(document: Any, registry: NodeRegistry) -> Workflow:
+    """Parses either format: UI-format documents are converted with the registry's declarations."""
+    if is_ui_format(document):
+        return ui_to_workflow(document, registry)
+    return parse_api_workflow(document)
+
+
+def prepare(document: Any, registry: NodeRegistry, targets: list[str] | None = None) -> ValidationResult:
+    """Parse, validate and plan in one call; ``result.plan`` is set when the workflow is valid."""
+    return validate_workflow(parse_workflow(document, registry), registry, targets)

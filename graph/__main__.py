@@ -1,0 +1,7 @@
+"""``python -m graph``: see graph/cli.py."""
+
+import sys
+
+from graph.cli import main
+
+sys.exit(main())

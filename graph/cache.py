@@ -1,0 +1,131 @@
+"""Content-keyed output cache.
+
+A node's ``signature`` is a digest of its class, its constant inputs (canonical JSON),
+the signatures of the outputs it links to, and its fingerprint of outside state. It
+never includes the node id, so the same subgraph under renumbered ids, or in another
+workflow, is one cache entry. Entries are evicted least recently used first once their
+estimated size passes a byte budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_BUDGET_BYTES = 8 * 1024**3
+
+
+def canonical_json(value: Any) -> str:
+    """A stable text form of a JSON-like value (sorted keys, no whitespace).
+
+    Values JSON cannot express (tuples, NaN, odd objects) still get a stable form,
+    because a constant must never make signature computation fail.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+def signature(class_name: str, constants: str, upstream: list[str], fingerprint: str = "") -> str:
+    """Digest of a node's content. ``constants`` is canonical JSON; ``upstream`` lists
+    ``"<signature>:<output index>"`` for each linked input, in input-name order."""
+    text = "\x1f".join((class_name, constants, ",".join(upstream), fingerprint))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+@dataclass
+class CacheEntry:
+    """Outputs of one node execution: one list of items per output slot, plus its UI payload."""
+
+    outputs: list[list[Any]]
+    ui: dict[str, Any] | None
+    size_bytes: int
+
+
+def estimate_size(value: Any, _depth: int = 0) -> int:
+    """Rough size in bytes of a node output.
+
+    Tensors and arrays report ``nbytes``; model handles may define ``size_bytes()``;
+    containers are summed. Good enough to keep the cache within its budget.
+    """
+    if _depth > 8:
+        return 0
+    size_method = getattr(value, "size_bytes", None)
+    if callable(size_method):
+        try:
+            return int(size_method())
+        except Exception:
+            return 0
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(value, dict):
+        return sum(estimate_size(v, _depth + 1) for v in value.values()) + 64
+    if isinstance(value, (list, tuple)):
+        return sum(estimate_size(v, _depth + 1) for v in value) + 56
+    try:
+        return sys.getsizeof(value)
+    except TypeError:
+        return 64
+
+
+class OutputCache:
+    """LRU cache of node outputs bounded by a byte budget. Thread-safe."""
+
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 on_evict: Callable[[str, CacheEntry], None] | None = None) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()
+        self._on_evict = on_evict
+
+    def get(self, key: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> CacheEntry:
+        entry = CacheEntry(outputs, ui, estimate_size(outputs))
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._total -= old.size_bytes
+            self._entries[key] = entry
+            self._total += entry.size_bytes
+            self._evict_over_budget(keep=key)
+        return entry
+
+    def _evict_over_budget(self, keep: str) -> None:
+        # The newest entry stays even if it alone exceeds the budget: its consumers
+        # in the running prompt still need it.
+        while self._total > self.budget_bytes and len(self._entries) > 1:
+            key, entry = next(iter(self._entries.items()))
+            if key == keep:
+                self._entries.move_to_end(key)
+                continue
+            del self._entries[key]
+            self._total -= entry.size_bytes
+            if self._on_evict:
+                self._on_evict(key, entry)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._total = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,229 @@
+"""The headless interface: ``python -m graph run|validate|nodes|convert``.
+
+Exit codes of ``run``: 0 success, 1 invalid workflow (per-node errors printed),
+2 a node failed, 130 interrupted with Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from graph import build_registry, is_ui_format, parse_workflow, prepare, ui_to_api
+from graph.cache import DEFAULT_BUDGET_BYTES, OutputCache
+from graph.context import Folders
+from graph.executor import ExecutionResult, Executor
+from graph.registry import NodeRegistry
+from graph.validate import ValidationResult
+
+EXIT_INVALID = 1
+EXIT_NODE_FAILED = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    registry = build_registry(args.nodes_package, args.custom_nodes, disable_plugins=args.disable_all_custom_nodes)
+    for failure in registry.plugin_failures:
+        print(f"warning: plugin {failure.name} failed to load and was skipped:\n{failure.traceback}", file=sys.stderr)
+    return args.handler(args, registry)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m graph", description="Run and inspect Latentgraph workflows.")
+    parser.add_argument("--nodes-package", default="nodes", help="package of built-in nodes (default: nodes)")
+    parser.add_argument("--custom-nodes", default="custom_nodes", help="plugin folder (default: custom_nodes)")
+    parser.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugins")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="validate and run a workflow (API or UI format)")
+    run.add_argument("workflow", type=Path)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
+                     help="override an input; VALUE is read as JSON, else as a string")
+    run.add_argument("--output-directory", type=Path, default=Path("output"))
+    run.add_argument("--input-directory", type=Path, default=Path("input"))
+    run.add_argument("--temp-directory", type=Path, default=Path("temp"))
+    run.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check a workflow without running it")
+    validate.add_argument("workflow", type=Path)
+    validate.set_defaults(handler=_validate)
+
+    nodes = commands.add_parser("nodes", help="list the available nodes")
+    nodes.add_argument("--json", action="store_true", help="print the /object_info document")
+    nodes.set_defaults(handler=_nodes)
+
+    convert = commands.add_parser("convert", help="print the API format of a UI-format workflow")
+    convert.add_argument("workflow", type=Path)
+    convert.set_defaults(handler=_convert)
+    return parser
+
+
+def _load_document(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"error: cannot read workflow {path}: {exc}") from exc
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``NODE_ID.INPUT=VALUE`` overrides to an API-format document (a copy)."""
+    document = {node_id: dict(node, inputs=dict(node.get("inputs", {}))) if isinstance(node, dict) else node
+                for node_id, node in document.items()}
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        node_id, dot, input_name = target.partition(".")
+        if not sep or not dot or not node_id or not input_name:
+            raise SystemExit(f"error: --set expects NODE_ID.INPUT=VALUE, got {item!r}")
+        if not isinstance(document.get(node_id), dict):
+            raise SystemExit(f"error: --set {item!r}: there is no node {node_id!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        document[node_id]["inputs"][input_name] = {"__value__": value} if isinstance(value, list) else value
+    return document
+
+
+def print_validation_errors(checked: ValidationResult, stream: TextIO) -> None:
+    error = checked.error or {}
+    print(f"invalid workflow: {error.get('message', 'validation failed')}", file=stream)
+    if error.get("details"):
+        print(f"  {error['details']}", file=stream)
+    for node_id, entry in checked.node_errors.items():
+        print(f"  node {node_id} ({entry['class_type'] or '?'}):", file=stream)
+        for problem in entry["errors"]:
+            name = problem["extra_info"].get("input_name")
+            where = f"input {name!r}: " if name else ""
+            print(f"    - {where}{problem['message']} [{problem['type']}]", file=stream)
+
+
+def _run(args: argparse.Namespace, registry: NodeRegistry) -> int:
+    document = _load_document(args.workflow)
+    if args.overrides:
+        if is_ui_format(document):
+            document = ui_to_api(document, registry)
+        if not isinstance(document, dict):
+            raise SystemExit("error: --set needs a workflow that is a JSON object")
+        document = apply_overrides(document, args.overrides)
+    checked = prepare(document, registry)
+    if not checked.ok:
+        print_validation_errors(checked, sys.stderr)
+        return EXIT_INVALID
+    folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
+    package = importlib.import_module(args.nodes_package)
+    make_runtime = getattr(package, "make_runtime", None)  # services + run context, e.g. torch inference mode
+    runtime = make_runtime() if callable(make_runtime) else {}
+    executor = Executor(OutputCache(args.cache_budget), folders=folders,
+                        services=runtime.get("services", {}), run_context=runtime.get("run_context"))
+    extra_data = {"extra_pnginfo": {"workflow": document}} if is_ui_format(document) else {}
+    progress = _ProgressPrinter(checked.plan.workflow, sys.stderr, quiet=args.quiet)
+    interrupt = threading.Event()
+    outcome: list[ExecutionResult] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(executor.execute(checked.plan, on_event=progress, interrupt=interrupt,
+                                                       extra_data=extra_data)),
+        name="latentgraph-cli", daemon=True,
+    )
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        interrupt.set()
+        worker.join()
+    result = outcome[0]
+    for path in output_files(result, folders):
+        print(path)
+    if result.status == "error":
+        error = result.error or {}
+        print(f"node {error.get('node_id')} ({error.get('node_type')}) failed: {error.get('exception_message')}",
+              file=sys.stderr)
+        print("".join(error.get("traceback", [])), file=sys.stderr)
+        return EXIT_NODE_FAILED
+    if result.status == "interrupted":
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def output_files(result: ExecutionResult, folders: Folders) -> list[Path]:
+    """Paths of the files that output nodes report in their UI payloads."""
+    roots = {"output": folders.output, "temp": folders.temp, "input": folders.input}
+    paths = []
+    for ui in result.outputs.values():
+        for key in ("images", "files", "gifs", "audio"):
+            for item in ui.get(key) or []:
+                if isinstance(item, dict) and "filename" in item:
+                    root = roots.get(item.get("type", "output"), folders.output)
+                    paths.append(root / item.get("subfolder", "") / item["filename"])
+    return paths
+
+
+class _ProgressPrinter:
+    """Turns engine events into a compact progress display on a terminal stream."""
+
+    def __init__(self, workflow: Any, stream: TextIO, quiet: bool = False) -> None:
+        self.workflow = workflow
+        self.stream = stream
+        self.quiet = quiet
+        self.bar_open = False
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if event == "executing" and data.get("node") is not None:
+            self._end_bar()
+            node_id = data["node"]
+            print(f"▸ {node_id} {self.workflow.nodes[node_id].class_type}", file=self.stream)
+        elif event == "progress":
+            total = max(int(data["max"]), 1)
+            filled = int(30 * data["value"] / total)
+            self.stream.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {data['value']}/{total}")
+            self.stream.flush()
+            self.bar_open = True
+        elif event == "execution_cached" and data["nodes"]:
+            print(f"cached: {', '.join(data['nodes'])}", file=self.stream)
+        elif event in ("execution_success", "execution_error", "execution_interrupted"):
+            self._end_bar()
+
+    def _end_bar(self) -> None:
+        if self.bar_open:
+            self.stream.write("\n")
+            self.bar_open = False
+
+
+def _validate(args: argparse.Namespace, registry: NodeRegistry) -> int:
+    checked = prepare(_load_document(args.workflow), registry)
+    if not checked.ok:
+        print_validation_errors(checked, sys.stdout)
+        return EXIT_INVALID
+    print(f"ok: {len(checked.plan.order)} node(s) to run for output(s) {', '.join(checked.plan.outputs)}")
+    return 0
+
+
+def _nodes(args: argparse.Namespace, registry: NodeRegistry) -> int:
+    if args.json:
+        json.dump(registry.object_info(), sys.stdout, indent=1)
+        print()
+        return 0
+    for name, definition in sorted(registry.definitions.items(), key=lambda kv: (kv[1].category, kv[0])):
+        print(f"{definition.category or '-':<24} {name}")
+    return 0
+
+
+def _convert(args: argparse.Namespace, registry: NodeRegistry) -> int:
+    document = _load_document(args.workflow)
+    if not is_ui_format(document):
+        raise SystemExit("error: not a UI-format workflow (expected 'nodes' and 'links')")
+    workflow = parse_workflow(document, registry)
+    json.dump(workflow.to_api(), sys.stdout, indent=2)
+    print()
+    return 0

@@ -1,0 +1,313 @@
+"""The node declaration API.
+
+A node is a small class whose typed class attributes are its whole interface::
+
+    class ImageInvert(Node):
+        '''Inverts the colours of an image.'''
+        category = "image"
+        image = Input("IMAGE")
+        outputs = (Output("IMAGE"),)
+
+        def execute(self, image):
+            return (1.0 - image,)
+
+The engine reads the ``Input`` attributes (in declaration order) to validate
+workflows, to convert UI-format ``widgets_values`` and to build ComfyUI's
+``/object_info`` document. No node writes its own range checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Types whose values can be typed into a widget; everything else must arrive by link.
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+_INPUT_OPTION_NAMES = (
+    "default", "min", "max", "step", "round", "multiline", "tooltip",
+    "force_input", "control_after_generate", "image_upload", "placeholder",
+)
+
+
+@dataclass
+class Input:
+    """One declared input.
+
+    ``type`` is a ComfyUI type name ("INT", "MODEL", ...). A combo is declared with
+    ``choices`` (its type becomes "COMBO"); ``choices`` may be a zero-argument callable
+    so that lists such as model files are read when asked for, not at import.
+    ``optional`` inputs may be absent; ``lazy`` inputs are only computed when the node
+    asks for them (see ``Node.check_lazy_status``); ``is_list`` inputs receive the whole
+    list an upstream list output produced instead of being mapped over its items.
+    """
+
+    type: str = "COMBO"
+    default: Any = None
+    min: float | int | None = None
+    max: float | int | None = None
+    step: float | int | None = None
+    round: float | bool | None = None
+    choices: Any = None
+    multiline: bool = False
+    optional: bool = False
+    lazy: bool = False
+    is_list: bool = False
+    hidden: bool = False
+    force_input: bool = False
+    control_after_generate: bool = False
+    image_upload: bool = False
+    tooltip: str | None = None
+    placeholder: str | None = None
+    name: str = ""  # filled in from the attribute name
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            self.type = "COMBO"
+
+    @property
+    def is_widget(self) -> bool:
+        """True when a constant value can be typed in for this input."""
+        return self.type in WIDGET_TYPES and not self.hidden
+
+    def choice_list(self) -> list:
+        """The current choices of a combo input (calls a callable ``choices``)."""
+        choices = self.choices() if callable(self.choices) else self.choices
+        return list(choices or [])
+
+    def spec(self) -> list:
+        """This input in ComfyUI's ``/object_info`` shape: ``[TYPE, {options}]``."""
+        options: dict[str, Any] = {}
+        for option in _INPUT_OPTION_NAMES:
+            value = getattr(self, option)
+            if value is None or value is False:
+                continue
+            options["forceInput" if option == "force_input" else option] = value
+        if self.lazy:
+            options["lazy"] = True
+        if self.type == "COMBO":
+            return [self.choice_list(), options]
+        return [self.type, options]
+
+    def check_constant(self, value: Any) -> tuple[str, str] | None:
+        """Checks a constant against the declaration.
+
+        Returns None when the value is acceptable, else ``(error_type, message)`` using
+        ComfyUI's error type names.
+        """
+        if self.type == "INT":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return "invalid_input_type", f"expected an integer, got {_describe(value)}"
+            if isinstance(value, float) and not value.is_integer():
+                return "invalid_input_type", f"expected an integer, got {value!r}"
+            return self._check_range(value)
+        if self.type == "FLOAT":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return "invalid_input_type", f"expected a number, got {_describe(value)}"
+            if math.isnan(value):
+                return "invalid_input_type", "expected a number, got NaN"
+            return self._check_range(value)
+        if self.type == "STRING":
+            if not isinstance(value, str):
+                return "invalid_input_type", f"expected a string, got {_describe(value)}"
+            return None
+        if self.type == "BOOLEAN":
+            if not isinstance(value, bool):
+                return "invalid_input_type", f"expected true or false, got {_describe(value)}"
+            return None
+        if self.type == "COMBO":
+            choices = self.choice_list()
+            if not _is_hashable_scalar(value) or value not in choices:
+                shown = ", ".join(map(str, choices[:20])) + (", ..." if len(choices) > 20 else "")
+                return "value_not_in_list", f"{value!r} is not one of [{shown}]"
+            return None
+        if self.type == "*":
+            return None
+        return "invalid_input_type", f"expects a link from a node that outputs {self.type}, got a constant"
+
+    def _check_range(self, value: float) -> tuple[str, str] | None:
+        if self.min is not None and value < self.min:
+            return "value_smaller_than_min", f"Value {value} smaller than min of {self.min}"
+        if self.max is not None and value > self.max:
+            return "value_bigger_than_max", f"Value {value} bigger than max of {self.max}"
+        return None
+
+
+@dataclass
+class Output:
+    """One declared output: its type, display name, and whether it yields a list."""
+
+    type: str
+    name: str = ""
+    is_list: bool = False
+    tooltip: str | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.type
+
+
+@dataclass
+class NodeResult:
+    """What ``execute`` may return instead of a plain tuple: output values plus a UI payload.
+
+    ``ui`` is sent to clients in the ``executed`` event and kept in history, e.g.
+    ``{"images": [{"filename": ..., "subfolder": ..., "type": "output"}]}``.
+    """
+
+    outputs: tuple = ()
+    ui: dict[str, Any] | None = None
+
+
+@dataclass
+class NodeDefinition:
+    """Everything the engine knows about a node class, collected from its declaration."""
+
+    name: str
+    cls: type[Node]
+    inputs: dict[str, Input]
+    outputs: tuple[Output, ...]
+    display_name: str
+    category: str
+    description: str
+    output_node: bool
+    not_deterministic: bool
+    python_module: str
+    deprecated: bool = False
+    has_fingerprint: bool = False
+    widget_names: tuple[str, ...] = field(default=())
+
+    def object_info(self) -> dict[str, Any]:
+        """This node in ComfyUI's ``GET /object_info`` shape."""
+        sections: dict[str, dict[str, list]] = {"required": {}, "optional": {}, "hidden": {}}
+        for name, inp in self.inputs.items():
+            section = "hidden" if inp.hidden else "optional" if inp.optional else "required"
+            sections[section][name] = inp.spec()
+        input_doc = {key: value for key, value in sections.items() if value or key == "required"}
+        return {
+            "input": input_doc,
+            "input_order": {key: list(value) for key, value in input_doc.items()},
+            "output": [out.type for out in self.outputs],
+            "output_is_list": [out.is_list for out in self.outputs],
+            "output_name": [out.name for out in self.outputs],
+            "output_tooltips": [out.tooltip or "" for out in self.outputs],
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "python_module": self.python_module,
+            "category": self.category,
+            "output_node": self.output_node,
+            "deprecated": self.deprecated,
+        }
+
+
+class Node:
+    """Base class of every node. Subclasses declare ``Input`` attributes and ``outputs``.
+
+    Class attributes a node may set:
+      - ``outputs``: tuple of ``Output``.
+      - ``category``, ``display_name``, ``description`` (defaults to the docstring).
+      - ``output_node``: the node is a root of execution (SaveImage, PreviewImage).
+      - ``not_deterministic``: never served from the cache (random sources, clocks).
+      - ``node_name``: the registered name, when it differs from the class name.
+
+    At run time the engine creates one instance per execution and sets ``self.context``
+    (a ``graph.context.ExecutionContext``) before calling ``execute``.
+    """
+
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    category: ClassVar[str] = ""
+    display_name: ClassVar[str | None] = None
+    description: ClassVar[str | None] = None
+    output_node: ClassVar[bool] = False
+    not_deterministic: ClassVar[bool] = False
+    deprecated: ClassVar[bool] = False
+    node_name: ClassVar[str | None] = None
+
+    def __init__(self, context: Any = None) -> None:
+        self.context = context
+
+    def execute(self, **inputs: Any) -> tuple | NodeResult | None:
+        """Runs the node on one set of input values; returns one value per output."""
+        raise NotImplementedError
+
+    @classmethod
+    def fingerprint(cls, **constants: Any) -> Any:
+        """Describes outside state the node reads (e.g. a file's size and mtime).
+
+        Called with the node's constant inputs before execution; the result becomes part
+        of the cache key, so a changed file means a re-run. JSON-serialisable or None.
+        """
+        return None
+
+    def check_lazy_status(self, **inputs: Any) -> list[str]:
+        """Names the lazy inputs still needed, given the values known so far.
+
+        Lazy inputs not yet computed are passed as None. Called until it returns [].
+        The default asks for every lazy input.
+        """
+        definition = definition_of(type(self))
+        return [name for name, inp in definition.inputs.items() if inp.lazy and inputs.get(name) is None]
+
+    @classmethod
+    def definition(cls) -> NodeDefinition:
+        return definition_of(cls)
+
+
+_DEFINITIONS: dict[type, NodeDefinition] = {}
+
+
+def definition_of(cls: type[Node]) -> NodeDefinition:
+    """Collects (once per class) the declaration of a node class."""
+    cached = _DEFINITIONS.get(cls)
+    if cached is not None:
+        return cached
+    inputs: dict[str, Input] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if isinstance(value, Input):
+                value.name = attr
+                inputs[attr] = value
+    # Required inputs first, as in ComfyUI's input_order, keeping declaration order within each.
+    ordered = {n: i for n, i in inputs.items() if not i.optional and not i.hidden}
+    ordered.update({n: i for n, i in inputs.items() if i.optional and not i.hidden})
+    ordered.update({n: i for n, i in inputs.items() if i.hidden})
+    doc = (cls.description or (cls.__doc__ or "")).strip()
+    name = cls.node_name or cls.__name__
+    definition = NodeDefinition(
+        name=name,
+        cls=cls,
+        inputs=ordered,
+        outputs=tuple(cls.outputs),
+        display_name=cls.display_name or _split_camel(name),
+        category=cls.category,
+        description=doc,
+        output_node=cls.output_node,
+        not_deterministic=cls.not_deterministic,
+        python_module=cls.__module__,
+        deprecated=cls.deprecated,
+        has_fingerprint=cls.fingerprint.__func__ is not Node.fingerprint.__func__,
+        widget_names=tuple(n for n, i in ordered.items() if i.is_widget),
+    )
+    _DEFINITIONS[cls] = definition
+    return definition
+
+
+def _split_camel(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (name[i - 1].islower() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append(" ")
+        out.append(ch)
+    return "".join(out).replace("  ", " ").strip()
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _is_hashable_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))

@@ -1,0 +1,81 @@
+"""Planning: the sub-DAG the requested outputs need, in a deterministic topological order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from graph.node import NodeDefinition
+from graph.registry import NodeRegistry
+from graph.workflow import Link, Workflow
+
+
+@dataclass
+class ExecutionPlan:
+    """What to run: ``order`` lists every needed node, each after all of its sources.
+
+    ``position`` maps a node id to its index in ``order``; the executor uses it to run
+    any subset of nodes (e.g. those a lazy input asks for) in plan order.
+    """
+
+    workflow: Workflow
+    order: list[str]
+    outputs: list[str]
+    definitions: dict[str, NodeDefinition]
+    position: dict[str, int]
+
+
+def dependency_graph(workflow: Workflow, node_ids: list[str]) -> nx.DiGraph:
+    """Edges run from a source node to the node that consumes it.
+
+    Nodes are inserted in natural id order ("2" before "10"), which makes the
+    topological order deterministic for a given workflow.
+    """
+    graph = nx.DiGraph()
+    members = set(node_ids)
+    ordered = sorted(node_ids, key=natural_key)
+    graph.add_nodes_from(ordered)
+    graph.add_edges_from(
+        (value.source, node_id)
+        for node_id in ordered
+        for value in workflow.nodes[node_id].inputs.values()
+        if isinstance(value, Link) and value.source in members
+    )
+    return graph
+
+
+def find_cycles(workflow: Workflow, node_ids: list[str]) -> list[list[str]]:
+    """Every dependency cycle among ``node_ids``, each as the sorted list of its nodes."""
+    graph = dependency_graph(workflow, node_ids)
+    if nx.is_directed_acyclic_graph(graph):
+        return []
+    cycles = [
+        sorted(component, key=natural_key)
+        for component in nx.strongly_connected_components(graph)
+        if len(component) > 1 or graph.has_edge(next(iter(component)), next(iter(component)))
+    ]
+    return sorted(cycles, key=lambda c: natural_key(c[0]))
+
+
+def make_plan(workflow: Workflow, registry: NodeRegistry, outputs: list[str], needed: list[str]) -> ExecutionPlan:
+    """Orders the needed nodes topologically. The workflow must be valid and acyclic."""
+    graph = dependency_graph(workflow, needed)
+    order = list(nx.topological_sort(graph))
+    definitions = {}
+    for node_id in order:
+        definition = registry.get(workflow.nodes[node_id].class_type)
+        assert definition is not None, "make_plan needs a validated workflow"
+        definitions[node_id] = definition
+    return ExecutionPlan(
+        workflow=workflow,
+        order=order,
+        outputs=outputs,
+        definitions=definitions,
+        position={node_id: index for index, node_id in enumerate(order)},
+    )
+
+
+def natural_key(node_id: str) -> tuple:
+    """Sort key that puts "2" before "10" and numbers before other names."""
+    return (0, int(node_id), "") if node_id.isascii() and node_id.isdigit() else (1, 0, node_id)

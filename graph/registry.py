@@ -1,0 +1,168 @@
+"""The node registry: built-in nodes plus plugins from a ``custom_nodes/`` folder.
+
+Built-in nodes come from a package (``nodes`` by default) whose modules declare
+``Node`` subclasses. A plugin is one module (``custom_nodes/foo.py``) or package
+(``custom_nodes/foo/__init__.py``); it exports its nodes as ``NODES = [...]``, or, as
+ComfyUI plugins do, ``NODE_CLASS_MAPPINGS = {name: cls}`` of our ``Node`` classes.
+A plugin that fails to import is reported with its traceback and skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from graph.node import Node, NodeDefinition, definition_of
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not be loaded, with the reason and traceback text."""
+
+    name: str
+    path: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class NodeRegistry:
+    """Maps node names to their definitions."""
+
+    definitions: dict[str, NodeDefinition] = field(default_factory=dict)
+    builtin_names: set[str] = field(default_factory=set)
+    plugin_failures: list[PluginFailure] = field(default_factory=list)
+    loaded_plugins: list[str] = field(default_factory=list)
+
+    def register(self, cls: type[Node], *, builtin: bool = False, name: str | None = None) -> NodeDefinition:
+        """Adds a node class. A plugin may not replace a built-in node."""
+        if not (isinstance(cls, type) and issubclass(cls, Node)):
+            raise TypeError(f"{cls!r} is not a Node subclass")
+        definition = definition_of(cls)
+        key = name or definition.name
+        if key in self.builtin_names:
+            raise ValueError(f"node {key!r} is built in and cannot be replaced")
+        self.definitions[key] = definition
+        if builtin:
+            self.builtin_names.add(key)
+        return definition
+
+    def get(self, name: str) -> NodeDefinition | None:
+        return self.definitions.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.definitions
+
+    def object_info(self) -> dict[str, Any]:
+        """The whole ``GET /object_info`` document."""
+        return {name: definition.object_info() for name, definition in sorted(self.definitions.items())}
+
+    def load_package(self, package: str) -> None:
+        """Registers every Node subclass defined in the top-level modules of a package (built-ins)."""
+        root = importlib.import_module(package)
+        modules = [root]
+        if hasattr(root, "__path__"):
+            # Only the package's own modules declare nodes; its subpackages are support
+            # libraries (model loading, samplers) that nodes import lazily, so that listing
+            # nodes never imports torch.
+            for info in pkgutil.iter_modules(root.__path__, prefix=f"{package}."):
+                if not info.ispkg:
+                    modules.append(importlib.import_module(info.name))
+        for module in modules:
+            for cls in _declared_nodes(module):
+                if definition_of(cls).name not in self.builtin_names:
+                    self.register(cls, builtin=True)
+
+    def load_plugins(self, folder: str | Path) -> None:
+        """Loads each plugin in ``folder``; failures are recorded, never raised."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith((".", "_")):
+                continue
+            if path.is_dir() and (path / "__init__.py").is_file():
+                entry = path / "__init__.py"
+            elif path.suffix == ".py" and path.is_file():
+                entry = path
+            else:
+                continue
+            self._load_plugin(path.stem if path.is_file() else path.name, entry)
+
+    def _load_plugin(self, name: str, entry: Path) -> None:
+        module_name = f"latentgraph_plugins.{name}"
+        try:
+            spec = importlib.util.spec_from_file_location(
+                module_name, entry, submodule_search_locations=[str(entry.parent)] if entry.name == "__init__.py" else None
+            )
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {entry}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+            classes = _exported_nodes(module)
+            # Check every class before registering any, so a bad plugin adds nothing.
+            for node_name, cls in classes:
+                if node_name in self.builtin_names:
+                    raise ValueError(f"node {node_name!r} is built in and cannot be replaced by a plugin")
+                if not (isinstance(cls, type) and issubclass(cls, Node)):
+                    raise TypeError(f"{node_name!r} is not a latentgraph Node class")
+            for node_name, cls in classes:
+                self.register(cls, name=node_name)
+            self.loaded_plugins.append(name)
+        except Exception as exc:  # a broken plugin must not stop the others
+            sys.modules.pop(module_name, None)
+            self.plugin_failures.append(
+                PluginFailure(name, str(entry), f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            )
+
+
+def build_registry(
+    builtin_package: str | None = "nodes",
+    plugin_folder: str | Path | None = "custom_nodes",
+    *,
+    disable_plugins: bool = False,
+    extra: Iterable[type[Node]] = (),
+) -> NodeRegistry:
+    """Builds the registry used by the CLI and the server."""
+    registry = NodeRegistry()
+    if builtin_package:
+        registry.load_package(builtin_package)
+    for cls in extra:
+        registry.register(cls, builtin=True)
+    if plugin_folder is not None and not disable_plugins:
+        registry.load_plugins(plugin_folder)
+    return registry
+
+
+def _declared_nodes(module: ModuleType) -> list[type[Node]]:
+    """Node subclasses defined (not merely imported) in a module, in source order."""
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Node)
+        and value is not Node
+        and value.__module__ == module.__name__
+        and not value.__name__.startswith("_")
+        and value.__dict__.get("abstract", False) is False
+    ]
+
+
+def _exported_nodes(module: ModuleType) -> list[tuple[str, Any]]:
+    mapping = getattr(module, "NODE_CLASS_MAPPINGS", None)
+    if isinstance(mapping, dict):
+        return list(mapping.items())
+    nodes = getattr(module, "NODES", None)
+    if nodes is None:
+        raise ValueError("plugin exports neither NODES nor NODE_CLASS_MAPPINGS")
+    return [(definition_of(cls).name if isinstance(cls, type) and issubclass(cls, Node) else repr(cls), cls)
+            for cls in nodes]

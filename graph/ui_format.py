@@ -1,0 +1,187 @@
+"""Converting the editor's UI-format workflow into the API format the engine runs.
+
+The UI format stores nodes with positional ``widgets_values`` and a separate link
+table (COMPAT.md). Converting needs the node declarations: widget values are matched
+to widget inputs in declaration order, and a seed-like INT with
+``control_after_generate`` is followed by one extra entry ("fixed", "randomize", ...)
+that is not an input. Muted nodes (mode 2) are dropped; bypassed nodes (mode 4) pass
+each of their inputs through to the outputs of the same type. Frontend-only nodes
+(Reroute, PrimitiveNode, notes) are resolved away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph.node import NodeDefinition
+from graph.registry import NodeRegistry
+from graph.workflow import Link, NodeSpec, Workflow
+
+MODE_MUTED = 2
+MODE_BYPASSED = 4
+_CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize", "increment-wrap"}
+_NOTE_TYPES = {"Note", "MarkdownNote"}
+_MAX_LINK_HOPS = 256
+
+
+def is_ui_format(document: Any) -> bool:
+    """True for an editor (UI-format) document rather than an API-format prompt."""
+    return isinstance(document, dict) and isinstance(document.get("nodes"), list) and "links" in document
+
+
+def ui_to_workflow(document: dict[str, Any], registry: NodeRegistry) -> Workflow:
+    """Converts a UI-format document. Never raises: problems are kept per node."""
+    converter = _Converter(document, registry)
+    return converter.convert()
+
+
+def ui_to_api(document: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
+    """Converts a UI-format document to an API-format prompt (the ``convert`` CLI command)."""
+    return ui_to_workflow(document, registry).to_api()
+
+
+class _Converter:
+    def __init__(self, document: dict[str, Any], registry: NodeRegistry) -> None:
+        self.registry = registry
+        self.nodes: dict[str, dict[str, Any]] = {}
+        for node in document.get("nodes") or []:
+            if isinstance(node, dict) and isinstance(node.get("id"), (int, str)) and not isinstance(node.get("id"), bool):
+                self.nodes[str(node["id"])] = node
+        # link id -> (source id, source slot, link type)
+        self.links: dict[str, tuple[str, int, str]] = {}
+        raw_links = document.get("links") or []
+        for link in raw_links if isinstance(raw_links, list) else []:
+            parsed = _parse_link(link)
+            if parsed:
+                link_id, source, slot, link_type = parsed
+                self.links[link_id] = (source, slot, link_type)
+
+    def convert(self) -> Workflow:
+        specs: dict[str, NodeSpec] = {}
+        for node_id, node in self.nodes.items():
+            node_type = node.get("type")
+            if not isinstance(node_type, str):
+                spec = NodeSpec(node_id, "")
+                spec.parse_errors.append(("invalid_prompt", f"node {node_id} has no type", None))
+                specs[node_id] = spec
+                continue
+            if self._is_virtual(node) or node.get("mode") in (MODE_MUTED, MODE_BYPASSED):
+                continue
+            specs[node_id] = self._convert_node(node_id, node, node_type)
+        return Workflow(specs)
+
+    def _is_virtual(self, node: dict[str, Any]) -> bool:
+        node_type = node.get("type")
+        return node_type in _NOTE_TYPES or node_type in ("Reroute", "PrimitiveNode") and node_type not in self.registry
+
+    def _convert_node(self, node_id: str, node: dict[str, Any], node_type: str) -> NodeSpec:
+        spec = NodeSpec(node_id, node_type)
+        title = node.get("title")
+        if isinstance(title, str):
+            spec.title = title
+        definition = self.registry.get(node_type)
+        if definition is not None:
+            spec.inputs.update(_widget_inputs(definition, node.get("widgets_values")))
+        for entry in node.get("inputs") or []:
+            if not isinstance(entry, dict) or entry.get("link") is None:
+                continue
+            name = entry.get("name")
+            widget = entry.get("widget")
+            if isinstance(widget, dict) and isinstance(widget.get("name"), str):
+                name = widget["name"]
+            if not isinstance(name, str):
+                continue
+            # An input whose link ends at a muted node or a frontend PrimitiveNode keeps its
+            # widget value, if it has one; a missing required input is reported by validation.
+            link = self._resolve(entry.get("link"))
+            if link is not None:
+                spec.inputs[name] = link
+        return spec
+
+    def _resolve(self, link_id: Any) -> Link | None:
+        """Follows a link through reroutes and bypassed nodes to the node that produces it.
+
+        Returns None when it ends at a muted node, nowhere, or at a frontend PrimitiveNode
+        (whose value the target already holds in its widgets_values).
+        """
+        for _ in range(_MAX_LINK_HOPS):
+            found = self.links.get(str(link_id))
+            if found is None:
+                return None
+            source_id, slot, link_type = found
+            source = self.nodes.get(source_id)
+            if source is None:
+                return Link(source_id, slot)  # validation reports the missing node
+            source_type = source.get("type")
+            if source_type == "PrimitiveNode" and source_type not in self.registry:
+                return None
+            if source_type == "Reroute" and source_type not in self.registry:
+                link_id = _first_input_link(source, 0)
+            elif source.get("mode") == MODE_MUTED:
+                return None
+            elif source.get("mode") == MODE_BYPASSED:
+                link_id = _bypass_input_link(source, slot, link_type)
+            else:
+                return Link(source_id, slot)
+            if link_id is None:
+                return None
+        return None
+
+
+def _parse_link(link: Any) -> tuple[str, str, int, str] | None:
+    if isinstance(link, list) and len(link) >= 6:
+        link_id, source, slot, _target, _target_slot, link_type = link[:6]
+    elif isinstance(link, dict):
+        link_id, source, slot = link.get("id"), link.get("origin_id"), link.get("origin_slot")
+        link_type = link.get("type")
+    else:
+        return None
+    if not isinstance(source, (int, str)) or isinstance(source, bool):
+        return None
+    if not isinstance(slot, int) or isinstance(slot, bool) or not isinstance(link_id, (int, str)):
+        return None
+    return str(link_id), str(source), slot, link_type if isinstance(link_type, str) else "*"
+
+
+def _first_input_link(node: dict[str, Any], index: int) -> Any:
+    inputs = node.get("inputs") or []
+    if isinstance(inputs, list) and len(inputs) > index and isinstance(inputs[index], dict):
+        return inputs[index].get("link")
+    return None
+
+
+def _bypass_input_link(node: dict[str, Any], slot: int, link_type: str) -> Any:
+    """The input of a bypassed node that feeds its output ``slot``: the same-typed input,
+    preferring the one at the same position, as ComfyUI does."""
+    inputs = [i for i in (node.get("inputs") or []) if isinstance(i, dict)]
+    outputs = node.get("outputs") or []
+    if isinstance(outputs, list) and 0 <= slot < len(outputs) and isinstance(outputs[slot], dict):
+        link_type = outputs[slot].get("type") or link_type
+    candidates = [(index, entry) for index, entry in enumerate(inputs)
+                  if entry.get("type") == link_type and entry.get("link") is not None]
+    if not candidates:
+        return None
+    candidates.sort(key=lambda pair: (pair[0] != slot, pair[0]))
+    return candidates[0][1].get("link")
+
+
+def _widget_inputs(definition: NodeDefinition, widgets_values: Any) -> dict[str, Any]:
+    """Maps a node's ``widgets_values`` (a list, or a dict by name) to its widget inputs."""
+    if isinstance(widgets_values, dict):
+        return {name: widgets_values[name] for name in definition.widget_names if name in widgets_values}
+    if not isinstance(widgets_values, list):
+        return {}
+    values: dict[str, Any] = {}
+    position = 0
+    for name in definition.widget_names:
+        if position >= len(widgets_values):
+            break
+        values[name] = widgets_values[position]
+        position += 1
+        inp = definition.inputs[name]
+        follower = widgets_values[position] if position < len(widgets_values) else None
+        if inp.control_after_generate and isinstance(follower, str) and follower in _CONTROL_VALUES:
+            position += 1
+        elif inp.image_upload and follower in ("image", None) and position < len(widgets_values):
+            position += 1
+    return values
