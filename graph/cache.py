@@ -95,7 +95,7 @@ class OutputCache:
         return key in self._entries
 
     def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> CacheEntry:
-        entry = CacheEntry(outputs, ui, estimate_size(outputs))
+        entry = CacheEntry(outputs, ui, estimate_size(outputs) + (estimate_size(ui) if ui else 0))
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:

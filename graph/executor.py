@@ -279,7 +279,7 @@ class _PromptRun:
             if len(values) != len(declared):
                 raise TypeError(f"{definition.name}.execute returned {len(values)} value(s) "
                                 f"but declares {len(declared)} output(s)")
-            for slot, (value, output) in enumerate(zip(values, declared)):
+            for slot, (value, output) in enumerate(zip(values, declared, strict=True)):
                 if output.is_list:
                     if not isinstance(value, (list, tuple)):
                         raise TypeError(f"output {output.name!r} is declared as a list but got {type(value).__name__}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph.node import Input
-from graph.plan import ExecutionPlan, find_cycles, make_plan
+from graph.plan import ExecutionPlan, find_cycles, make_plan, natural_key
 from graph.registry import NodeRegistry
 from graph.workflow import Link, Workflow
 
@@ -100,7 +100,7 @@ def validate_workflow(
         result.node_errors = {
             node_id: {
                 "errors": node_errors,
-                "dependent_outputs": sorted(dependents.get(node_id, ())),
+                "dependent_outputs": sorted(dependents.get(node_id, ()), key=natural_key),
                 "class_type": nodes[node_id].class_type,
             }
             for node_id, node_errors in errors.items()

@@ -1,0 +1,198 @@
+"""Image nodes: make, transform and save ``IMAGE`` values.
+
+An ``IMAGE`` is a float tensor ``[B, H, W, C]`` with values in 0..1, on the CPU
+(ComfyUI's convention). torch and Pillow are imported inside ``execute`` so that
+declaring these nodes costs nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from graph import Input, Node, NodeResult, Output
+from graph.paths import safe_join
+
+MAX_RESOLUTION = 16384
+UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+
+
+class EmptyImage(Node):
+    """Creates a batch of images filled with one colour."""
+
+    category = "image"
+    width = Input("INT", default=512, min=1, max=MAX_RESOLUTION, step=1)
+    height = Input("INT", default=512, min=1, max=MAX_RESOLUTION, step=1)
+    batch_size = Input("INT", default=1, min=1, max=4096)
+    color = Input("INT", default=0, min=0, max=0xFFFFFF, step=1, tooltip="colour as 0xRRGGBB")
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, width: int, height: int, batch_size: int, color: int) -> tuple:
+        import torch
+
+        rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32) / 255.0
+        return (rgb.expand(batch_size, height, width, 3).clone(),)
+
+
+class ImageInvert(Node):
+    """Inverts every channel: ``1 - image``."""
+
+    category = "image"
+    image = Input("IMAGE")
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, image: Any) -> tuple:
+        return (1.0 - image,)
+
+
+class ImageScale(Node):
+    """Resizes images to a width and height, optionally centre-cropping to keep the aspect."""
+
+    category = "image/upscaling"
+    image = Input("IMAGE")
+    upscale_method = Input(choices=UPSCALE_METHODS, default="nearest-exact")
+    width = Input("INT", default=512, min=0, max=MAX_RESOLUTION, step=1, tooltip="0 keeps the aspect ratio")
+    height = Input("INT", default=512, min=0, max=MAX_RESOLUTION, step=1, tooltip="0 keeps the aspect ratio")
+    crop = Input(choices=["disabled", "center"], default="disabled")
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, image: Any, upscale_method: str, width: int, height: int, crop: str) -> tuple:
+        _, old_h, old_w, _ = image.shape
+        if width == 0 and height == 0:
+            return (image,)
+        if width == 0:
+            width = max(1, round(old_w * height / old_h))
+        elif height == 0:
+            height = max(1, round(old_h * width / old_w))
+        if crop == "center":
+            image = center_crop(image, width / height)
+        return (resize_images(image, width, height, upscale_method),)
+
+
+class ImageScaleBy(Node):
+    """Resizes images by a factor."""
+
+    category = "image/upscaling"
+    image = Input("IMAGE")
+    upscale_method = Input(choices=UPSCALE_METHODS, default="nearest-exact")
+    scale_by = Input("FLOAT", default=1.0, min=0.01, max=8.0, step=0.01)
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, image: Any, upscale_method: str, scale_by: float) -> tuple:
+        _, height, width, _ = image.shape
+        new_w, new_h = max(1, round(width * scale_by)), max(1, round(height * scale_by))
+        return (resize_images(image, new_w, new_h, upscale_method),)
+
+
+class SaveImage(Node):
+    """Saves images as PNG files in the output folder, with the workflow in their metadata.
+
+    Files are named ``{prefix}_{counter:05}_.png``; the prefix may name a subfolder.
+    The PNG carries a ``prompt`` text chunk (API format) and one chunk per key of
+    ``extra_pnginfo`` (the editor sends ``workflow``), so dropping it on the editor
+    restores the workflow.
+    """
+
+    category = "image"
+    output_node = True
+    images = Input("IMAGE")
+    filename_prefix = Input("STRING", default="Latentgraph")
+    outputs = ()
+    folder_type = "output"
+
+    def execute(self, images: Any, filename_prefix: str) -> NodeResult:
+        folder = self.context.folders.output if self.folder_type == "output" else self.context.folders.temp
+        saved = save_png_batch(images, Path(folder), filename_prefix, self.folder_type,
+                               prompt=self.context.prompt,
+                               extra_pnginfo=self.context.extra_data.get("extra_pnginfo") or {})
+        return NodeResult(ui={"images": saved})
+
+
+class PreviewImage(SaveImage):
+    """Shows images in the editor; they are written to the temp folder, not kept as outputs."""
+
+    filename_prefix = Input("STRING", default="Latentgraph_preview", hidden=True)
+    folder_type = "temp"
+
+    def execute(self, images: Any, filename_prefix: str = "Latentgraph_preview") -> NodeResult:
+        return super().execute(images, filename_prefix)
+
+
+def resize_images(image: Any, width: int, height: int, method: str) -> Any:
+    """Resizes a ``[B, H, W, C]`` image batch to ``width`` x ``height`` pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    if method == "lanczos":  # not in torch: go through Pillow frame by frame
+        import numpy as np
+        from PIL import Image
+
+        frames = []
+        for frame in image:
+            pil = Image.fromarray(to_uint8(frame)).resize((width, height), Image.Resampling.LANCZOS)
+            frames.append(torch.from_numpy(np.asarray(pil).copy()).float() / 255.0)
+        return torch.stack(frames)
+    kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
+    resized = F.interpolate(image.movedim(-1, 1), size=(height, width), mode=method, **kwargs)
+    return resized.movedim(1, -1).clamp(0.0, 1.0)
+
+
+def center_crop(image: Any, aspect: float) -> Any:
+    """Crops a ``[B, H, W, C]`` batch around its centre to the given width/height ratio."""
+    _, height, width, _ = image.shape
+    if width / height > aspect:
+        new_w = round(height * aspect)
+        left = (width - new_w) // 2
+        return image[:, :, left:left + new_w]
+    new_h = round(width / aspect)
+    top = (height - new_h) // 2
+    return image[:, top:top + new_h]
+
+
+def to_uint8(frame: Any) -> Any:
+    """One ``[H, W, C]`` float image in 0..1 -> a uint8 numpy array."""
+    import torch
+
+    return (frame.clamp(0.0, 1.0) * 255.0).round().to(dtype=torch.uint8).cpu().numpy()
+
+
+def save_png_batch(images: Any, folder: Path, filename_prefix: str, folder_type: str,
+                   prompt: dict | None, extra_pnginfo: dict) -> list[dict[str, str]]:
+    """Writes each image of a ``[B, H, W, C]`` batch as ``{prefix}_{counter:05}_.png``.
+
+    The prefix may contain a subfolder, which must stay inside ``folder``. Returns the
+    UI entries ``{"filename", "subfolder", "type"}``.
+    """
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    subfolder, _, prefix = filename_prefix.replace("\\", "/").rpartition("/")
+    prefix = prefix or "image"
+    target = safe_join(folder, subfolder) if subfolder else Path(folder).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    counter = next_counter(target, prefix)
+    metadata = PngInfo()
+    if prompt is not None:
+        metadata.add_text("prompt", json.dumps(prompt))
+    for key, value in extra_pnginfo.items():
+        metadata.add_text(str(key), json.dumps(value))
+    saved = []
+    for frame in images:
+        filename = f"{prefix}_{counter:05}_.png"
+        Image.fromarray(to_uint8(frame)).save(target / filename, pnginfo=metadata, compress_level=4)
+        saved.append({"filename": filename, "subfolder": subfolder, "type": folder_type})
+        counter += 1
+    return saved
+
+
+def next_counter(folder: Path, prefix: str) -> int:
+    """One more than the highest counter among ``{prefix}_NNNNN_.png`` files in ``folder``."""
+    pattern = re.compile(re.escape(prefix) + r"_(\d+)_\.png$")
+    highest = 0
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1
