@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_BUDGET_BYTES = 8 * 1024**3
+_SCALARS = (int, float, str, bool, bytes, type(None))
 
 
 def canonical_json(value: Any) -> str:
@@ -52,6 +53,8 @@ def estimate_size(value: Any, _depth: int = 0) -> int:
     Tensors and arrays report ``nbytes``; model handles may define ``size_bytes()``;
     containers are summed. Good enough to keep the cache within its budget.
     """
+    if type(value) in _SCALARS:
+        return sys.getsizeof(value)
     if _depth > 8:
         return 0
     size_method = getattr(value, "size_bytes", None)

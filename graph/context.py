@@ -42,10 +42,18 @@ class ExecutionContext:
     emit: EventCallback
     interrupt: threading.Event
     folders: Folders = field(default_factory=Folders)
-    prompt: dict[str, Any] = field(default_factory=dict)
+    workflow: Any = None  # the running graph.workflow.Workflow
     extra_data: dict[str, Any] = field(default_factory=dict)
     services: dict[str, Any] = field(default_factory=dict)
     node_id: str | None = None
+    _prompt: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def prompt(self) -> dict[str, Any]:
+        """The running workflow in API format (e.g. for PNG metadata), built when asked for."""
+        if self._prompt is None:
+            self._prompt = self.workflow.to_api() if self.workflow is not None else {}
+        return self._prompt
 
     def check_interrupt(self) -> None:
         """Raises ``Interrupted`` if an interrupt was requested."""

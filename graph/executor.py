@@ -102,7 +102,7 @@ class _PromptRun:
             emit=self.emit,
             interrupt=interrupt or threading.Event(),
             folders=executor.folders,
-            prompt=plan.workflow.to_api(),
+            workflow=plan.workflow,
             extra_data=extra_data or {},
             services=executor.services,
         )
@@ -143,14 +143,15 @@ class _PromptRun:
             definition = self.plan.definitions[node_id]
             constants: dict[str, Any] = {}
             upstream: list[str] = []
-            for name in sorted(spec.inputs):
-                if name not in definition.inputs:
+            declared = definition.inputs
+            for name, value in spec.inputs.items():
+                if name not in declared:
                     continue  # undeclared inputs are ignored, so they must not change the key
-                value = spec.inputs[name]
-                if isinstance(value, Link):
+                if type(value) is Link:
                     upstream.append(f"{name}={self.signatures[value.source]}:{value.output_index}")
                 else:
                     constants[name] = value
+            upstream.sort()
             fingerprint = ""
             if definition.not_deterministic:
                 fingerprint = uuid.uuid4().hex
@@ -259,6 +260,13 @@ class _PromptRun:
 
     def _call(self, node_id: str, definition: NodeDefinition, instance: Node) -> tuple[list[list[Any]], dict | None]:
         lists = self._input_lists(self.nodes[node_id].inputs, definition)
+        if definition.simple_io and all(len(items) == 1 for items in lists.values()):
+            # The common case: one item per input, no list inputs or outputs: one call.
+            values, ui = _unpack(instance.execute(**{name: items[0] for name, items in lists.items()}))
+            if len(values) != len(definition.outputs):
+                raise TypeError(f"{definition.name}.execute returned {len(values)} value(s) "
+                                f"but declares {len(definition.outputs)} output(s)")
+            return [[value] for value in values], ui
         whole = {name: items for name, items in lists.items() if definition.inputs[name].is_list}
         mapped = {name: items for name, items in lists.items() if not definition.inputs[name].is_list}
         for name, inp in definition.inputs.items():

@@ -175,6 +175,8 @@ class NodeDefinition:
     python_module: str
     deprecated: bool = False
     has_fingerprint: bool = False
+    # No lazy or whole-list inputs and no list outputs: the executor may take its fast path.
+    simple_io: bool = False
     widget_names: tuple[str, ...] = field(default=())
 
     def object_info(self) -> dict[str, Any]:
@@ -287,6 +289,7 @@ def definition_of(cls: type[Node]) -> NodeDefinition:
         python_module=cls.__module__,
         deprecated=cls.deprecated,
         has_fingerprint=cls.fingerprint.__func__ is not Node.fingerprint.__func__,
+        simple_io=not any(i.lazy or i.is_list for i in ordered.values()) and not any(o.is_list for o in cls.outputs),
         widget_names=tuple(n for n, i in ordered.items() if i.is_widget),
     )
     _DEFINITIONS[cls] = definition

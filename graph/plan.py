@@ -45,23 +45,27 @@ def dependency_graph(workflow: Workflow, node_ids: list[str]) -> nx.DiGraph:
     return graph
 
 
-def find_cycles(workflow: Workflow, node_ids: list[str]) -> list[list[str]]:
-    """Every dependency cycle among ``node_ids``, each as the sorted list of its nodes."""
+def topological_order(workflow: Workflow, node_ids: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Orders ``node_ids`` so every node follows its sources.
+
+    Returns ``(order, cycles)``: when the nodes contain dependency cycles, ``order`` is
+    empty and ``cycles`` lists each cycle as the sorted ids of its nodes.
+    """
     graph = dependency_graph(workflow, node_ids)
-    if nx.is_directed_acyclic_graph(graph):
-        return []
+    try:
+        return list(nx.topological_sort(graph)), []
+    except nx.NetworkXUnfeasible:
+        pass
     cycles = [
         sorted(component, key=natural_key)
         for component in nx.strongly_connected_components(graph)
         if len(component) > 1 or graph.has_edge(next(iter(component)), next(iter(component)))
     ]
-    return sorted(cycles, key=lambda c: natural_key(c[0]))
+    return [], sorted(cycles, key=lambda c: natural_key(c[0]))
 
 
-def make_plan(workflow: Workflow, registry: NodeRegistry, outputs: list[str], needed: list[str]) -> ExecutionPlan:
-    """Orders the needed nodes topologically. The workflow must be valid and acyclic."""
-    graph = dependency_graph(workflow, needed)
-    order = list(nx.topological_sort(graph))
+def make_plan(workflow: Workflow, registry: NodeRegistry, outputs: list[str], order: list[str]) -> ExecutionPlan:
+    """Bundles a validated workflow with its topological ``order``."""
     definitions = {}
     for node_id in order:
         definition = registry.get(workflow.nodes[node_id].class_type)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph.node import Input
-from graph.plan import ExecutionPlan, find_cycles, make_plan, natural_key
+from graph.plan import ExecutionPlan, make_plan, natural_key, topological_order
 from graph.registry import NodeRegistry
 from graph.workflow import Link, Workflow
 
@@ -88,7 +88,8 @@ def validate_workflow(
         node_errors = _check_node(workflow, node_id, registry)
         if node_errors:
             errors[node_id] = node_errors
-    for cycle in find_cycles(workflow, needed):
+    order, cycles = topological_order(workflow, needed)
+    for cycle in cycles:
         names = ", ".join(f"{n} ({nodes[n].class_type})" for n in cycle)
         for node_id in cycle:
             errors.setdefault(node_id, []).append(
@@ -106,7 +107,7 @@ def validate_workflow(
             for node_id, node_errors in errors.items()
         }
         return result
-    result.plan = make_plan(workflow, registry, outputs, needed)
+    result.plan = make_plan(workflow, registry, outputs, order)
     return result
 
 

@@ -104,6 +104,14 @@ def parse_api_workflow(document: Any) -> Workflow:
             spec.parse_errors.append(("invalid_prompt", "inputs must be an object", None))
             raw_inputs = {}
         for name, raw_value in raw_inputs.items():
+            # Fast path for the two common shapes: a well-formed link and a scalar constant.
+            kind = type(raw_value)
+            if kind is list and len(raw_value) == 2 and type(raw_value[0]) is str and type(raw_value[1]) is int:
+                spec.inputs[str(name)] = Link(raw_value[0], raw_value[1])
+                continue
+            if kind is str or kind is int or kind is float or kind is bool:
+                spec.inputs[str(name)] = raw_value
+                continue
             value, problem = parse_input_value(raw_value)
             if problem:
                 spec.parse_errors.append(("bad_linked_input", problem, str(name)))
