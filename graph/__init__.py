@@ -12,6 +12,7 @@ Nothing here imports torch, aiohttp or ``nodes``: nodes are plugins registered w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph.cache import OutputCache
@@ -39,6 +40,11 @@ def parse_workflow(document: Any, registry: NodeRegistry) -> Workflow:
     return parse_api_workflow(document)
 
 
-def prepare(document: Any, registry: NodeRegistry, targets: list[str] | None = None) -> ValidationResult:
-    """Parse, validate and plan in one call; ``result.plan`` is set when the workflow is valid."""
-    return validate_workflow(parse_workflow(document, registry), registry, targets)
+def prepare(document: Any, registry: NodeRegistry, targets: list[str] | None = None,
+            services: Mapping[str, Any] | None = None) -> ValidationResult:
+    """Parse, validate and plan in one call; ``result.plan`` is set when the workflow is valid.
+
+    ``services`` is the mapping handed to nodes at run time (folders, model paths); combo
+    inputs with computed choices are checked against it.
+    """
+    return validate_workflow(parse_workflow(document, registry), registry, targets, services)

@@ -45,15 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("workflow", type=Path)
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                      help="override an input; VALUE is read as JSON, else as a string")
-    run.add_argument("--output-directory", type=Path, default=Path("output"))
-    run.add_argument("--input-directory", type=Path, default=Path("input"))
-    run.add_argument("--temp-directory", type=Path, default=Path("temp"))
+    _add_folder_flags(run)
     run.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", type=Path)
+    _add_folder_flags(validate)
     validate.set_defaults(handler=_validate)
 
     nodes = commands.add_parser("nodes", help="list the available nodes")
@@ -64,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("workflow", type=Path)
     convert.set_defaults(handler=_convert)
     return parser
+
+
+def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-directory", type=Path, default=Path("output"))
+    parser.add_argument("--input-directory", type=Path, default=Path("input"))
+    parser.add_argument("--temp-directory", type=Path, default=Path("temp"))
 
 
 def _load_document(path: Path) -> Any:
@@ -113,16 +118,18 @@ def _run(args: argparse.Namespace, registry: NodeRegistry) -> int:
         if not isinstance(document, dict):
             raise SystemExit("error: --set needs a workflow that is a JSON object")
         document = apply_overrides(document, args.overrides)
-    checked = prepare(document, registry)
+    folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
+    services: dict[str, Any] = {"folders": folders}
+    checked = prepare(document, registry, services=services)
     if not checked.ok:
         print_validation_errors(checked, sys.stderr)
         return EXIT_INVALID
-    folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
     package = importlib.import_module(args.nodes_package)
     make_runtime = getattr(package, "make_runtime", None)  # services + run context, e.g. torch inference mode
     runtime = make_runtime() if callable(make_runtime) else {}
-    executor = Executor(OutputCache(args.cache_budget), folders=folders,
-                        services=runtime.get("services", {}), run_context=runtime.get("run_context"))
+    services.update(runtime.get("services", {}))
+    executor = Executor(OutputCache(args.cache_budget), folders=folders, services=services,
+                        run_context=runtime.get("run_context"))
     extra_data = {"extra_pnginfo": {"workflow": document}} if is_ui_format(document) else {}
     progress = _ProgressPrinter(checked.plan.workflow, sys.stderr, quiet=args.quiet)
     interrupt = threading.Event()
@@ -201,7 +208,8 @@ class _ProgressPrinter:
 
 
 def _validate(args: argparse.Namespace, registry: NodeRegistry) -> int:
-    checked = prepare(_load_document(args.workflow), registry)
+    services = {"folders": Folders(args.input_directory, args.output_directory, args.temp_directory)}
+    checked = prepare(_load_document(args.workflow), registry, services=services)
     if not checked.ok:
         print_validation_errors(checked, sys.stdout)
         return EXIT_INVALID

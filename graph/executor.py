@@ -157,7 +157,7 @@ class _PromptRun:
                 fingerprint = uuid.uuid4().hex
             elif definition.has_fingerprint:
                 try:
-                    fingerprint = canonical_json(definition.cls.fingerprint(**constants))
+                    fingerprint = canonical_json(definition.cls.fingerprint(self.context, **constants))
                 except Exception as exc:
                     raise NodeFailure(node_id, exc) from exc
             self.signatures[node_id] = signature(definition.name, canonical_json(constants), upstream, fingerprint)

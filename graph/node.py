@@ -19,6 +19,7 @@ workflows, to convert UI-format ``widgets_values`` and to build ComfyUI's
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +39,8 @@ class Input:
     ``type`` is a ComfyUI type name ("INT", "MODEL", ...). A combo is declared with
     ``choices`` (its type becomes "COMBO"); ``choices`` may be a zero-argument callable
     so that lists such as model files are read when asked for, not at import.
+    A callable receives the application's ``services`` mapping (e.g. ``services["folders"]``)
+    so it can list the input folder or model files of the running application.
     ``optional`` inputs may be absent; ``lazy`` inputs are only computed when the node
     asks for them (see ``Node.check_lazy_status``); ``is_list`` inputs receive the whole
     list an upstream list output produced instead of being mapped over its items.
@@ -71,12 +74,12 @@ class Input:
         """True when a constant value can be typed in for this input."""
         return self.type in WIDGET_TYPES and not self.hidden
 
-    def choice_list(self) -> list:
-        """The current choices of a combo input (calls a callable ``choices``)."""
-        choices = self.choices() if callable(self.choices) else self.choices
+    def choice_list(self, services: Mapping[str, Any] | None = None) -> list:
+        """The current choices of a combo input (calls a callable ``choices`` with ``services``)."""
+        choices = self.choices(services or {}) if callable(self.choices) else self.choices
         return list(choices or [])
 
-    def spec(self) -> list:
+    def spec(self, services: Mapping[str, Any] | None = None) -> list:
         """This input in ComfyUI's ``/object_info`` shape: ``[TYPE, {options}]``."""
         options: dict[str, Any] = {}
         for option in _INPUT_OPTION_NAMES:
@@ -87,10 +90,10 @@ class Input:
         if self.lazy:
             options["lazy"] = True
         if self.type == "COMBO":
-            return [self.choice_list(), options]
+            return [self.choice_list(services), options]
         return [self.type, options]
 
-    def check_constant(self, value: Any) -> tuple[str, str] | None:
+    def check_constant(self, value: Any, services: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
         """Checks a constant against the declaration.
 
         Returns None when the value is acceptable, else ``(error_type, message)`` using
@@ -117,7 +120,7 @@ class Input:
                 return "invalid_input_type", f"expected true or false, got {_describe(value)}"
             return None
         if self.type == "COMBO":
-            choices = self.choice_list()
+            choices = self.choice_list(services)
             if not _is_hashable_scalar(value) or value not in choices:
                 shown = ", ".join(map(str, choices[:20])) + (", ..." if len(choices) > 20 else "")
                 return "value_not_in_list", f"{value!r} is not one of [{shown}]"
@@ -179,12 +182,12 @@ class NodeDefinition:
     simple_io: bool = False
     widget_names: tuple[str, ...] = field(default=())
 
-    def object_info(self) -> dict[str, Any]:
+    def object_info(self, services: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """This node in ComfyUI's ``GET /object_info`` shape."""
         sections: dict[str, dict[str, list]] = {"required": {}, "optional": {}, "hidden": {}}
         for name, inp in self.inputs.items():
             section = "hidden" if inp.hidden else "optional" if inp.optional else "required"
-            sections[section][name] = inp.spec()
+            sections[section][name] = inp.spec(services)
         input_doc = {key: value for key, value in sections.items() if value or key == "required"}
         return {
             "input": input_doc,
@@ -234,11 +237,12 @@ class Node:
         raise NotImplementedError
 
     @classmethod
-    def fingerprint(cls, **constants: Any) -> Any:
+    def fingerprint(cls, context: Any, **constants: Any) -> Any:
         """Describes outside state the node reads (e.g. a file's size and mtime).
 
-        Called with the node's constant inputs before execution; the result becomes part
-        of the cache key, so a changed file means a re-run. JSON-serialisable or None.
+        Called with the prompt's ``ExecutionContext`` (for its folders and services) and
+        the node's constant inputs before execution; the result becomes part of the cache
+        key, so a changed file means a re-run. JSON-serialisable or None.
         """
         return None
 

@@ -14,7 +14,7 @@ import importlib.util
 import pkgutil
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -61,9 +61,9 @@ class NodeRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self.definitions
 
-    def object_info(self) -> dict[str, Any]:
-        """The whole ``GET /object_info`` document."""
-        return {name: definition.object_info() for name, definition in sorted(self.definitions.items())}
+    def object_info(self, services: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The whole ``GET /object_info`` document; ``services`` feed computed combo choices."""
+        return {name: definition.object_info(services) for name, definition in sorted(self.definitions.items())}
 
     def load_package(self, package: str) -> None:
         """Registers every Node subclass defined in the top-level modules of a package (built-ins)."""

@@ -11,6 +11,7 @@ canvas does not block the rest, as in ComfyUI.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,12 +52,14 @@ def types_match(output_type: str, input_type: str) -> bool:
 
 
 def validate_workflow(
-    workflow: Workflow, registry: NodeRegistry, targets: list[str] | None = None
+    workflow: Workflow, registry: NodeRegistry, targets: list[str] | None = None,
+    services: Mapping[str, Any] | None = None,
 ) -> ValidationResult:
     """Checks a parsed workflow against the registry and plans it when valid.
 
     ``targets`` (ComfyUI's ``partial_execution_targets``) limits the outputs to run;
-    by default every output node runs.
+    by default every output node runs. ``services`` feed computed combo choices (the
+    files in the input or model folders).
     """
     result = ValidationResult()
     if workflow.errors:
@@ -85,7 +88,7 @@ def validate_workflow(
     needed, dependents = _needed_nodes(workflow, outputs)
     errors: dict[str, list[dict[str, Any]]] = {}
     for node_id in needed:
-        node_errors = _check_node(workflow, node_id, registry)
+        node_errors = _check_node(workflow, node_id, registry, services)
         if node_errors:
             errors[node_id] = node_errors
     order, cycles = topological_order(workflow, needed)
@@ -132,7 +135,8 @@ def _needed_nodes(workflow: Workflow, outputs: list[str]) -> tuple[list[str], di
     return order, dependents
 
 
-def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry) -> list[dict[str, Any]]:
+def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
+                services: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     spec = workflow.nodes[node_id]
     errors = [_error(kind, message, input_name=name) for kind, message, name in spec.parse_errors]
     if not spec.class_type:
@@ -149,17 +153,18 @@ def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry) -> lis
             if not inp.optional:
                 errors.append(_error("required_input_missing", "Required input is missing", name, input_name=name))
             continue
-        problem = _check_input(workflow, registry, inp, spec.inputs[name])
+        problem = _check_input(workflow, registry, inp, spec.inputs[name], services)
         if problem:
             kind, message = problem
             errors.append(_error(kind, message, f"{name}: {message}", input_name=name,
-                                 input_config=inp.spec(), received_value=_jsonable(spec.inputs[name])))
+                                 input_config=inp.spec(services), received_value=_jsonable(spec.inputs[name])))
     return errors
 
 
-def _check_input(workflow: Workflow, registry: NodeRegistry, inp: Input, value: Any) -> tuple[str, str] | None:
+def _check_input(workflow: Workflow, registry: NodeRegistry, inp: Input, value: Any,
+                 services: Mapping[str, Any] | None) -> tuple[str, str] | None:
     if not isinstance(value, Link):
-        return inp.check_constant(value)
+        return inp.check_constant(value, services)
     source = workflow.nodes.get(value.source)
     if source is None:
         return "bad_linked_input", f"linked to node {value.source}, which is not in the workflow"

@@ -201,7 +201,7 @@ class ReadTextFile(Node):
     outputs = (Output("STRING"),)
 
     @classmethod
-    def fingerprint(cls, path):
+    def fingerprint(cls, context, path):
         stat = os.stat(path)
         return [stat.st_size, stat.st_mtime_ns]
 
