@@ -1,4 +1,4 @@
-"""Image nodes: make, transform and save ``IMAGE`` values.
+"""Image nodes: make and transform ``IMAGE`` values.
 
 An ``IMAGE`` is a float tensor ``[B, H, W, C]`` with values in 0..1, on the CPU
 (ComfyUI's convention). torch and Pillow are imported inside ``execute`` so that
@@ -7,13 +7,9 @@ declaring these nodes costs nothing at start-up.
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
 from typing import Any
 
-from graph import Input, Node, NodeResult, Output
-from graph.paths import safe_join
+from graph import Input, Node, Output
 
 MAX_RESOLUTION = 16384
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -86,40 +82,6 @@ class ImageScaleBy(Node):
         return (resize_images(image, new_w, new_h, upscale_method),)
 
 
-class SaveImage(Node):
-    """Saves images as PNG files in the output folder, with the workflow in their metadata.
-
-    Files are named ``{prefix}_{counter:05}_.png``; the prefix may name a subfolder.
-    The PNG carries a ``prompt`` text chunk (API format) and one chunk per key of
-    ``extra_pnginfo`` (the editor sends ``workflow``), so dropping it on the editor
-    restores the workflow.
-    """
-
-    category = "image"
-    output_node = True
-    images = Input("IMAGE")
-    filename_prefix = Input("STRING", default="Latentgraph")
-    outputs = ()
-    folder_type = "output"
-
-    def execute(self, images: Any, filename_prefix: str) -> NodeResult:
-        folder = self.context.folders.output if self.folder_type == "output" else self.context.folders.temp
-        saved = save_png_batch(images, Path(folder), filename_prefix, self.folder_type,
-                               prompt=self.context.prompt,
-                               extra_pnginfo=self.context.extra_data.get("extra_pnginfo") or {})
-        return NodeResult(ui={"images": saved})
-
-
-class PreviewImage(SaveImage):
-    """Shows images in the editor; they are written to the temp folder, not kept as outputs."""
-
-    filename_prefix = Input("STRING", default="Latentgraph_preview", hidden=True)
-    folder_type = "temp"
-
-    def execute(self, images: Any, filename_prefix: str = "Latentgraph_preview") -> NodeResult:
-        return super().execute(images, filename_prefix)
-
-
 def resize_images(image: Any, width: int, height: int, method: str) -> Any:
     """Resizes a ``[B, H, W, C]`` image batch to ``width`` x ``height`` pixels."""
     import torch
@@ -156,43 +118,3 @@ def to_uint8(frame: Any) -> Any:
     import torch
 
     return (frame.clamp(0.0, 1.0) * 255.0).round().to(dtype=torch.uint8).cpu().numpy()
-
-
-def save_png_batch(images: Any, folder: Path, filename_prefix: str, folder_type: str,
-                   prompt: dict | None, extra_pnginfo: dict) -> list[dict[str, str]]:
-    """Writes each image of a ``[B, H, W, C]`` batch as ``{prefix}_{counter:05}_.png``.
-
-    The prefix may contain a subfolder, which must stay inside ``folder``. Returns the
-    UI entries ``{"filename", "subfolder", "type"}``.
-    """
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    subfolder, _, prefix = filename_prefix.replace("\\", "/").rpartition("/")
-    prefix = prefix or "image"
-    target = safe_join(folder, subfolder) if subfolder else Path(folder).resolve()
-    target.mkdir(parents=True, exist_ok=True)
-    counter = next_counter(target, prefix)
-    metadata = PngInfo()
-    if prompt is not None:
-        metadata.add_text("prompt", json.dumps(prompt))
-    for key, value in extra_pnginfo.items():
-        metadata.add_text(str(key), json.dumps(value))
-    saved = []
-    for frame in images:
-        filename = f"{prefix}_{counter:05}_.png"
-        Image.fromarray(to_uint8(frame)).save(target / filename, pnginfo=metadata, compress_level=4)
-        saved.append({"filename": filename, "subfolder": subfolder, "type": folder_type})
-        counter += 1
-    return saved
-
-
-def next_counter(folder: Path, prefix: str) -> int:
-    """One more than the highest counter among ``{prefix}_NNNNN_.png`` files in ``folder``."""
-    pattern = re.compile(re.escape(prefix) + r"_(\d+)_\.png$")
-    highest = 0
-    for path in folder.iterdir():
-        match = pattern.match(path.name)
-        if match:
-            highest = max(highest, int(match.group(1)))
-    return highest + 1
