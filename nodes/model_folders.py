@@ -1,0 +1,91 @@
+"""Where model files live: ``models/<kind>/`` plus folders named in ``extra_model_paths.yaml``.
+
+Kinds follow ComfyUI's folder names (``checkpoints``, ``loras``, ``vae``,
+``upscale_models``, ``embeddings``, ...). Loader nodes list a kind's files for their combo
+choices and resolve a chosen name to a path that must stay inside one of the kind's
+folders. The application puts a ``ModelFolders`` in ``services["models"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graph.paths import UnsafePathError, safe_join
+
+KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "clip", "unet", "controlnet")
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class ModelFolders:
+    """The folders searched for each kind of model, in priority order."""
+
+    root: Path = Path("models")
+    extra: dict[str, list[Path]] = field(default_factory=dict)
+
+    def folders(self, kind: str) -> list[Path]:
+        return [Path(self.root) / kind, *self.extra.get(kind, [])]
+
+    def list(self, kind: str, extensions: tuple[str, ...] = MODEL_EXTENSIONS) -> list[str]:
+        """Model files of a kind, as names relative to their folder ("sub/name.safetensors")."""
+        names: set[str] = set()
+        for folder in self.folders(kind):
+            if folder.is_dir():
+                names.update(str(path.relative_to(folder)).replace("\\", "/") for path in folder.rglob("*")
+                             if path.suffix.lower() in extensions and path.is_file())
+        return sorted(names)
+
+    def resolve(self, kind: str, name: str) -> Path:
+        """The path of a listed model file; raises FileNotFoundError or UnsafePathError."""
+        for folder in self.folders(kind):
+            path = safe_join(folder, name)
+            if path.is_file():
+                return path
+        raise FileNotFoundError(f"no {kind} model named {name!r} in {', '.join(map(str, self.folders(kind)))}")
+
+
+def models_of(services: Mapping[str, Any]) -> ModelFolders:
+    """The application's model folders (the default ``models/`` when none was configured)."""
+    folders = services.get("models")
+    return folders if isinstance(folders, ModelFolders) else ModelFolders()
+
+
+def model_choices(kind: str):
+    """A ``choices`` callable for loader inputs: the files of ``kind`` in the model folders."""
+    def choices(services: Mapping[str, Any]) -> list[str]:
+        return models_of(services).list(kind)
+    return choices
+
+
+def load_extra_model_paths(path: str | Path) -> dict[str, list[Path]]:
+    """Reads ComfyUI's ``extra_model_paths.yaml``.
+
+    Each top-level section may set ``base_path``; every other key names a kind and holds
+    one folder or several, one per line, relative to ``base_path``.
+    """
+    import yaml
+
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping of sections")
+    extra: dict[str, list[Path]] = {}
+    for section_name, section in config.items():
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: section {section_name!r} must be a mapping")
+        base = Path(str(section.get("base_path", ""))).expanduser()
+        if not base.is_absolute():
+            base = Path(path).parent / base
+        for kind, value in section.items():
+            if kind in ("base_path", "is_default") or value is None:
+                continue
+            for line in str(value).splitlines():
+                if line.strip():
+                    extra.setdefault(str(kind), []).append(base / line.strip())
+    return extra
+
+
+__all__ = ["KINDS", "MODEL_EXTENSIONS", "ModelFolders", "UnsafePathError", "load_extra_model_paths",
+           "model_choices", "models_of"]
