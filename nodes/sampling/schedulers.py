@@ -105,7 +105,9 @@ def beta(schedule: DiscreteSchedule, steps: int, alpha: float = 0.6, beta_param:
     previous = None
     for i in range(steps):
         q = 1.0 - i / steps
-        t = round(beta_ppf(q, alpha, beta_param) * last)  # round-half-even, like numpy.rint
+        # the quantile is accurate to ~1e-12: round it there so that exact halves (e.g. the
+        # median of a symmetric Beta) do not flip on float noise; round-half-even like numpy.rint
+        t = round(round(beta_ppf(q, alpha, beta_param), 12) * last)
         if t != previous:
             sigmas.append(float(schedule.sigmas[int(t)]))
         previous = t
