@@ -1,0 +1,130 @@
+"""Load checkpoints offline: single-file LDM ``.safetensors`` (or safe pickles) and diffusers folders.
+
+Public entry points: ``load_checkpoint`` (CheckpointLoaderSimple) and ``load_vae``
+(VAELoader). Nothing here touches the network: architectures come from the bundled configs
+(``family_config``) or the file's own ``latentgraph.config`` metadata, tokenizers from the
+bundled vocabulary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from nodes.models import build
+from nodes.models.bundle import LoadedCheckpoint
+from nodes.models.detect import UNET, VAE, arch_config_from_metadata, describe, detect
+from nodes.models.diffusers_folder import load_diffusers_folder
+from nodes.models.errors import ModelLoadError, UnknownCheckpointError
+from nodes.models.family_config import VAE_SCALE_FACTORS, bundled_configs, resolve_configs
+from nodes.models.keymap import KeyMap, KeySource, gather, with_prefix
+from nodes.models.keymap_clip import hf_clip_key_map, open_clip_key_map
+from nodes.models.keymap_unet import unet_key_map
+from nodes.models.keymap_vae import vae_key_map
+from nodes.models.state_source import StateSource, open_state
+from nodes.models.tokenizers import bundled_clip_tokenizer
+
+
+def _gather(key_map: KeyMap, source: StateSource, what: str) -> dict[str, torch.Tensor]:
+    try:
+        return gather(key_map, source.read)
+    except KeyError as exc:
+        raise ModelLoadError(f"{what}: the checkpoint lacks tensor {exc.args[0]!r}") from exc
+
+
+def _load_vae_from(source: StateSource, config: dict, prefix: str) -> AutoencoderKL:
+    vae = build.empty_vae(config)
+    keys = vae.state_dict().keys()
+    if prefix == "diffusers":
+        key_map: KeyMap = {k: KeySource(k) for k in keys}
+    else:
+        key_map = with_prefix(vae_key_map(keys, config), prefix)
+    return build.fill(vae, _gather(key_map, source, "VAE"), source.device)
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    prediction_type: str | None = None,
+) -> LoadedCheckpoint:
+    """Load a checkpoint file or diffusers folder into diffusers/transformers models.
+
+    ``path``: a ``.safetensors`` file in the original LDM layout (SD1.x, SD2.x, SDXL base),
+    a ``.ckpt``/``.pt``/``.pth`` that ``torch.load(weights_only=True)`` accepts, or a diffusers
+    folder (``unet/``, ``vae/``, ``text_encoder/``...). ``device``/``dtype``: where and in
+    which floating dtype every weight is placed (each tensor is read once, straight there).
+    ``prediction_type``: ``"epsilon"``/``"v_prediction"`` override (LDM files do not record it;
+    see ``detect``). Raises ``UnknownCheckpointError`` for unsupported files,
+    ``UnsafeFormatError`` for refused formats, ``ModelLoadError`` for missing tensors.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return load_diffusers_folder(path, device=device, dtype=dtype, prediction_type=prediction_type)
+    with open_state(path, device, dtype) as source:
+        info = detect(source.shapes, source.metadata, prediction_type)
+        cfgs = resolve_configs(info.config_name, info.arch_config, info.in_channels, info.prediction_type)
+
+        unet = build.empty_unet(cfgs.unet)
+        unet_map = with_prefix(unet_key_map(unet.state_dict().keys(), cfgs.unet), UNET)
+        unet = build.fill(unet, _gather(unet_map, source, "UNet"), source.device)
+
+        vae = _load_vae_from(source, cfgs.vae, VAE) if info.has_vae else None
+
+        encoders = []
+        for layout, cfg in zip(info.text_encoders, cfgs.text_encoders, strict=True):
+            model = build.empty_text_encoder(cfg)
+            keys = model.state_dict().keys()
+            key_map = hf_clip_key_map(keys) if layout.layout == "hf" else open_clip_key_map(keys)
+            state = _gather(with_prefix(key_map, layout.prefix), source, f"text encoder at {layout.prefix}")
+            encoders.append(build.fill(model, state, source.device))
+
+    return LoadedCheckpoint(
+        family=info.family,
+        unet=unet,
+        vae=vae,
+        text_encoders=tuple(encoders),
+        tokenizers=tuple(bundled_clip_tokenizer(e.layout) for e in info.text_encoders),
+        text_encoder_layouts=tuple(e.layout for e in info.text_encoders),
+        prediction_type=info.prediction_type,
+        scheduler_config=cfgs.scheduler,
+        vae_scale_factor=float(cfgs.vae.get("scaling_factor", VAE_SCALE_FACTORS[info.family])),
+        in_channels=info.in_channels,
+        dtype=dtype,
+        device=torch.device(device),
+        source=path,
+        info=info,
+    )
+
+
+def _vae_layout(shapes: dict[str, tuple[int, ...]]) -> str:
+    """The key prefix of the VAE in a file, or ``"diffusers"`` for diffusers-named keys."""
+    if VAE + "decoder.conv_in.weight" in shapes:
+        return VAE
+    if "decoder.conv_in.weight" in shapes:
+        return "diffusers" if any(k.startswith("decoder.up_blocks.") for k in shapes) else ""
+    raise UnknownCheckpointError("no VAE found (decoder.conv_in.weight). Found: " + describe(shapes))
+
+
+def load_vae(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> AutoencoderKL:
+    """Load a standalone VAE file (LDM keys with or without ``first_stage_model.``, or diffusers keys).
+
+    The architecture comes from the file's ``latentgraph.config`` metadata (its ``vae`` part)
+    when present, else the standard SD VAE config (identical for SD1/SD2/SDXL; only the
+    latent scale differs, and that belongs to the checkpoint: use
+    ``LoadedCheckpoint.vae_scale_factor``, not this VAE's ``config.scaling_factor``).
+    Returns an ``AutoencoderKL`` in eval mode on ``device`` in ``dtype``.
+    """
+    with open_state(path, device, dtype) as source:
+        layout = _vae_layout(source.shapes)
+        arch = arch_config_from_metadata(source.metadata) or {}
+        config = dict(arch.get("vae") or bundled_configs("sd1").vae)
+        return _load_vae_from(source, config, layout)

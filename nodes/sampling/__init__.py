@@ -1,0 +1,46 @@
+"""Sampling library: sigma schedules, k-diffusion-style samplers, model wrappers (eps/v,
+CFG), KSampler step planning and latent previews.  No node classes live here.
+
+The node layer typically does::
+
+    schedule = sd_schedule()                         # or DiscreteSchedule.from_betas(betas)
+    sigmas = denoise_sigmas(schedule, scheduler, sampler, steps, denoise)
+    model = CFGDenoiser(DiscreteDenoiser(unet, schedule, "eps"), cond, uncond, cfg)
+    out = run_sampler(model, latent, sigmas, sampler, schedule=schedule, seed=seed,
+                      noise_mask=mask, callback=cb)
+"""
+
+from .denoiser import CFGDenoiser, DiscreteDenoiser, concat_conds
+from .latent_preview import latent_to_image, latent_to_rgb
+from .noise import BrownianNoise, GaussianNoise, initial_noise
+from .plan import advanced_sigmas, calculate_sigmas, denoise_sigmas, is_max_denoise, noise_latent
+from .run import prepare_mask, run_sampler
+from .samplers import SAMPLER_NAMES, SamplerSpec, get_sampler
+from .schedule import DiscreteSchedule, scaled_linear_betas, sd_schedule
+from .schedulers import SCHEDULER_NAMES, get_sigmas
+
+__all__ = [
+    "SAMPLER_NAMES",
+    "SCHEDULER_NAMES",
+    "BrownianNoise",
+    "CFGDenoiser",
+    "DiscreteDenoiser",
+    "DiscreteSchedule",
+    "GaussianNoise",
+    "SamplerSpec",
+    "advanced_sigmas",
+    "calculate_sigmas",
+    "concat_conds",
+    "denoise_sigmas",
+    "get_sampler",
+    "get_sigmas",
+    "initial_noise",
+    "is_max_denoise",
+    "latent_to_image",
+    "latent_to_rgb",
+    "noise_latent",
+    "prepare_mask",
+    "run_sampler",
+    "scaled_linear_betas",
+    "sd_schedule",
+]

@@ -1,0 +1,115 @@
+"""Model wrappers: a UNet's eps or v output -> denoised x0, and classifier-free guidance.
+
+The UNet is any callable ``unet(x_in, timestep, **cond) -> out`` with ``x_in`` [B, C, h, w]
+the variance-preserving input, ``timestep`` float [B] (training timestep units, 0..N-1) and
+``cond`` keyword tensors such as ``context`` [B, T, D] (cross-attention) and ``y`` [B, A]
+(SDXL's pooled/size vector).  This is k-diffusion's CompVisDenoiser / CompVisVDenoiser idea.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+
+from .schedule import DiscreteSchedule
+
+UNet = Callable[..., torch.Tensor]
+
+
+def _view(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+class DiscreteDenoiser:
+    """Turns a discrete-time eps- or v-prediction UNet into ``D(x, sigma) -> x0``.
+
+    For x = x0 + sigma * eps: the UNet sees c_in * x with c_in = 1 / sqrt(sigma^2 + 1) at
+    timestep ``schedule.timestep(sigma)``, and
+      eps-prediction:  D = x - sigma * eps_hat
+      v-prediction:    D = x / (sigma^2 + 1) - v_hat * sigma / sqrt(sigma^2 + 1)
+    (v = alpha * eps - sigma_vp * x0 in VP units; Salimans & Ho 2022, "Progressive
+    Distillation", sec. 4).  ``quantize_timesteps`` rounds to the nearest training
+    timestep, as ComfyUI does; False interpolates in log-sigma, as k-diffusion does.
+    """
+
+    def __init__(self, unet: UNet, schedule: DiscreteSchedule, prediction: str = "eps",
+                 quantize_timesteps: bool = True) -> None:
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+        self.unet = unet
+        self.schedule = schedule
+        self.prediction = prediction
+        self.quantize_timesteps = quantize_timesteps
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C, h, w], ``sigma`` [B] -> denoised [B, C, h, w]."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        timestep = self.schedule.timestep(sigma.cpu(), quantize=self.quantize_timesteps).to(x.device)
+        s = _view(sigma.to(x.device), x)
+        c_in = 1 / (s * s + 1).sqrt()
+        out = self.unet(x * c_in, timestep, **cond)
+        if self.prediction == "eps":
+            return x - out * s
+        return x * c_in * c_in - out * s * c_in
+
+
+def _lcm(a: int, b: int) -> int:
+    return a * b // math.gcd(a, b)
+
+
+def _fit_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a conditioning tensor with batch 1 (or a divisor of ``batch``) to ``batch``."""
+    if t.shape[0] == batch:
+        return t
+    if batch % t.shape[0] == 0:
+        return t.repeat(batch // t.shape[0], *([1] * (t.ndim - 1)))
+    raise ValueError(f"conditioning batch {t.shape[0]} does not divide latent batch {batch}")
+
+
+def concat_conds(conds: list[Mapping[str, torch.Tensor]], batch: int) -> dict[str, torch.Tensor]:
+    """Concatenate several cond dicts along the batch, each fitted to ``batch`` items.
+
+    ``context`` tensors with different token counts (e.g. 77 vs 154 for a long prompt) are
+    tiled along tokens to their least common multiple, which leaves cross-attention unchanged.
+    """
+    keys = set(conds[0])
+    if any(set(c) != keys for c in conds):
+        raise ValueError("cond and uncond must carry the same keys")
+    out: dict[str, torch.Tensor] = {}
+    for key in conds[0]:
+        parts = [_fit_batch(c[key], batch) for c in conds]
+        if key == "context":
+            tokens = 1
+            for p in parts:
+                tokens = _lcm(tokens, p.shape[1])
+            parts = [p.repeat(1, tokens // p.shape[1], 1) for p in parts]
+        out[key] = torch.cat(parts)
+    return out
+
+
+class CFGDenoiser:
+    """Classifier-free guidance (Ho & Salimans 2022): D = D_u + cfg * (D_c - D_u).
+
+    Unconditional and conditional predictions come from ONE batched call of ``denoiser``
+    (uncond first, then cond); with ``cfg == 1`` or no ``uncond`` only the conditional
+    half is run.  ``denoiser(x, sigma, **cond) -> x0`` is e.g. a :class:`DiscreteDenoiser`.
+    """
+
+    def __init__(self, denoiser: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
+                 uncond: Mapping[str, torch.Tensor] | None, cfg: float) -> None:
+        self.denoiser = denoiser
+        self.cond = dict(cond)
+        self.uncond = dict(uncond) if uncond is not None else None
+        self.cfg = float(cfg)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C, h, w], ``sigma`` [B] -> guided x0 estimate [B, C, h, w]."""
+        batch = x.shape[0]
+        if self.uncond is None or self.cfg == 1.0:
+            return self.denoiser(x, sigma, **concat_conds([self.cond], batch))
+        conds = concat_conds([self.uncond, self.cond], batch)
+        out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **conds)
+        uncond_out, cond_out = out.chunk(2)
+        return uncond_out + (cond_out - uncond_out) * self.cfg

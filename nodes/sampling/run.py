@@ -1,0 +1,86 @@
+"""One call that runs a sampler the way KSampler does: noise, mask, sample.
+
+The node layer builds the denoiser (:class:`~nodes.sampling.denoiser.CFGDenoiser`) and the
+sigmas (:mod:`nodes.sampling.plan`) and hands them here together with the seed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .noise import BrownianNoise, GaussianNoise, initial_noise
+from .plan import is_max_denoise, noise_latent
+from .sampler_base import Callback, Model
+from .samplers import get_sampler
+from .schedule import DiscreteSchedule
+
+
+def prepare_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """A noise mask ([H, W], [B, H, W] or [B, 1, H, W], 1 = regenerate) resized bilinearly
+    to the latent's h, w and broadcast to [B, C, h, w] on the latent's device."""
+    m = mask.float().reshape(-1, 1, mask.shape[-2], mask.shape[-1])
+    m = F.interpolate(m, size=latent.shape[-2:], mode="bilinear", align_corners=False)
+    m = m.repeat(1, latent.shape[1], 1, 1)
+    if m.shape[0] != latent.shape[0]:
+        if latent.shape[0] % m.shape[0]:
+            raise ValueError(f"mask batch {m.shape[0]} does not divide latent batch {latent.shape[0]}")
+        m = m.repeat(latent.shape[0] // m.shape[0], 1, 1, 1)
+    return m.to(device=latent.device, dtype=latent.dtype)
+
+
+class MaskedDenoiser:
+    """Inpainting: only the masked region is generated.
+
+    Before each model call the unmasked region of x is replaced by the original latent
+    noised to the current sigma (with the run's own noise); the model's x0 estimate there is
+    replaced by the original latent.  ``mask`` [B, C, h, w], 1 = regenerate.
+    """
+
+    def __init__(self, model: Model, latent: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> None:
+        self.model, self.latent, self.noise, self.mask = model, latent, noise, mask
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        keep = 1 - self.mask
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        x = x * self.mask + (self.latent + self.noise * s) * keep
+        return self.model(x, sigma) * self.mask + self.latent * keep
+
+
+def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sampler_name: str, *,
+                schedule: DiscreteSchedule, seed: int, add_noise: bool = True,
+                noise_mask: torch.Tensor | None = None, callback: Callback | None = None) -> torch.Tensor:
+    """Sample from ``latent`` [B, C, h, w] along ``sigmas`` with ``sampler_name``.
+
+    - Fewer than 2 sigmas (denoise 0, or KSamplerAdvanced with nothing to do): ``latent`` is
+      returned unchanged.
+    - Starting noise is :func:`~nodes.sampling.noise.initial_noise` for ``seed`` (CPU, then
+      moved to the latent's device), or zeros when ``add_noise`` is False (KSamplerAdvanced
+      "add_noise: disable", for a latent that already carries its noise).
+    - Stochastic samplers get noise from CPU generators seeded with ``seed``.
+    - ``noise_mask`` (1 = regenerate) keeps the rest of the latent; see :class:`MaskedDenoiser`.
+    - ``callback(i, total, x, denoised)`` after every step; raise in it to interrupt.
+    - ``model(x, sigma [B]) -> x0``, e.g. a :class:`~nodes.sampling.denoiser.CFGDenoiser`.
+    """
+    spec = get_sampler(sampler_name)
+    if len(sigmas) < 2:
+        return latent
+    if add_noise:
+        noise = initial_noise(latent.shape, seed).to(device=latent.device, dtype=latent.dtype)
+    else:
+        noise = torch.zeros_like(latent)
+    sigma_start = float(sigmas[0])
+    x = noise_latent(latent, noise, sigma_start, is_max_denoise(schedule, sigma_start))
+    mask = None
+    if noise_mask is not None:
+        mask = prepare_mask(noise_mask, latent)
+        model = MaskedDenoiser(model, latent, noise, mask)
+    noise_sampler = None
+    if spec.noise == "gaussian":
+        noise_sampler = GaussianNoise(x, seed)
+    elif spec.noise == "brownian":
+        noise_sampler = BrownianNoise(x, seed)
+    x = spec.fn(model, x, sigmas.to(torch.float32), callback=callback, noise_sampler=noise_sampler)
+    if mask is not None:
+        x = x * mask + (latent + noise * float(sigmas[-1])) * (1 - mask)
+    return x
