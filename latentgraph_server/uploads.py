@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,14 +87,17 @@ def check_image(data: bytes) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
         width, height = image.size
         if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
             raise UploadError(400, f"image of {width}x{height} pixels exceeds the limit (decompression bomb?)")
         image.load()
     except UploadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UploadError(400, f"not an acceptable image: {exc}") from exc
     except Exception as exc:  # truncated or corrupt data
         raise UploadError(400, f"cannot decode the image: {type(exc).__name__}: {exc}") from exc
