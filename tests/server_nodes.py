@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from graph import Input, Node, NodeResult
+from graph import Input, Node, NodeResult, Output
 
 
 class SaveTestImage(Node):
@@ -57,3 +57,19 @@ class Wait(Node):
             self.context.check_interrupt()
             time.sleep(0.01)
         return NodeResult(ui={"value": [tag]})
+
+
+class DelayedValue(Node):
+    """Outputs ``value`` after waiting ``seconds`` (checking for interrupts)."""
+
+    category = "test"
+    seconds = Input("FLOAT", default=0.5, min=0.0, max=3600.0)
+    value = Input("INT", default=0)
+    outputs = (Output("INT"),)
+
+    def execute(self, seconds, value):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.context.check_interrupt()
+            time.sleep(0.01)
+        return (value,)
