@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from graph.node import NodeDefinition
 from graph.registry import NodeRegistry
 from graph.workflow import Link, Workflow
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass
@@ -32,6 +34,8 @@ def dependency_graph(workflow: Workflow, node_ids: list[str]) -> nx.DiGraph:
     Nodes are inserted in natural id order ("2" before "10"), which makes the
     topological order deterministic for a given workflow.
     """
+    import networkx as nx  # imported on first use: it costs a noticeable part of server start-up
+
     graph = nx.DiGraph()
     members = set(node_ids)
     ordered = sorted(node_ids, key=natural_key)
@@ -47,6 +51,8 @@ def dependency_graph(workflow: Workflow, node_ids: list[str]) -> nx.DiGraph:
 
 def find_cycles(workflow: Workflow, node_ids: list[str]) -> list[list[str]]:
     """Every dependency cycle among ``node_ids``, each as the sorted list of its nodes."""
+    import networkx as nx
+
     graph = dependency_graph(workflow, node_ids)
     if nx.is_directed_acyclic_graph(graph):
         return []
@@ -60,6 +66,8 @@ def find_cycles(workflow: Workflow, node_ids: list[str]) -> list[list[str]]:
 
 def make_plan(workflow: Workflow, registry: NodeRegistry, outputs: list[str], needed: list[str]) -> ExecutionPlan:
     """Orders the needed nodes topologically. The workflow must be valid and acyclic."""
+    import networkx as nx
+
     graph = dependency_graph(workflow, needed)
     order = list(nx.topological_sort(graph))
     definitions = {}
