@@ -188,9 +188,7 @@ class Handlers:
         return web.json_response({"exec_info": {"queue_remaining": self.store.remaining()}})
 
     async def get_queue(self, request: web.Request) -> web.Response:
-        running = [item.as_list() for item in self.store.running()]
-        pending = [item.as_list() for item in self.store.pending()]
-        return web.json_response({"queue_running": running, "queue_pending": pending}, dumps=_dumps)
+        return web.Response(text=self.store.queue_json(), content_type="application/json")
 
     async def post_queue(self, request: web.Request) -> web.Response:
         body = await read_object(request)

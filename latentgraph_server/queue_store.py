@@ -135,6 +135,20 @@ class QueueStore:
             ).fetchall()
         return [_item(row) for row in rows]
 
+    def queue_json(self) -> str:
+        """GET /queue's body, assembled from the stored JSON text without decoding it
+        (the queue can hold hundreds of prompts, and this is polled while busy)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, number, prompt_id, prompt, extra_data, outputs_to_execute FROM prompts "
+                "WHERE state IN ('running', 'pending') ORDER BY number, seq"
+            ).fetchall()
+        lists: dict[str, list[str]] = {"running": [], "pending": []}
+        for state, number, prompt_id, prompt, extra_data, outputs in rows:
+            shown = json.dumps(int(number) if float(number).is_integer() else number)
+            lists[state].append(f"[{shown},{json.dumps(prompt_id)},{prompt},{extra_data},{outputs}]")
+        return f'{{"queue_running":[{",".join(lists["running"])}],"queue_pending":[{",".join(lists["pending"])}]}}'
+
     def remaining(self) -> int:
         """Pending plus running prompts (what clients see as queue_remaining)."""
         with self._lock:

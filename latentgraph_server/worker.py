@@ -2,9 +2,10 @@
 
 The event loop never runs a node. Events go out through ``send`` / ``send_bytes``
 (thread-safe callables, normally the hub's), addressed to the submitting client. The
-terminal events of a prompt (``executing`` with ``node: null``, ``execution_success``,
-``execution_error``, ``execution_interrupted``) are held back until its history is
-written, so a client that reacts to them by fetching ``/history`` always finds it.
+terminal events of a prompt (``execution_success``, ``execution_error``,
+``execution_interrupted``, then ``executing`` with ``node: null``) are held back until
+its history is written, so a client that reacts to them by fetching ``/history``
+always finds it.
 """
 
 from __future__ import annotations
@@ -163,10 +164,12 @@ class PromptWorker:
         finally:
             with self._lock:
                 self._current = None
+        # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last,
+        # the signal clients take as "this prompt is done".
         for event, data in held:
-            self._send(item.client_id, event, data)
-        if not any(event == "executing" for event, _ in held):
-            self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
+            if event != "executing":
+                self._send(item.client_id, event, data)
+        self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
         self.on_queue_changed()
 
     def _execute(self, item: QueueItem, running: RunningPrompt,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -13,6 +16,7 @@ from websockets.sync.client import connect
 
 from server import ROUTES
 from tests.server_support import (
+    REPO,
     ServerThread,
     make_config,
     submit,
@@ -265,3 +269,18 @@ def test_system_models_embeddings_extensions_free(server):
     assert requests.get(f"{server.url}/extensions").json() == []
     assert requests.post(f"{server.url}/free", json={"unload_models": True, "free_memory": True}).status_code == 200
     assert requests.post(f"{server.url}/interrupt").status_code == 200  # empty body, nothing running
+
+
+def test_start_up_does_not_import_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from server import create_app\n"
+        "from tests.server_support import make_config\n"
+        "create_app(make_config(Path(sys.argv[1]), node_packages=['nodes', 'tests.engine_nodes']))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
