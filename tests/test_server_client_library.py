@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 
+import comfy_api_simplified
+import comfy_api_simplified.exceptions
 import pytest
 from PIL import Image
 
 from tests.server_support import ServerThread, make_config
-
-comfy_api_simplified = pytest.importorskip("comfy_api_simplified")
 
 
 @pytest.fixture(scope="module")
