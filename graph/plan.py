@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from graph.node import NodeDefinition
 from graph.registry import NodeRegistry
 from graph.workflow import Link, Workflow
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass
@@ -32,6 +34,8 @@ def dependency_graph(workflow: Workflow, node_ids: list[str]) -> nx.DiGraph:
     Nodes are inserted in natural id order ("2" before "10"), which makes the
     topological order deterministic for a given workflow.
     """
+    import networkx as nx  # imported on first use: it costs a noticeable part of server start-up
+
     graph = nx.DiGraph()
     members = set(node_ids)
     ordered = sorted(node_ids, key=natural_key)
@@ -51,6 +55,8 @@ def topological_order(workflow: Workflow, node_ids: list[str]) -> tuple[list[str
     Returns ``(order, cycles)``: when the nodes contain dependency cycles, ``order`` is
     empty and ``cycles`` lists each cycle as the sorted ids of its nodes.
     """
+    import networkx as nx
+
     graph = dependency_graph(workflow, node_ids)
     try:
         return list(nx.topological_sort(graph)), []

@@ -1,0 +1,82 @@
+"""Server configuration and its command line (ComfyUI's flag names where one exists)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graph.cache import DEFAULT_BUDGET_BYTES
+
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server needs to start; ``create_app`` takes one of these."""
+
+    listen: str = "127.0.0.1"
+    port: int = 8188
+    cpu: bool = False
+    input_directory: Path = Path("input")
+    output_directory: Path = Path("output")
+    temp_directory: Path = Path("temp")
+    models_directory: Path = Path("models")
+    extra_model_paths_config: list[Path] = field(default_factory=list)
+    database: Path = Path("latentgraph_queue.sqlite3")
+    auth_token: str | None = None
+    cache_budget: int = DEFAULT_BUDGET_BYTES
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_BYTES
+    node_packages: list[str] = field(default_factory=lambda: ["nodes"])
+    custom_nodes_directory: Path = Path("custom_nodes")
+    disable_all_custom_nodes: bool = False
+    web_directory: Path | None = Path("web")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server.py", description="Latentgraph's ComfyUI-compatible server.")
+    parser.add_argument("--listen", default="127.0.0.1", nargs="?", const="0.0.0.0",
+                        help="address to bind (default 127.0.0.1; bare --listen binds 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    parser.add_argument("--input-directory", type=Path, default=Path("input"))
+    parser.add_argument("--output-directory", type=Path, default=Path("output"))
+    parser.add_argument("--temp-directory", type=Path, default=Path("temp"))
+    parser.add_argument("--models-directory", type=Path, default=Path("models"))
+    parser.add_argument("--extra-model-paths-config", type=Path, action="append", default=[],
+                        metavar="PATH", help="extra_model_paths.yaml (repeatable)")
+    parser.add_argument("--database", type=Path, default=Path("latentgraph_queue.sqlite3"),
+                        help="SQLite file holding the queue and history")
+    parser.add_argument("--auth-token", default=None,
+                        help="require 'Authorization: Bearer TOKEN' on every route (websocket: ?token=TOKEN)")
+    parser.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
+    parser.add_argument("--max-upload-size", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 1024**2,
+                        help="largest upload in MiB (default 100)")
+    parser.add_argument("--nodes-package", action="append", default=None, metavar="PACKAGE",
+                        help="package of built-in nodes (repeatable; default: nodes)")
+    parser.add_argument("--custom-nodes-directory", type=Path, default=Path("custom_nodes"))
+    parser.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugins")
+    parser.add_argument("--web-directory", type=Path, default=Path("web"), help="static editor files served at /")
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> ServerConfig:
+    args = build_parser().parse_args(argv)
+    return ServerConfig(
+        listen=args.listen,
+        port=args.port,
+        cpu=args.cpu,
+        input_directory=args.input_directory,
+        output_directory=args.output_directory,
+        temp_directory=args.temp_directory,
+        models_directory=args.models_directory,
+        extra_model_paths_config=list(args.extra_model_paths_config),
+        database=args.database,
+        auth_token=args.auth_token or None,
+        cache_budget=args.cache_budget,
+        max_upload_size=int(args.max_upload_size * 1024**2),
+        node_packages=args.nodes_package or ["nodes"],
+        custom_nodes_directory=args.custom_nodes_directory,
+        disable_all_custom_nodes=args.disable_all_custom_nodes,
+        web_directory=args.web_directory,
+    )

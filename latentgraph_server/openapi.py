@@ -1,0 +1,63 @@
+"""The route table and the OpenAPI document generated from it (GET /openapi.json).
+
+``server.py`` registers exactly the routes listed here, so the document cannot drift
+from what the server answers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+API_PREFIX = "/api"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str  # name of the handler method on the server's Handlers object
+    summary: str
+    query: tuple[str, ...] = ()
+    body: str | None = None  # "json" or "multipart"
+    responses: dict[str, str] = field(default_factory=dict)
+
+
+def openapi_document(routes: list[Route], version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        for prefix in ("", API_PREFIX):
+            path = prefix + route.path
+            paths.setdefault(path, {})[route.method.lower()] = _operation(route, prefix)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Latentgraph", "version": version,
+                 "description": "ComfyUI-compatible API of Latentgraph. Every route is also served under /api."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{}, {"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _operation(route: Route, prefix: str) -> dict[str, Any]:
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in re.findall(r"{(\w+)}", route.path)]
+    parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                   for name in route.query]
+    responses = {"200": {"description": "OK"}}
+    responses.update({code: {"description": text} for code, text in route.responses.items()})
+    responses.setdefault("401", {"description": "missing or wrong bearer token (with --auth-token)"})
+    if route.method != "GET":
+        responses.setdefault("403", {"description": "cross-origin request refused"})
+    operation: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": f"{route.handler}{'_api' if prefix else ''}",
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if route.body == "json":
+        operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    elif route.body == "multipart":
+        operation["requestBody"] = {"content": {"multipart/form-data": {"schema": {"type": "object"}}}}
+    return operation

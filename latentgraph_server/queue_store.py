@@ -1,0 +1,257 @@
+"""The persistent prompt queue and history, in SQLite (WAL).
+
+One table holds every prompt the server accepted; ``state`` moves it from
+``pending`` to ``running`` to ``done``. A row is written before POST /prompt
+answers, and a finished prompt's history is written in the same transaction that
+takes it out of the queue, so a ``kill -9`` loses nothing: on restart, pending
+prompts run and a prompt found ``running`` is recorded as interrupted.
+
+Thread-safe: the event loop and the worker thread share one connection under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    prompt_id TEXT NOT NULL UNIQUE,
+    number REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done')),
+    prompt TEXT NOT NULL,
+    extra_data TEXT NOT NULL,
+    outputs_to_execute TEXT NOT NULL,
+    client_id TEXT,
+    created REAL NOT NULL,
+    finished_seq INTEGER,
+    outputs TEXT,
+    status TEXT,
+    meta TEXT
+);
+CREATE INDEX IF NOT EXISTS prompts_queue ON prompts (state, number, seq);
+CREATE INDEX IF NOT EXISTS prompts_history ON prompts (finished_seq);
+"""
+
+RESTART_MESSAGE = "the server stopped while this prompt was running"
+
+
+def to_json(value: Any) -> str:
+    """JSON text for anything a node may put in its UI payload (odd objects become repr)."""
+    return json.dumps(value, default=repr, separators=(",", ":"))
+
+
+@dataclass
+class QueueItem:
+    """One queued prompt; ``as_list`` is ComfyUI's queue item shape."""
+
+    number: float
+    prompt_id: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs_to_execute: list[str]
+    client_id: str | None
+
+    def as_list(self) -> list[Any]:
+        number: float | int = int(self.number) if float(self.number).is_integer() else self.number
+        return [number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
+
+
+class QueueStore:
+    """Queue and history on one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- the queue ---------------------------------------------------------------
+
+    def add(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
+            outputs_to_execute: list[str], client_id: str | None, *,
+            number: float | None = None, front: bool = False) -> float:
+        """Appends a pending prompt (or puts it first with ``front``); returns its number."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if number is None:
+                if front:
+                    row = self._db.execute("SELECT MIN(number) FROM prompts WHERE state = 'pending'").fetchone()
+                    number = min(row[0] if row[0] is not None else 0, 0) - 1
+                else:
+                    row = self._db.execute("SELECT MAX(number) FROM prompts").fetchone()
+                    number = max(row[0] if row[0] is not None else 0, 0) + 1
+                    number = float(int(number))
+            self._db.execute(
+                "INSERT INTO prompts (prompt_id, number, state, prompt, extra_data, outputs_to_execute, "
+                "client_id, created) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (prompt_id, number, to_json(prompt), to_json(extra_data), to_json(outputs_to_execute),
+                 client_id, time.time()),
+            )
+        return number
+
+    def exists(self, prompt_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
+        return row is not None
+
+    def claim_next(self) -> QueueItem | None:
+        """Marks the first pending prompt as running and returns it."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM prompts WHERE state = 'pending' ORDER BY number, seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE prompts SET state = 'running' WHERE prompt_id = ?", (row[1],))
+        return _item(row)
+
+    def pending(self) -> list[QueueItem]:
+        return self._items("pending")
+
+    def running(self) -> list[QueueItem]:
+        return self._items("running")
+
+    def _items(self, state: str) -> list[QueueItem]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM prompts WHERE state = ? ORDER BY number, seq", (state,)
+            ).fetchall()
+        return [_item(row) for row in rows]
+
+    def queue_json(self) -> str:
+        """GET /queue's body, assembled from the stored JSON text without decoding it
+        (the queue can hold hundreds of prompts, and this is polled while busy)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, number, prompt_id, prompt, extra_data, outputs_to_execute FROM prompts "
+                "WHERE state IN ('running', 'pending') ORDER BY number, seq"
+            ).fetchall()
+        lists: dict[str, list[str]] = {"running": [], "pending": []}
+        for state, number, prompt_id, prompt, extra_data, outputs in rows:
+            shown = json.dumps(int(number) if float(number).is_integer() else number)
+            lists[state].append(f"[{shown},{json.dumps(prompt_id)},{prompt},{extra_data},{outputs}]")
+        return f'{{"queue_running":[{",".join(lists["running"])}],"queue_pending":[{",".join(lists["pending"])}]}}'
+
+    def remaining(self) -> int:
+        """Pending plus running prompts (what clients see as queue_remaining)."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM prompts WHERE state IN ('pending', 'running')").fetchone()
+        return int(row[0])
+
+    def delete_pending(self, prompt_ids: list[str]) -> int:
+        with self._lock, self._db:
+            deleted = 0
+            for prompt_id in prompt_ids:
+                cursor = self._db.execute("DELETE FROM prompts WHERE prompt_id = ? AND state = 'pending'",
+                                          (prompt_id,))
+                deleted += cursor.rowcount
+        return deleted
+
+    def clear_pending(self) -> int:
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM prompts WHERE state = 'pending'").rowcount
+
+    def finish(self, prompt_id: str, outputs: dict[str, Any], status: dict[str, Any],
+               meta: dict[str, Any] | None = None) -> None:
+        """Records how a prompt ended; it leaves the queue and enters history at once."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM prompts").fetchone()
+            self._db.execute(
+                "UPDATE prompts SET state = 'done', finished_seq = ?, outputs = ?, status = ?, meta = ? "
+                "WHERE prompt_id = ?",
+                (row[0], to_json(outputs), to_json(status), to_json(meta or {}), prompt_id),
+            )
+
+    def recover_interrupted(self) -> list[str]:
+        """Prompts left ``running`` by a crash are finished as interrupted; returns their ids."""
+        with self._lock:
+            ids = [row[0] for row in self._db.execute("SELECT prompt_id FROM prompts WHERE state = 'running'")]
+        now = int(time.time() * 1000)
+        for prompt_id in ids:
+            status = {
+                "status_str": "error",
+                "completed": False,
+                "messages": [["execution_interrupted", {
+                    "prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
+                    "timestamp": now, "reason": RESTART_MESSAGE,
+                }]],
+            }
+            self.finish(prompt_id, {}, status)
+        return ids
+
+    # -- history -----------------------------------------------------------------
+
+    def history(self, max_items: int | None = None, offset: int = -1) -> dict[str, Any]:
+        """Finished prompts, oldest first. As in ComfyUI, ``max_items`` alone gives the
+        newest that many; with ``offset`` >= 0 the window starts there."""
+        with self._lock:
+            if max_items is None:
+                rows = self._db.execute(
+                    f"SELECT {_HISTORY_COLUMNS} FROM prompts WHERE state = 'done' ORDER BY finished_seq"
+                ).fetchall()
+            else:
+                if offset < 0:
+                    total = self._db.execute("SELECT COUNT(*) FROM prompts WHERE state = 'done'").fetchone()[0]
+                    offset = max(total - max_items, 0)
+                rows = self._db.execute(
+                    f"SELECT {_HISTORY_COLUMNS} FROM prompts WHERE state = 'done' ORDER BY finished_seq "
+                    "LIMIT ? OFFSET ?", (max(max_items, 0), offset),
+                ).fetchall()
+        return dict(_history_entry(row) for row in rows)
+
+    def history_item(self, prompt_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_HISTORY_COLUMNS} FROM prompts WHERE state = 'done' AND prompt_id = ?", (prompt_id,)
+            ).fetchone()
+        return dict([_history_entry(row)]) if row else {}
+
+    def delete_history(self, prompt_ids: list[str]) -> int:
+        with self._lock, self._db:
+            deleted = 0
+            for prompt_id in prompt_ids:
+                deleted += self._db.execute("DELETE FROM prompts WHERE prompt_id = ? AND state = 'done'",
+                                            (prompt_id,)).rowcount
+        return deleted
+
+    def clear_history(self) -> int:
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM prompts WHERE state = 'done'").rowcount
+
+
+_ITEM_COLUMNS = "number, prompt_id, prompt, extra_data, outputs_to_execute, client_id"
+_HISTORY_COLUMNS = _ITEM_COLUMNS + ", outputs, status, meta"
+
+
+def _item(row: tuple) -> QueueItem:
+    number, prompt_id, prompt, extra_data, outputs, client_id = row[:6]
+    return QueueItem(number, prompt_id, json.loads(prompt), json.loads(extra_data), json.loads(outputs), client_id)
+
+
+def _history_entry(row: tuple) -> tuple[str, dict[str, Any]]:
+    item = _item(row)
+    outputs, status, meta = row[6:9]
+    return item.prompt_id, {
+        "prompt": item.as_list(),
+        "outputs": json.loads(outputs or "{}"),
+        "status": json.loads(status or "{}"),
+        "meta": json.loads(meta or "{}"),
+    }

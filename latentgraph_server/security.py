@@ -1,0 +1,98 @@
+"""Request guards: bearer-token auth, same-origin checks and DNS-rebinding protection.
+
+- With a token, every route needs ``Authorization: Bearer TOKEN`` (401 otherwise). The
+  websocket and ``/view`` (which browsers load from ``<img>`` tags, unable to set
+  headers) also accept ``?token=TOKEN``.
+- A state-changing request (anything but GET/HEAD/OPTIONS) or a websocket upgrade whose
+  ``Origin`` names another host than the request's ``Host`` is refused (403): a page on
+  another site cannot drive a local server.
+- Bound to a loopback address, the server only answers requests whose ``Host`` is a
+  loopback name, so a rebound DNS name cannot reach it from a browser either.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_QUERY_TOKEN_PATHS = frozenset({"/ws", "/api/ws", "/view", "/api/view"})
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_and_port(netloc: str, scheme: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        return netloc.lower(), None
+    if port is None:
+        port = {"http": 80, "ws": 80, "https": 443, "wss": 443}.get(scheme)
+    return (parts.hostname or "").lower(), port
+
+
+def same_origin(origin: str, host: str, scheme: str) -> bool:
+    """Whether an ``Origin`` header names the host (and port) the request was sent to."""
+    if not origin or origin == "null" or not host:
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    return _host_and_port(parts.netloc, parts.scheme) == _host_and_port(host, scheme)
+
+
+def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Callable:
+    """The aiohttp middleware enforcing the rules above."""
+    token_bytes = auth_token.encode("utf-8") if auth_token else None
+
+    @web.middleware
+    async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if loopback_only:
+            hostname, _ = _host_and_port(host, "http")
+            if hostname not in _LOOPBACK_NAMES:
+                return _refuse(403, "forbidden_host", "this server only answers requests addressed to localhost")
+        if token_bytes is not None and not _authorized(request, token_bytes):
+            response = _refuse(401, "unauthorized", "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="latentgraph"'
+            return response
+        upgrading = request.headers.get("Upgrade", "").lower() == "websocket"
+        origin = request.headers.get("Origin")
+        if origin is not None and (request.method not in _SAFE_METHODS or upgrading):
+            if not same_origin(origin, host, request.scheme):
+                return _refuse(403, "cross_origin", "cross-origin request refused")
+        return await handler(request)
+
+    return security
+
+
+def _authorized(request: web.Request, token: bytes) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8"), token):
+        return True
+    if request.path in _QUERY_TOKEN_PATHS and request.method in _SAFE_METHODS:
+        supplied = request.query.get("token")
+        if supplied is not None and hmac.compare_digest(supplied.encode("utf-8"), token):
+            return True
+    return False
+
+
+def _refuse(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
+                             status=status)

@@ -1,0 +1,101 @@
+"""The file routes: POST /upload/image, POST /upload/mask and GET /view."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from graph.context import Folders
+from latentgraph_server.paths import UnsafePath, folder_for, resolve_inside, split_annotation
+from latentgraph_server.uploads import UploadError, apply_mask, check_image, read_form, save_upload
+
+_IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff"}
+
+
+def _error(status: int, message: str) -> web.Response:
+    kind = {400: "bad_request", 404: "not_found", 413: "too_large"}.get(status, "error")
+    return web.json_response({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
+                             status=status)
+
+
+async def upload(request: web.Request, folders: Folders, limit: int, *, mask: bool) -> web.Response:
+    try:
+        form = await read_form(request, limit)
+        if "image" not in form.files:
+            raise UploadError(400, "the form has no 'image' file")
+        filename, data = form.files["image"]
+        folder_type = form.fields.get("type") or "input"
+        subfolder = form.fields.get("subfolder") or ""
+        overwrite = form.fields.get("overwrite", "").lower() in ("true", "1")
+        try:
+            root = folder_for(folders, folder_type)
+        except UnsafePath as exc:
+            raise UploadError(400, str(exc)) from exc
+        image = await asyncio.to_thread(check_image, data)
+        if mask:
+            data = await asyncio.to_thread(apply_mask, folders, form.fields.get("original_ref", ""), image)
+        name, _ = await asyncio.to_thread(save_upload, root, subfolder, filename, data, overwrite)
+    except UploadError as exc:
+        return _error(exc.status, str(exc))
+    except UnsafePath as exc:
+        return _error(400, str(exc))
+    return web.json_response({"name": name, "subfolder": subfolder, "type": folder_type})
+
+
+async def view_file(request: web.Request, folders: Folders) -> web.StreamResponse:
+    query = request.query
+    filename = query.get("filename")
+    if not filename:
+        return _error(400, "filename is required")
+    filename, folder_type = split_annotation(filename, query.get("type") or "output")
+    try:
+        root = folder_for(folders, folder_type)
+        path = resolve_inside(root, query.get("subfolder") or "", filename)
+    except UnsafePath as exc:
+        return _error(400, str(exc))
+    if not path.is_file():
+        return _error(404, "file not found")
+    preview = query.get("preview")
+    channel = (query.get("channel") or "").lower()
+    if preview or channel in ("rgb", "a"):
+        try:
+            body, content_type = await asyncio.to_thread(_converted, path, preview, channel)
+        except UploadError as exc:
+            return _error(exc.status, str(exc))
+        return web.Response(body=body, content_type=content_type, headers=_file_headers(path))
+    content_type = mimetypes.guess_type(path.name)[0] or ""
+    headers = _file_headers(path)
+    # Never let a file in a folder be rendered as a page of this origin.
+    headers["Content-Type"] = content_type if content_type in _IMAGE_TYPES else "application/octet-stream"
+    return web.FileResponse(path, headers=headers)
+
+
+def _file_headers(path: Path) -> dict[str, str]:
+    safe_name = "".join(ch for ch in path.name if ch.isprintable() and ch not in '"\\')
+    return {"Content-Disposition": f'filename="{safe_name}"', "X-Content-Type-Options": "nosniff"}
+
+
+def _converted(path: Path, preview: str | None, channel: str) -> tuple[bytes, str]:
+    """The image as a preview (``"webp;90"``, ``"jpeg;80"``) and/or one channel (``rgb``, ``a``)."""
+    image: Any = check_image(path.read_bytes())
+    if channel == "rgb":
+        image = image.convert("RGB")
+    elif channel == "a":
+        rgba = image.convert("RGBA")
+        image = rgba.getchannel("A")
+    fmt, quality = "png", 90
+    if preview:
+        parts = preview.split(";")
+        fmt = parts[0].lower() if parts[0].lower() in ("webp", "jpeg", "png") else "webp"
+        if len(parts) > 1 and parts[1].isdigit():
+            quality = max(1, min(100, int(parts[1])))
+    if fmt == "jpeg" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt.upper(), quality=quality)
+    return buffer.getvalue(), f"image/{fmt}"

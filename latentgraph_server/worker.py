@@ -1,0 +1,215 @@
+"""The prompt worker: one thread that takes prompts from the queue and runs them.
+
+The event loop never runs a node. Events go out through ``send`` / ``send_bytes``
+(thread-safe callables, normally the hub's), addressed to the submitting client. The
+terminal events of a prompt (``execution_success``, ``execution_error``,
+``execution_interrupted``, then ``executing`` with ``node: null``) are held back until
+its history is written, so a client that reacts to them by fetching ``/history``
+always finds it.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import struct
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from graph import Executor, NodeRegistry, prepare
+from graph.cache import OutputCache
+from latentgraph_server.queue_store import QueueItem, QueueStore
+
+log = logging.getLogger("latentgraph.worker")
+
+SendJson = Callable[[str | None, str, Any], None]
+SendBytes = Callable[[str | None, bytes], None]
+
+_TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+PREVIEW_JPEG = 1  # binary frame event type 1 = preview image; format 1 = JPEG
+
+
+@dataclass
+class RunningPrompt:
+    prompt_id: str
+    client_id: str | None
+    interrupt: threading.Event = field(default_factory=threading.Event)
+    node: str | None = None
+
+
+class PromptWorker:
+    """Runs queued prompts one at a time on its own thread."""
+
+    def __init__(self, store: QueueStore, registry: NodeRegistry, executor_factory: Callable[[], Executor],
+                 cache: OutputCache, send: SendJson, send_bytes: SendBytes,
+                 on_queue_changed: Callable[[], None]) -> None:
+        self.store = store
+        self.registry = registry
+        self.cache = cache
+        self._executor_factory = executor_factory
+        self._executor: Executor | None = None
+        self._send = send
+        self._send_bytes = send_bytes
+        # Called (on the worker thread) after a prompt leaves the queue.
+        self.on_queue_changed = on_queue_changed
+        self._free_request: tuple[bool, bool] | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._current: RunningPrompt | None = None
+        self._thread = threading.Thread(target=self._loop, name="latentgraph-worker", daemon=True)
+
+    # -- control, from any thread ----------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Tells the worker new prompts may be waiting."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self.interrupt()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def current(self) -> RunningPrompt | None:
+        with self._lock:
+            return self._current
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupts the running prompt (only if it is ``prompt_id``, when given)."""
+        with self._lock:
+            running = self._current
+            if running is None or (prompt_id is not None and running.prompt_id != prompt_id):
+                return False
+            running.interrupt.set()
+            return True
+
+    def request_free(self, *, unload_models: bool, free_memory: bool) -> None:
+        """Asks the worker to drop cached outputs and/or models once it is idle."""
+        with self._lock:
+            previous = self._free_request or (False, False)
+            self._free_request = (previous[0] or unload_models, previous[1] or free_memory)
+        self._wake.set()
+
+    @property
+    def executor(self) -> Executor | None:
+        return self._executor
+
+    # -- the thread --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            self._apply_free_request()
+            try:
+                item = self.store.claim_next()
+            except Exception:
+                log.exception("cannot read the queue")
+                self._stopping.wait(1.0)
+                continue
+            if item is None:
+                self._wake.wait()
+                continue
+            try:
+                self._run(item)
+            except Exception:  # the worker must outlive any failure
+                log.exception("prompt %s failed outside the engine", item.prompt_id)
+
+    def _apply_free_request(self) -> None:
+        with self._lock:
+            request, self._free_request = self._free_request, None
+        if request is None:
+            return
+        unload_models, free_memory = request
+        if free_memory or unload_models:
+            self.cache.clear()
+        services = self._executor.services if self._executor is not None else {}
+        unload = services.get("unload_models")
+        if unload_models and callable(unload):
+            try:
+                unload()
+            except Exception:
+                log.exception("unloading models failed")
+        gc.collect()
+
+    def _run(self, item: QueueItem) -> None:
+        running = RunningPrompt(item.prompt_id, item.client_id)
+        with self._lock:
+            self._current = running
+        held: list[tuple[str, dict[str, Any]]] = []
+
+        def on_event(event: str, data: dict[str, Any]) -> None:
+            if event == "preview":
+                self._send_preview(item.client_id, data)
+                return
+            if event in _TERMINAL_EVENTS or (event == "executing" and data.get("node") is None):
+                held.append((event, data))
+                return
+            if event == "executing":
+                running.node = data.get("node")
+            self._send(item.client_id, event, data)
+
+        try:
+            outputs, status, meta = self._execute(item, running, on_event)
+            self.store.finish(item.prompt_id, outputs, status, meta)
+        finally:
+            with self._lock:
+                self._current = None
+        # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last,
+        # the signal clients take as "this prompt is done".
+        for event, data in held:
+            if event != "executing":
+                self._send(item.client_id, event, data)
+        self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
+        self.on_queue_changed()
+
+    def _execute(self, item: QueueItem, running: RunningPrompt,
+                 on_event: Callable[[str, dict[str, Any]], None]) -> tuple[dict, dict, dict]:
+        try:
+            checked = prepare(item.prompt, self.registry, item.outputs_to_execute or None)
+            if not checked.ok:
+                # Valid when queued, but something changed since (e.g. a model file was removed).
+                message = (checked.error or {}).get("message", "the prompt is no longer valid")
+                return self._failure(item, on_event, message, "ValidationError", checked.response())
+            if self._executor is None:
+                self._executor = self._executor_factory()
+            result = self._executor.execute(checked.plan, prompt_id=item.prompt_id, on_event=on_event,
+                                            interrupt=running.interrupt, extra_data=item.extra_data)
+        except Exception as exc:
+            return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__,
+                                 {"traceback": traceback.format_exc()})
+        status = {"status_str": "success" if result.status == "success" else "error",
+                  "completed": result.status == "success", "messages": result.messages}
+        meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
+                          "real_node_id": node_id} for node_id in result.outputs}
+        return result.outputs, status, meta
+
+    def _failure(self, item: QueueItem, on_event: Callable[[str, dict[str, Any]], None], message: str,
+                 kind: str, details: dict[str, Any]) -> tuple[dict, dict, dict]:
+        error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                 "exception_message": message, "exception_type": kind,
+                 "traceback": [details.get("traceback", "")] if "traceback" in details else [],
+                 "current_inputs": {}, "current_outputs": [], "timestamp": int(time.time() * 1000)}
+        on_event("execution_error", error)
+        return {}, {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}, {}
+
+    def _send_preview(self, client_id: str | None, data: dict[str, Any]) -> None:
+        image = data.get("image")
+        if image is None or client_id is None:
+            return
+        try:
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=85)
+        except Exception:
+            log.exception("cannot encode a preview")
+            return
+        self._send_bytes(client_id, struct.pack(">II", 1, PREVIEW_JPEG) + buffer.getvalue())

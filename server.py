@@ -1,0 +1,421 @@
+"""Latentgraph's server: ComfyUI's HTTP and websocket API over the engine.
+
+Thin by design: routes translate HTTP to the persistent queue (``latentgraph_server.
+queue_store``), the prompt worker runs prompts on its own thread, and the hub carries
+their events to websocket clients. Run ``python server.py --help`` for the flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from graph import Executor, Folders, NodeRegistry, is_ui_format, prepare
+from graph.cache import OutputCache
+from latentgraph_server import views
+from latentgraph_server.config import ServerConfig, config_from_args
+from latentgraph_server.hub import Connection, Hub, encode_message
+from latentgraph_server.model_folders import list_models, model_folders
+from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
+from latentgraph_server.queue_store import QueueStore
+from latentgraph_server.security import is_loopback, make_security_middleware
+from latentgraph_server.system_info import package_version, system_stats
+from latentgraph_server.worker import PromptWorker
+
+log = logging.getLogger("latentgraph.server")
+
+ROUTES = [
+    Route("GET", "/object_info", "object_info", "Every node definition"),
+    Route("GET", "/object_info/{node_class}", "object_info_node", "One node definition"),
+    Route("POST", "/prompt", "post_prompt", "Validate and queue a workflow (API or UI format)", body="json",
+          responses={"400": "invalid workflow: {error, node_errors}"}),
+    Route("GET", "/prompt", "get_prompt", "Queue size"),
+    Route("GET", "/queue", "get_queue", "Running and pending prompts"),
+    Route("POST", "/queue", "post_queue", "Delete pending prompts or clear the queue", body="json"),
+    Route("GET", "/history", "get_history", "Finished prompts", query=("max_items", "offset")),
+    Route("GET", "/history/{prompt_id}", "get_history_item", "One finished prompt"),
+    Route("POST", "/history", "post_history", "Delete history entries or clear it", body="json"),
+    Route("POST", "/interrupt", "post_interrupt", "Interrupt the running prompt", body="json"),
+    Route("POST", "/free", "post_free", "Free cached outputs and models", body="json"),
+    Route("POST", "/upload/image", "upload_image", "Upload an image", body="multipart",
+          responses={"400": "not an image or bad name", "413": "too large"}),
+    Route("POST", "/upload/mask", "upload_mask", "Upload a mask applied as alpha to an image", body="multipart",
+          responses={"400": "not an image or bad name", "413": "too large"}),
+    Route("GET", "/view", "view", "A file from the input, output or temp folder",
+          query=("filename", "type", "subfolder", "preview", "channel"), responses={"404": "no such file"}),
+    Route("GET", "/system_stats", "get_system_stats", "Machine and devices"),
+    Route("GET", "/models", "get_model_types", "Model folder names"),
+    Route("GET", "/models/{folder}", "get_models", "Model files in a folder"),
+    Route("GET", "/embeddings", "get_embeddings", "Embedding names"),
+    Route("GET", "/extensions", "get_extensions", "Editor extension scripts"),
+    Route("GET", "/openapi.json", "get_openapi", "This document"),
+    Route("GET", "/ws", "websocket", "Websocket of events (?clientId=ID; ?token=T with --auth-token)",
+          query=("clientId", "token")),
+]
+
+MAX_ID_LENGTH = 256
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, kind: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
+
+
+async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip() and allow_empty:
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", "invalid_json") from exc
+
+
+async def read_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    body = await read_json(request, allow_empty=allow_empty)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def id_list(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BadRequest(f"{what} must be a list of prompt ids")
+    return value
+
+
+class Handlers:
+    """Route handlers; one instance per application, holding its collaborators explicitly."""
+
+    def __init__(self, config: ServerConfig, registry: NodeRegistry, store: QueueStore, hub: Hub,
+                 folders: Folders, worker: PromptWorker) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = store
+        self.hub = hub
+        self.folders = folders
+        self.worker = worker
+
+    # -- queue status ---------------------------------------------------------------
+
+    def status_payload(self) -> dict[str, Any]:
+        return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
+
+    def broadcast_status(self) -> None:
+        """Sends the queue size to every client (loop thread)."""
+        self.hub.send(None, "status", self.status_payload())
+
+    # -- node definitions -------------------------------------------------------------
+
+    async def object_info(self, request: web.Request) -> web.Response:
+        text = await asyncio.to_thread(lambda: json.dumps(self.registry.object_info(), default=repr))
+        return web.Response(text=text, content_type="application/json")
+
+    async def object_info_node(self, request: web.Request) -> web.Response:
+        definition = self.registry.get(request.match_info["node_class"])
+        if definition is None:
+            return web.json_response({})
+        return web.json_response({definition.name: definition.object_info()}, dumps=_dumps)
+
+    # -- prompts ------------------------------------------------------------------------
+
+    async def post_prompt(self, request: web.Request) -> web.Response:
+        body = await read_object(request)
+        if "prompt" not in body or body["prompt"] is None:
+            raise BadRequest("No prompt provided", "no_prompt")
+        document = body["prompt"]
+        client_id = body.get("client_id")
+        if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_ID_LENGTH):
+            raise BadRequest("client_id must be a string")
+        prompt_id = body.get("prompt_id") or str(uuid.uuid4())
+        if not isinstance(prompt_id, str) or len(prompt_id) > MAX_ID_LENGTH:
+            raise BadRequest("prompt_id must be a string")
+        extra_data = body.get("extra_data") or {}
+        if not isinstance(extra_data, dict):
+            raise BadRequest("extra_data must be an object")
+        targets = body.get("partial_execution_targets")
+        if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+            raise BadRequest("partial_execution_targets must be a list of node ids")
+        number = body.get("number")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                                   or not math.isfinite(number)):
+            raise BadRequest("number must be a number")
+        try:
+            checked = await asyncio.to_thread(prepare, document, self.registry, targets)
+        except Exception as exc:  # a document shape the engine did not anticipate
+            log.exception("validation raised")
+            return web.json_response(error_body("invalid_prompt", f"cannot read the workflow: {exc}"), status=400)
+        if not checked.ok:
+            return web.json_response(checked.response(), status=400, dumps=_dumps)
+        ui_format = is_ui_format(document)
+        prompt = checked.plan.workflow.to_api() if ui_format else document
+        extra_data = dict(extra_data)
+        if client_id is not None:
+            extra_data["client_id"] = client_id
+        if ui_format:
+            pnginfo = extra_data.get("extra_pnginfo")
+            if pnginfo is None or isinstance(pnginfo, dict):
+                extra_data["extra_pnginfo"] = {"workflow": document, **(pnginfo or {})}
+        if self.store.exists(prompt_id):
+            raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id")
+        try:
+            number = self.store.add(prompt_id, prompt, extra_data, checked.outputs, client_id,
+                                    number=number, front=bool(body.get("front")))
+        except sqlite3.IntegrityError as exc:
+            raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id") from exc
+        self.worker.wake()
+        self.broadcast_status()
+        shown = int(number) if float(number).is_integer() else number
+        return web.json_response({"prompt_id": prompt_id, "number": shown, "node_errors": {}})
+
+    async def get_prompt(self, request: web.Request) -> web.Response:
+        return web.json_response({"exec_info": {"queue_remaining": self.store.remaining()}})
+
+    async def get_queue(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.store.queue_json(), content_type="application/json")
+
+    async def post_queue(self, request: web.Request) -> web.Response:
+        body = await read_object(request)
+        if body.get("clear"):
+            self.store.clear_pending()
+        if "delete" in body:
+            self.store.delete_pending(id_list(body["delete"], "delete"))
+        self.broadcast_status()
+        return web.Response(status=200)
+
+    async def get_history(self, request: web.Request) -> web.Response:
+        max_items = _int_query(request, "max_items")
+        offset = _int_query(request, "offset")
+        history = self.store.history(max_items, -1 if offset is None else offset)
+        return web.json_response(history, dumps=_dumps)
+
+    async def get_history_item(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.history_item(request.match_info["prompt_id"]), dumps=_dumps)
+
+    async def post_history(self, request: web.Request) -> web.Response:
+        body = await read_object(request)
+        if body.get("clear"):
+            self.store.clear_history()
+        if "delete" in body:
+            self.store.delete_history(id_list(body["delete"], "delete"))
+        return web.Response(status=200)
+
+    async def post_interrupt(self, request: web.Request) -> web.Response:
+        body = await read_object(request, allow_empty=True)
+        prompt_id = body.get("prompt_id")
+        if prompt_id is not None and not isinstance(prompt_id, str):
+            raise BadRequest("prompt_id must be a string")
+        self.worker.interrupt(prompt_id)
+        return web.Response(status=200)
+
+    async def post_free(self, request: web.Request) -> web.Response:
+        body = await read_object(request, allow_empty=True)
+        self.worker.request_free(unload_models=bool(body.get("unload_models")),
+                                 free_memory=bool(body.get("free_memory")))
+        return web.Response(status=200)
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def upload_image(self, request: web.Request) -> web.Response:
+        return await views.upload(request, self.folders, self.config.max_upload_size, mask=False)
+
+    async def upload_mask(self, request: web.Request) -> web.Response:
+        return await views.upload(request, self.folders, self.config.max_upload_size, mask=True)
+
+    async def view(self, request: web.Request) -> web.StreamResponse:
+        return await views.view_file(request, self.folders)
+
+    # -- system and models -------------------------------------------------------------------
+
+    async def get_system_stats(self, request: web.Request) -> web.Response:
+        stats = await asyncio.to_thread(system_stats, self.config.cpu, sys.argv)
+        return web.json_response(stats)
+
+    def _model_folders(self) -> dict[str, list[Path]]:
+        return model_folders(self.config.models_directory, self.config.extra_model_paths_config)
+
+    async def get_model_types(self, request: web.Request) -> web.Response:
+        return web.json_response(sorted(self._model_folders()))
+
+    async def get_models(self, request: web.Request) -> web.Response:
+        folders = self._model_folders()
+        folder = request.match_info["folder"]
+        if folder not in folders:
+            return web.json_response(error_body("not_found", f"no model folder {folder!r}"), status=404)
+        return web.json_response(await asyncio.to_thread(list_models, folders[folder]))
+
+    async def get_embeddings(self, request: web.Request) -> web.Response:
+        names = await asyncio.to_thread(list_models, self._model_folders().get("embeddings", []))
+        return web.json_response([name.rsplit(".", 1)[0] for name in names])
+
+    async def get_extensions(self, request: web.Request) -> web.Response:
+        root = self.config.web_directory
+        found = []
+        if root is not None and (root / "extensions").is_dir():
+            found = sorted("/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js"))
+        return web.json_response(found)
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(ROUTES, package_version("latentgraph") or "0.1.0"))
+
+    # -- websocket -------------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
+        await socket.prepare(request)
+        client_id = request.query.get("clientId") or uuid.uuid4().hex
+        client_id = client_id[:MAX_ID_LENGTH]
+        connection = Connection(client_id, socket)
+        self.hub.add(connection)
+        connection.outbox.put_nowait(encode_message("status", {**self.status_payload(), "sid": client_id}))
+        running = self.worker.current()
+        if running is not None and running.client_id == client_id and running.node is not None:
+            connection.outbox.put_nowait(encode_message("executing", {
+                "node": running.node, "display_node": running.node, "prompt_id": running.prompt_id}))
+        sender = asyncio.create_task(connection.run_sender())
+        try:
+            async for _message in socket:
+                pass  # clients may send feature flags; nothing to act on
+        finally:
+            self.hub.remove(connection)
+            await asyncio.gather(sender, return_exceptions=True)
+        return socket
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        root = self.config.web_directory
+        if root is not None and (root / "index.html").is_file():
+            return web.FileResponse(root / "index.html")
+        return web.Response(text="Latentgraph is running. API: /openapi.json\n")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=repr)
+
+
+def _int_query(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an integer") from exc
+
+
+@web.middleware
+async def bad_request_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return web.json_response(error_body(exc.kind, str(exc)), status=400)
+
+
+def make_registry(config: ServerConfig) -> NodeRegistry:
+    registry = NodeRegistry()
+    for package in config.node_packages:
+        registry.load_package(package)
+    if not config.disable_all_custom_nodes:
+        registry.load_plugins(config.custom_nodes_directory)
+    for failure in registry.plugin_failures:
+        log.warning("plugin %s failed to load and was skipped:\n%s", failure.name, failure.traceback)
+    return registry
+
+
+def make_executor_factory(config: ServerConfig, folders: Folders, cache: OutputCache) -> Any:
+    """Builds the executor on the worker's first prompt: that is when torch gets imported."""
+
+    def factory() -> Executor:
+        runtime: dict[str, Any] = {}
+        for package in config.node_packages:
+            make_runtime = getattr(importlib.import_module(package), "make_runtime", None)
+            if callable(make_runtime):
+                runtime = make_runtime()
+                break
+        services = dict(runtime.get("services", {}))
+        services.setdefault("model_folders", model_folders(config.models_directory, config.extra_model_paths_config))
+        services.setdefault("force_cpu", config.cpu)
+        return Executor(cache, folders=folders, services=services, run_context=runtime.get("run_context"))
+
+    return factory
+
+
+HANDLERS_KEY = web.AppKey("latentgraph_handlers", Handlers)
+
+
+def create_app(config: ServerConfig) -> web.Application:
+    """The aiohttp application; its worker starts and stops with the app."""
+    folders = Folders(Path(config.input_directory), Path(config.output_directory), Path(config.temp_directory))
+    for folder in (folders.input, folders.output, folders.temp):
+        folder.mkdir(parents=True, exist_ok=True)
+    registry = make_registry(config)
+    store = QueueStore(config.database)
+    recovered = store.recover_interrupted()
+    if recovered:
+        log.warning("recorded %d prompt(s) interrupted by the last shutdown: %s", len(recovered), recovered)
+    hub = Hub()
+    cache = OutputCache(config.cache_budget)
+    worker = PromptWorker(store, registry, make_executor_factory(config, folders, cache), cache,
+                          hub.send_threadsafe, hub.send_bytes_threadsafe, on_queue_changed=lambda: None)
+    handlers = Handlers(config, registry, store, hub, folders, worker)
+    worker.on_queue_changed = lambda: hub.call_soon(handlers.broadcast_status)
+
+    security = make_security_middleware(config.auth_token, is_loopback(config.listen))
+    app = web.Application(middlewares=[security, bad_request_middleware],
+                          client_max_size=config.max_upload_size + 1024 * 1024)
+    app[HANDLERS_KEY] = handlers
+    for route in ROUTES:
+        for prefix in ("", API_PREFIX):
+            app.router.add_route(route.method, prefix + route.path, getattr(handlers, route.handler))
+    app.router.add_get("/", handlers.index)
+    if config.web_directory is not None and config.web_directory.is_dir():
+        app.router.add_static("/", config.web_directory)
+
+    async def on_startup(app: web.Application) -> None:
+        hub.attach(asyncio.get_running_loop())
+        worker.start()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close_all()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await asyncio.to_thread(worker.stop)
+        store.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if config.cpu:
+        # Set before torch is first imported (by the worker), so every node sees no GPU.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if not is_loopback(config.listen) and not config.auth_token:
+        log.warning("listening on %s without --auth-token: anyone who can reach this port can use it",
+                    config.listen)
+    app = create_app(config)
+    print(f"Latentgraph listening on http://{config.listen}:{config.port}", flush=True)
+    web.run_app(app, host=config.listen, port=config.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Driving the server with an existing third-party ComfyUI client: comfy-api-simplified (PyPI)."""
+
+from __future__ import annotations
+
+import io
+
+import comfy_api_simplified
+import comfy_api_simplified.exceptions
+import pytest
+from PIL import Image
+
+from tests.server_support import ServerThread, make_config
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerThread(make_config(tmp_path_factory.mktemp("client"), cpu=True)) as running:
+        yield running
+
+
+def test_comfy_api_simplified_round_trip(server, tmp_path):
+    api = comfy_api_simplified.ComfyApiWrapper(server.url)
+    assert "SaveTestImage" in api.get_object_info()
+    assert api.get_object_info("NumberSource")["NumberSource"]["output"] == ["INT"]
+    workflow = comfy_api_simplified.ComfyWorkflowWrapper({
+        "9": {"class_type": "SaveTestImage", "inputs": {"red": 10, "filename_prefix": "lib"},
+              "_meta": {"title": "Save Image"}},
+    })
+    workflow.set_node_param("Save Image", "red", 123)
+    images = api.queue_and_wait_images(workflow, "Save Image")
+    assert len(images) == 1
+    (name, data), = images.items()
+    assert name.startswith("lib_")
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (123, 0, 0)
+
+    picture = tmp_path / "upload.png"
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(picture)
+    assert api.upload_image(picture, subfolder="from_lib") == {
+        "name": "upload.png", "subfolder": "from_lib", "type": "input"}
+    assert api.get_queue() == {"queue_running": [], "queue_pending": []}
+    assert api.get_system_stats()["devices"]
+    api.interrupt()
+
+
+def test_comfy_api_simplified_reports_execution_errors(server):
+    api = comfy_api_simplified.ComfyApiWrapper(server.url)
+    # The delay lets the client connect its websocket (it does so after queueing) before the failure.
+    workflow = {"0": {"class_type": "DelayedValue", "inputs": {"seconds": 1.0, "value": 1}},
+                "1": {"class_type": "Fail", "inputs": {"value": ["0", 0]}},
+                "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}, "_meta": {"title": "Show"}}}
+    with pytest.raises(comfy_api_simplified.exceptions.ComfyApiError):
+        api.queue_and_wait_images(workflow, "Show")

@@ -1,0 +1,118 @@
+"""Fuzzing the JSON routes with hypothesis: no input gives a 5xx, and the server keeps serving."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.engine_nodes import TEST_NODES
+from tests.server_support import ServerThread, make_config, value_prompt, wait_history
+
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+NODE_NAMES = sorted(cls.__name__ for cls in TEST_NODES)
+INPUT_NAMES = sorted({name for cls in TEST_NODES for name in cls.definition().inputs})
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
+json_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+node_ids = st.one_of(st.integers(0, 6).map(str), st.text(max_size=4))
+links = st.tuples(st.one_of(node_ids, st.integers(-2, 8), json_values),
+                  st.one_of(st.integers(-2, 3), json_values)).map(list)
+input_values = st.one_of(json_values, links, st.integers(-5, 5000), st.sampled_from(["fast", "slow", ""]))
+nodes = st.fixed_dictionaries(
+    {"class_type": st.one_of(st.sampled_from(NODE_NAMES), json_values)},
+    optional={"inputs": st.one_of(st.dictionaries(st.one_of(st.sampled_from(INPUT_NAMES), st.text(max_size=6)),
+                                                  input_values, max_size=5), json_values),
+              "_meta": json_values},
+)
+api_prompts = st.dictionaries(node_ids, st.one_of(nodes, json_values), max_size=6)
+ui_nodes = st.fixed_dictionaries(
+    {"id": st.one_of(st.integers(0, 6), json_values), "type": st.one_of(st.sampled_from(NODE_NAMES), json_values)},
+    optional={"mode": st.one_of(st.sampled_from([0, 2, 4]), json_values),
+              "widgets_values": st.one_of(st.lists(input_values, max_size=4), json_values),
+              "inputs": st.one_of(st.lists(st.fixed_dictionaries(
+                  {"name": st.one_of(st.sampled_from(INPUT_NAMES), json_values),
+                   "link": st.one_of(st.integers(0, 6), json_values)}), max_size=3), json_values),
+              "outputs": json_values},
+)
+ui_prompts = st.fixed_dictionaries({
+    "nodes": st.lists(ui_nodes, max_size=5),
+    "links": st.one_of(st.lists(st.one_of(st.lists(st.one_of(st.integers(0, 6), json_values), max_size=7),
+                                          json_values), max_size=5), json_values),
+})
+prompt_bodies = st.one_of(
+    st.fixed_dictionaries({"prompt": st.one_of(api_prompts, ui_prompts, json_values)}, optional={
+        "client_id": json_values, "prompt_id": json_values, "front": json_values, "number": json_values,
+        "extra_data": json_values, "partial_execution_targets": st.one_of(st.lists(node_ids, max_size=3),
+                                                                          json_values)}),
+    json_values,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    # Only the engine's pure-Python test nodes (nothing that sleeps).
+    config = make_config(tmp_path_factory.mktemp("fuzz"), node_packages=["tests.engine_nodes"], cpu=True)
+    with ServerThread(config) as running:
+        yield running
+
+
+def post(server, path: str, body: bytes) -> requests.Response:
+    response = requests.post(server.url + path, data=body, timeout=30)
+    assert response.status_code < 500, (path, body[:300], response.text[:500])
+    return response
+
+
+def encode(value) -> bytes:
+    return json.dumps(value, allow_nan=True).encode()
+
+
+@settings(FUZZ, max_examples=150)
+@given(body=prompt_bodies)
+def test_fuzz_post_prompt(server, body):
+    response = post(server, "/prompt", encode(body))
+    if response.status_code == 400:
+        assert "error" in response.json() and "node_errors" in response.json()
+
+
+@FUZZ
+@given(raw=st.one_of(st.binary(max_size=64), st.text(max_size=64).map(str.encode)))
+def test_fuzz_raw_bodies(server, raw):
+    for path in ("/prompt", "/queue", "/history", "/interrupt", "/free", "/upload/image"):
+        post(server, path, raw)
+
+
+@FUZZ
+@given(path=st.sampled_from(["/queue", "/history", "/interrupt", "/free", "/api/queue"]),
+       body=st.one_of(json_values, st.fixed_dictionaries({}, optional={
+           "clear": json_values, "delete": st.one_of(st.lists(st.text(max_size=5)), json_values),
+           "prompt_id": json_values, "unload_models": json_values, "free_memory": json_values})))
+def test_fuzz_other_json_routes(server, path, body):
+    post(server, path, encode(body))
+
+
+@FUZZ
+@given(params=st.dictionaries(st.sampled_from(["filename", "type", "subfolder", "preview", "channel",
+                                                "max_items", "offset"]), st.text(max_size=12), max_size=5),
+       segment=st.text(min_size=1, max_size=12))
+def test_fuzz_get_routes(server, params, segment):
+    query = "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
+    for path in ("/view", "/history", f"/history/{quote(segment, safe='')}",
+                 f"/object_info/{quote(segment, safe='')}", f"/models/{quote(segment, safe='')}"):
+        response = requests.get(f"{server.url}{path}?{query}", timeout=30)
+        assert response.status_code < 500, (path, query, response.text[:300])
+
+
+def test_server_still_serves_after_fuzzing(server):
+    requests.post(f"{server.url}/queue", json={"clear": True})
+    requests.post(f"{server.url}/interrupt")
+    reply = requests.post(f"{server.url}/prompt", json={"prompt": value_prompt(9)}).json()
+    assert wait_history(server.url, reply["prompt_id"], timeout=60)["outputs"]["2"] == {"value": [9]}
+    assert requests.get(f"{server.url}/object_info").status_code == 200
