@@ -21,7 +21,10 @@ MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 
 @dataclass
 class ModelFolders:
-    """The folders searched for each kind of model, in priority order."""
+    """The folders searched for each kind of model, in priority order.
+
+    A model is a file with a model extension or a diffusers-format folder.
+    """
 
     root: Path = Path("models")
     extra: dict[str, list[Path]] = field(default_factory=dict)
@@ -33,18 +36,25 @@ class ModelFolders:
         """Model files of a kind, as names relative to their folder ("sub/name.safetensors")."""
         names: set[str] = set()
         for folder in self.folders(kind):
-            if folder.is_dir():
-                names.update(str(path.relative_to(folder)).replace("\\", "/") for path in folder.rglob("*")
-                             if path.suffix.lower() in extensions and path.is_file())
+            if not folder.is_dir():
+                continue
+            for path in folder.rglob("*"):
+                if (path.suffix.lower() in extensions and path.is_file()) or _is_diffusers_folder(path):
+                    names.add(str(path.relative_to(folder)).replace("\\", "/"))
         return sorted(names)
 
     def resolve(self, kind: str, name: str) -> Path:
         """The path of a listed model file; raises FileNotFoundError or UnsafePathError."""
         for folder in self.folders(kind):
             path = safe_join(folder, name)
-            if path.is_file():
+            if path.is_file() or _is_diffusers_folder(path):
                 return path
         raise FileNotFoundError(f"no {kind} model named {name!r} in {', '.join(map(str, self.folders(kind)))}")
+
+
+def _is_diffusers_folder(path: Path) -> bool:
+    """A diffusers-format model folder (``model_index.json`` beside ``unet/`` etc.) counts as one model."""
+    return (path / "model_index.json").is_file()
 
 
 def models_of(services: Mapping[str, Any]) -> ModelFolders:

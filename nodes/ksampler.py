@@ -1,0 +1,106 @@
+"""Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs and semantics.
+
+The sampler and scheduler names are declared here as plain tuples so that listing nodes
+does not import torch; a test checks they equal what ``nodes.sampling`` implements.
+Noise for a seed is ``torch.randn`` from a CPU generator seeded with it, in the latent's
+shape, so a seed means the same image on any device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph import Input, Node, Output
+
+SAMPLER_NAMES = ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
+                 "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddpm", "lcm", "ipndm", "deis", "ddim",
+                 "uni_pc", "uni_pc_bh2")
+SCHEDULER_NAMES = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
+                   "linear_quadratic", "kl_optimal")
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+PREVIEW_SIZE = 256
+
+
+def sample_latent(context: Any, model: Any, positive: list, negative: list, latent: dict, *, seed: int, cfg: float,
+                  sampler_name: str, sigmas: Any, add_noise: bool = True) -> dict:
+    """Runs one sampler over ``sigmas`` and returns the new LATENT (unscaled, on the CPU).
+
+    Latents are scaled into the UNet's space by ``model.latent_scale`` and back. Every step
+    reports progress with a latent preview, and honours interrupts.
+    """
+    import torch
+
+    from nodes.sampling import CFGDenoiser, DiscreteDenoiser, latent_to_image, run_sampler
+    from nodes.sd.unet_call import conditioning_kwargs, unet_function
+
+    if len(sigmas) < 2:  # nothing to denoise (denoise 0, or an empty KSamplerAdvanced slice)
+        return latent
+    samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
+    denoiser = CFGDenoiser(DiscreteDenoiser(unet_function(model), model.schedule, model.prediction),
+                           conditioning_kwargs(positive, model, samples),
+                           conditioning_kwargs(negative, model, samples), cfg)
+
+    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        preview = latent_to_image(denoised[0].float().cpu(), model.family, max_size=PREVIEW_SIZE)
+        context.progress(step + 1, total, preview)
+
+    mask = latent.get("noise_mask")
+    result = run_sampler(denoiser, samples, sigmas, sampler_name, schedule=model.schedule, seed=seed,
+                         add_noise=add_noise, noise_mask=mask.to(model.device) if mask is not None else None,
+                         callback=on_step)
+    return dict(latent, samples=(result / model.latent_scale).float().cpu())
+
+
+class KSampler(Node):
+    """Denoises a latent: txt2img from an empty latent, img2img with denoise < 1."""
+
+    category = "sampling"
+    model = Input("MODEL")
+    seed = Input("INT", default=0, min=0, max=MAX_SEED, control_after_generate=True)
+    steps = Input("INT", default=20, min=1, max=10000)
+    cfg = Input("FLOAT", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    sampler_name = Input(choices=list(SAMPLER_NAMES), default="euler")
+    scheduler = Input(choices=list(SCHEDULER_NAMES), default="normal")
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    latent_image = Input("LATENT")
+    denoise = Input("FLOAT", default=1.0, min=0.0, max=1.0, step=0.01)
+    outputs = (Output("LATENT"),)
+
+    def execute(self, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                positive: list, negative: list, latent_image: dict, denoise: float) -> tuple:
+        from nodes.sampling import denoise_sigmas
+
+        sigmas = denoise_sigmas(model.schedule, scheduler, sampler_name, steps, denoise)
+        return (sample_latent(self.context, model, positive, negative, latent_image, seed=seed, cfg=cfg,
+                              sampler_name=sampler_name, sigmas=sigmas),)
+
+
+class KSamplerAdvanced(Node):
+    """KSampler over a slice of the schedule, for multi-pass workflows (e.g. base + refiner)."""
+
+    category = "sampling"
+    model = Input("MODEL")
+    add_noise = Input(choices=["enable", "disable"], default="enable")
+    noise_seed = Input("INT", default=0, min=0, max=MAX_SEED, control_after_generate=True)
+    steps = Input("INT", default=20, min=1, max=10000)
+    cfg = Input("FLOAT", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    sampler_name = Input(choices=list(SAMPLER_NAMES), default="euler")
+    scheduler = Input(choices=list(SCHEDULER_NAMES), default="normal")
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    latent_image = Input("LATENT")
+    start_at_step = Input("INT", default=0, min=0, max=10000)
+    end_at_step = Input("INT", default=10000, min=0, max=10000)
+    return_with_leftover_noise = Input(choices=["disable", "enable"], default="disable")
+    outputs = (Output("LATENT"),)
+
+    def execute(self, model: Any, add_noise: str, noise_seed: int, steps: int, cfg: float, sampler_name: str,
+                scheduler: str, positive: list, negative: list, latent_image: dict, start_at_step: int,
+                end_at_step: int, return_with_leftover_noise: str) -> tuple:
+        from nodes.sampling import advanced_sigmas, calculate_sigmas
+
+        sigmas = advanced_sigmas(calculate_sigmas(model.schedule, scheduler, sampler_name, steps),
+                                 start_at_step, end_at_step, return_with_leftover_noise == "enable")
+        return (sample_latent(self.context, model, positive, negative, latent_image, seed=noise_seed, cfg=cfg,
+                              sampler_name=sampler_name, sigmas=sigmas, add_noise=add_noise == "enable"),)

@@ -1,0 +1,83 @@
+"""Loader nodes: checkpoints and VAEs from the model folders, fully offline.
+
+Loading happens in ``nodes.models`` (family detection, key conversion, bundled configs and
+tokenizers). A loaded checkpoint stays in the output cache across prompts, keyed by the
+file's size and mtime, so a changed file is loaded again; POST /free drops it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph import Input, Node, Output
+from nodes.model_folders import model_choices, models_of
+
+
+def _file_state(context: Any, kind: str, name: str) -> list:
+    path = models_of(context.services).resolve(kind, name)
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def runtime_device(context: Any) -> tuple[Any, Any]:
+    """The (device, dtype) models load to: ``services["device"]``/``["dtype"]`` or the best available."""
+    from nodes.sd.device import default_dtype, pick_device
+
+    device = context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
+    return device, context.services.get("dtype") or default_dtype(device)
+
+
+class CheckpointLoaderSimple(Node):
+    """Loads a Stable Diffusion checkpoint (SD1.x, SD2.x, SDXL; single file or diffusers folder)."""
+
+    category = "loaders"
+    ckpt_name = Input(choices=model_choices("checkpoints"), tooltip="file in models/checkpoints")
+    outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+
+    @classmethod
+    def fingerprint(cls, context: Any, ckpt_name: str) -> list:
+        return _file_state(context, "checkpoints", ckpt_name)
+
+    def execute(self, ckpt_name: str) -> tuple:
+        from nodes.models.loader import load_checkpoint
+        from nodes.sampling import DiscreteSchedule, scaled_linear_betas
+        from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle
+
+        device, dtype = runtime_device(self.context)
+        path = models_of(self.context.services).resolve("checkpoints", ckpt_name)
+        loaded = load_checkpoint(path, device=device, dtype=dtype)
+        config = loaded.scheduler_config
+        schedule = DiscreteSchedule.from_betas(scaled_linear_betas(
+            config.get("num_train_timesteps", 1000), config.get("beta_start", 0.00085), config.get("beta_end", 0.012)))
+        model = ModelHandle(
+            unet=loaded.unet, family=loaded.family,
+            prediction="v" if loaded.prediction_type == "v_prediction" else "eps",
+            schedule=schedule, latent_scale=loaded.vae_scale_factor, in_channels=loaded.in_channels,
+            device=loaded.device, dtype=loaded.dtype, source=path,
+        )
+        clip = ClipHandle(encoders=loaded.text_encoders, tokenizers=loaded.tokenizers,
+                          layouts=loaded.text_encoder_layouts, family=loaded.family, device=loaded.device)
+        vae = VaeHandle(vae=loaded.vae, family=loaded.family, device=loaded.device, dtype=loaded.dtype) \
+            if loaded.vae is not None else None
+        return (model, clip, vae)
+
+
+class VAELoader(Node):
+    """Loads a standalone VAE file from models/vae."""
+
+    category = "loaders"
+    vae_name = Input(choices=model_choices("vae"))
+    outputs = (Output("VAE"),)
+
+    @classmethod
+    def fingerprint(cls, context: Any, vae_name: str) -> list:
+        return _file_state(context, "vae", vae_name)
+
+    def execute(self, vae_name: str) -> tuple:
+        from nodes.models.loader import load_vae
+        from nodes.sd.handles import VaeHandle
+
+        device, dtype = runtime_device(self.context)
+        vae = load_vae(models_of(self.context.services).resolve("vae", vae_name), device=device, dtype=dtype)
+        family = "sdxl" if abs(float(vae.config.get("scaling_factor", 0.18215)) - 0.13025) < 1e-6 else "sd1"
+        return (VaeHandle(vae=vae, family=family, device=device, dtype=dtype),)
