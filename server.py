@@ -26,12 +26,12 @@ from graph.cache import OutputCache
 from latentgraph_server import views
 from latentgraph_server.config import ServerConfig, config_from_args
 from latentgraph_server.hub import Connection, Hub, encode_message
-from latentgraph_server.model_folders import list_models, model_folders
 from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
 from latentgraph_server.queue_store import QueueStore
 from latentgraph_server.security import is_loopback, make_security_middleware
 from latentgraph_server.system_info import package_version, system_stats
 from latentgraph_server.worker import PromptWorker
+from nodes.model_folders import ModelFolders
 
 log = logging.getLogger("latentgraph.server")
 
@@ -104,12 +104,15 @@ class Handlers:
     """Route handlers; one instance per application, holding its collaborators explicitly."""
 
     def __init__(self, config: ServerConfig, registry: NodeRegistry, store: QueueStore, hub: Hub,
-                 folders: Folders, worker: PromptWorker) -> None:
+                 services: dict[str, Any], worker: PromptWorker) -> None:
         self.config = config
         self.registry = registry
         self.store = store
         self.hub = hub
-        self.folders = folders
+        # Folders and model folders, shared with validation and the nodes (see app_services).
+        self.services = services
+        self.folders: Folders = services["folders"]
+        self.models: ModelFolders = services["models"]
         self.worker = worker
 
     # -- queue status ---------------------------------------------------------------
@@ -124,14 +127,14 @@ class Handlers:
     # -- node definitions -------------------------------------------------------------
 
     async def object_info(self, request: web.Request) -> web.Response:
-        text = await asyncio.to_thread(lambda: json.dumps(self.registry.object_info(), default=repr))
+        text = await asyncio.to_thread(lambda: json.dumps(self.registry.object_info(self.services), default=repr))
         return web.Response(text=text, content_type="application/json")
 
     async def object_info_node(self, request: web.Request) -> web.Response:
         definition = self.registry.get(request.match_info["node_class"])
         if definition is None:
             return web.json_response({})
-        return web.json_response({definition.name: definition.object_info()}, dumps=_dumps)
+        return web.json_response({definition.name: definition.object_info(self.services)}, dumps=_dumps)
 
     # -- prompts ------------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class Handlers:
                                    or not math.isfinite(number)):
             raise BadRequest("number must be a number")
         try:
-            checked = await asyncio.to_thread(prepare, document, self.registry, targets)
+            checked = await asyncio.to_thread(prepare, document, self.registry, targets, self.services)
         except Exception as exc:  # a document shape the engine did not anticipate
             log.exception("validation raised")
             return web.json_response(error_body("invalid_prompt", f"cannot read the workflow: {exc}"), status=400)
@@ -247,21 +250,17 @@ class Handlers:
         stats = await asyncio.to_thread(system_stats, self.config.cpu, sys.argv)
         return web.json_response(stats)
 
-    def _model_folders(self) -> dict[str, list[Path]]:
-        return model_folders(self.config.models_directory, self.config.extra_model_paths_config)
-
     async def get_model_types(self, request: web.Request) -> web.Response:
-        return web.json_response(sorted(self._model_folders()))
+        return web.json_response(await asyncio.to_thread(self.models.kinds))
 
     async def get_models(self, request: web.Request) -> web.Response:
-        folders = self._model_folders()
         folder = request.match_info["folder"]
-        if folder not in folders:
+        if folder not in await asyncio.to_thread(self.models.kinds):
             return web.json_response(error_body("not_found", f"no model folder {folder!r}"), status=404)
-        return web.json_response(await asyncio.to_thread(list_models, folders[folder]))
+        return web.json_response(await asyncio.to_thread(self.models.list, folder))
 
     async def get_embeddings(self, request: web.Request) -> web.Response:
-        names = await asyncio.to_thread(list_models, self._model_folders().get("embeddings", []))
+        names = await asyncio.to_thread(self.models.list, "embeddings")
         return web.json_response([name.rsplit(".", 1)[0] for name in names])
 
     async def get_extensions(self, request: web.Request) -> web.Response:
@@ -337,7 +336,20 @@ def make_registry(config: ServerConfig) -> NodeRegistry:
     return registry
 
 
-def make_executor_factory(config: ServerConfig, folders: Folders, cache: OutputCache) -> Any:
+def app_services(config: ServerConfig, folders: Folders) -> dict[str, Any]:
+    """What validation and the nodes see of the application: folders and model folders.
+
+    Built at start-up without torch; the worker adds the runtime's services (device...).
+    """
+    try:
+        models = ModelFolders.from_configs(config.models_directory, list(config.extra_model_paths_config))
+    except (OSError, ValueError) as exc:
+        log.error("cannot read extra model paths, using %s only: %s", config.models_directory, exc)
+        models = ModelFolders(Path(config.models_directory))
+    return {"folders": folders, "models": models, "force_cpu": config.cpu}
+
+
+def make_executor_factory(services: dict[str, Any], config: ServerConfig, cache: OutputCache) -> Any:
     """Builds the executor on the worker's first prompt: that is when torch gets imported."""
 
     def factory() -> Executor:
@@ -347,10 +359,8 @@ def make_executor_factory(config: ServerConfig, folders: Folders, cache: OutputC
             if callable(make_runtime):
                 runtime = make_runtime()
                 break
-        services = dict(runtime.get("services", {}))
-        services.setdefault("model_folders", model_folders(config.models_directory, config.extra_model_paths_config))
-        services.setdefault("force_cpu", config.cpu)
-        return Executor(cache, folders=folders, services=services, run_context=runtime.get("run_context"))
+        services.update(runtime.get("services", {}))  # the same dict validation reads
+        return Executor(cache, folders=services["folders"], services=services, run_context=runtime.get("run_context"))
 
     return factory
 
@@ -370,9 +380,10 @@ def create_app(config: ServerConfig) -> web.Application:
         log.warning("recorded %d prompt(s) interrupted by the last shutdown: %s", len(recovered), recovered)
     hub = Hub()
     cache = OutputCache(config.cache_budget)
-    worker = PromptWorker(store, registry, make_executor_factory(config, folders, cache), cache,
+    services = app_services(config, folders)
+    worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
                           hub.send_threadsafe, hub.send_bytes_threadsafe, on_queue_changed=lambda: None)
-    handlers = Handlers(config, registry, store, hub, folders, worker)
+    handlers = Handlers(config, registry, store, hub, services, worker)
     worker.on_queue_changed = lambda: hub.call_soon(handlers.broadcast_status)
 
     security = make_security_middleware(config.auth_token, is_loopback(config.listen))

@@ -45,11 +45,12 @@ class RunningPrompt:
 class PromptWorker:
     """Runs queued prompts one at a time on its own thread."""
 
-    def __init__(self, store: QueueStore, registry: NodeRegistry, executor_factory: Callable[[], Executor],
-                 cache: OutputCache, send: SendJson, send_bytes: SendBytes,
+    def __init__(self, store: QueueStore, registry: NodeRegistry, services: dict[str, Any],
+                 executor_factory: Callable[[], Executor], cache: OutputCache, send: SendJson, send_bytes: SendBytes,
                  on_queue_changed: Callable[[], None]) -> None:
         self.store = store
         self.registry = registry
+        self.services = services
         self.cache = cache
         self._executor_factory = executor_factory
         self._executor: Executor | None = None
@@ -175,7 +176,7 @@ class PromptWorker:
     def _execute(self, item: QueueItem, running: RunningPrompt,
                  on_event: Callable[[str, dict[str, Any]], None]) -> tuple[dict, dict, dict]:
         try:
-            checked = prepare(item.prompt, self.registry, item.outputs_to_execute or None)
+            checked = prepare(item.prompt, self.registry, item.outputs_to_execute or None, self.services)
             if not checked.ok:
                 # Valid when queued, but something changed since (e.g. a model file was removed).
                 message = (checked.error or {}).get("message", "the prompt is no longer valid")

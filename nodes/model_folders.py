@@ -29,8 +29,24 @@ class ModelFolders:
     root: Path = Path("models")
     extra: dict[str, list[Path]] = field(default_factory=dict)
 
+    @classmethod
+    def from_configs(cls, root: str | Path, extra_configs: list[Path]) -> ModelFolders:
+        """The models folder plus every folder named in some ``extra_model_paths.yaml`` files."""
+        extra: dict[str, list[Path]] = {}
+        for config in extra_configs:
+            for kind, paths in load_extra_model_paths(config).items():
+                extra.setdefault(kind, []).extend(p for p in paths if p not in extra[kind])
+        return cls(Path(root), extra)
+
     def folders(self, kind: str) -> list[Path]:
         return [Path(self.root) / kind, *self.extra.get(kind, [])]
+
+    def kinds(self) -> list[str]:
+        """The standard kinds, the subfolders of the models folder, and the extra kinds."""
+        found = set(KINDS) | set(self.extra)
+        if Path(self.root).is_dir():
+            found.update(p.name for p in Path(self.root).iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(found)
 
     def list(self, kind: str, extensions: tuple[str, ...] = MODEL_EXTENSIONS) -> list[str]:
         """Model files of a kind, as names relative to their folder ("sub/name.safetensors")."""
