@@ -217,3 +217,28 @@ def test_vae_loader_and_encode_decode_roundtrip_shapes(env):
     assert capture.run(document).status == "success"
     assert capture.output("3")["samples"].shape == (2, 4, 4, 8)
     assert capture.output("4").shape == (2, 32, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["txt2img_api.json", "img2img_api.json", "hires_fix_api.json"])
+def test_example_workflows_run(env, name):
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    registry, services = env
+    document = json.loads((Path(__file__).resolve().parent.parent / "workflows" / name).read_text())
+    document["4"]["inputs"]["ckpt_name"] = "tiny_sd1.safetensors"  # the house model stands in later
+    for node in document.values():
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 2
+    folders = services["folders"]
+    folders.input.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(folders.input / "example.png")
+    capture = Capture(env)
+    result = capture.run(document)
+    assert result.status == "success", result.error
+    (entry,) = result.outputs["9"]["images"]
+    saved = Image.open(folders.output / entry["subfolder"] / entry["filename"])
+    expected = {"txt2img_api.json": (128, 128), "img2img_api.json": (96, 64), "hires_fix_api.json": (192, 192)}
+    assert saved.size == expected[name]
