@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 run: $(STAMP)
 	$(PY) -m graph run workflows/demo_api.json
+	$(PY) server.py --listen 127.0.0.1 --port 8188
 
 test: $(STAMP)
 	$(PY) -m ruff check .
