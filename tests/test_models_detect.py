@@ -47,7 +47,10 @@ def test_sd2_prediction_hints_and_override(tiny_checkpoints):
     eps = detect(shapes, meta | {"modelspec.prediction_type": "epsilon"})
     assert (eps.prediction_type, eps.config_name) == ("epsilon", "sd2")
     assert detect(shapes, meta, prediction_type="eps").prediction_type == "epsilon"
-    assert detect(shapes, meta | {"prediction_type": "epsilon"}, prediction_type="v").prediction_type == "v_prediction"
+    assert (
+        detect(shapes, meta | {"prediction_type": "epsilon"}, prediction_type="v").prediction_type
+        == "v_prediction"
+    )
     arch = json.loads(meta["latentgraph.config"]) | {"prediction_type": "epsilon"}
     assert detect(shapes, meta | {"latentgraph.config": json.dumps(arch)}).prediction_type == "epsilon"
     with pytest.raises(ValueError, match="unknown prediction type"):

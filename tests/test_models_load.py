@@ -7,6 +7,7 @@ import torch
 from safetensors import safe_open
 
 from nodes.models.bundle import LoadedCheckpoint
+from nodes.models.errors import ModelLoadError
 from nodes.models.ldm_writer import ldm_state_dict
 from nodes.models.loader import load_checkpoint, load_vae
 
@@ -53,8 +54,12 @@ def test_ldm_round_trip_is_exact(tiny_checkpoints, loaded, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_text_encoders_run_on_a_prompt(tiny_checkpoints, loaded, name):
     ckpt = loaded[name]
-    for tok, enc, orig in zip(ckpt.tokenizers, ckpt.text_encoders, tiny_checkpoints.models[name].text_encoders, strict=True):
-        ids = tok("a red circle", padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    for tok, enc, orig in zip(
+        ckpt.tokenizers, ckpt.text_encoders, tiny_checkpoints.models[name].text_encoders, strict=True
+    ):
+        ids = tok(
+            "a red circle", padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         assert ids.shape == (1, 77)
         out = enc(ids, output_hidden_states=True)
         assert out.last_hidden_state.shape == (1, 77, 32)
@@ -167,3 +172,22 @@ def test_vae_from_a_full_checkpoint_file(tiny_checkpoints):
     # architecture comes from the file's metadata.
     vae = load_vae(tiny_checkpoints.sdxl)
     _assert_same_state(vae, tiny_checkpoints.models["sdxl"].vae)
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "prediction"),
+    [("sd1", "sd1", "epsilon"), ("sd2_v", "sd2", "v_prediction"), ("sdxl", "sdxl", "epsilon")],
+)
+def test_file_without_metadata_uses_family_config(tiny_checkpoints, name, family, prediction):
+    """No architecture in the file: the family config folder decides (here a tiny stand-in)."""
+    path = tiny_checkpoints.plain[name]
+    ckpt = load_checkpoint(path, config_root=tiny_checkpoints.config_root)
+    assert ckpt.info.arch_config is None
+    assert (ckpt.family, ckpt.prediction_type) == (family, prediction)
+    original = tiny_checkpoints.models[name]
+    _assert_same_state(ckpt.unet, original.unet)
+    for enc, orig in zip(ckpt.text_encoders, original.text_encoders, strict=True):
+        _assert_same_state(enc, orig)
+    # The real bundled configs are full size: the tiny weights do not fit them.
+    with pytest.raises(ModelLoadError):
+        load_checkpoint(path)

@@ -80,7 +80,9 @@ def arch_config(
     """The ``latentgraph.config`` metadata object describing these models' architectures."""
     cfg: dict[str, Any] = {
         "unet": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
-        "text_encoders": [e.config.to_diff_dict() | {"architectures": [type(e).__name__]} for e in text_encoders],
+        "text_encoders": [
+            e.config.to_diff_dict() | {"architectures": [type(e).__name__]} for e in text_encoders
+        ],
     }
     if vae is not None:
         cfg["vae"] = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
