@@ -74,7 +74,8 @@ def test_open_clip_layout_of_full_size_encoder():
             build.empty_text_encoder(bundled_configs("sd1").text_encoders[0]).state_dict()
         ).values()
     }
-    assert all(k.startswith("text_model.") for k in hf)
+    assert "embeddings.token_embedding.weight" in hf and "final_layer_norm.bias" in hf
+    assert not any(k.startswith("text_model.") for k in hf)
 
 
 def test_inpainting_channels_reach_the_unet_config():
@@ -99,7 +100,9 @@ def test_agrees_with_diffusers_converters(tiny_checkpoints, name):
             assert torch.equal(tensor, theirs[key].reshape(tensor.shape)), key
     for layout, enc in zip(ckpt.info.text_encoders, ckpt.text_encoders, strict=True):
         if layout.layout == "hf":
-            theirs = sfu.convert_ldm_clip_checkpoint(raw, remove_prefix=layout.prefix)
+            theirs = sfu.convert_ldm_clip_checkpoint(
+                raw, remove_prefix=layout.prefix.removesuffix("text_model.")
+            )
         else:
             theirs = sfu.convert_open_clip_checkpoint(enc, raw, prefix=layout.prefix)
         theirs = _strip_text_model(theirs)

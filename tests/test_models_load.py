@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from nodes.models.bundle import LoadedCheckpoint
 from nodes.models.errors import ModelLoadError
@@ -191,3 +192,14 @@ def test_file_without_metadata_uses_family_config(tiny_checkpoints, name, family
     # The real bundled configs are full size: the tiny weights do not fit them.
     with pytest.raises(ModelLoadError):
         load_checkpoint(path)
+
+
+def test_old_hf_clip_layout_loads(tiny_checkpoints, tmp_path):
+    """SD1 files from before transformers' ``text_model`` level load the same encoder."""
+    with safe_open(str(tiny_checkpoints.sd1), framework="pt") as f:
+        meta = f.metadata()
+        state = {k.replace("transformer.text_model.", "transformer."): f.get_tensor(k) for k in f.keys()}
+    path = tmp_path / "old_layout.safetensors"
+    save_file(state, str(path), metadata=meta)
+    ckpt = load_checkpoint(path)
+    _assert_same_state(ckpt.text_encoders[0], tiny_checkpoints.models["sd1"].text_encoders[0])

@@ -56,8 +56,9 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class TextEncoderLayout:
-    """One text encoder inside a checkpoint: its key prefix (ending in ``.``), its layout
-    (``"hf"`` or ``"open_clip"``) and its width (hidden size, from the token embedding)."""
+    """One text encoder inside a checkpoint: its key prefix (ending in ``.``; for ``"hf"`` the
+    level holding ``embeddings.``/``encoder.``, usually ``....transformer.text_model.``), its
+    layout (``"hf"`` or ``"open_clip"``) and its width (hidden size, from the token embedding)."""
 
     prefix: str
     layout: str
@@ -130,12 +131,14 @@ def normalize_prediction_type(value: str) -> str:
 
 
 def _text_encoder(shapes: Shapes, prefix: str, layout: str) -> TextEncoderLayout | None:
-    token = prefix + (
-        "text_model.embeddings.token_embedding.weight" if layout == "hf" else "token_embedding.weight"
-    )
-    if token not in shapes:
-        return None
-    return TextEncoderLayout(prefix, layout, int(shapes[token][1]))
+    # HF layout: ``<prefix>text_model.embeddings...`` (current) or ``<prefix>embeddings...``
+    # (files saved with transformers < 4.x); the layout's prefix is where ``embeddings.`` sits.
+    candidates = [prefix + "text_model.", prefix] if layout == "hf" else [prefix]
+    for base in candidates:
+        token = base + ("embeddings.token_embedding.weight" if layout == "hf" else "token_embedding.weight")
+        if token in shapes:
+            return TextEncoderLayout(base, layout, int(shapes[token][1]))
+    return None
 
 
 def _context_dim(shapes: Shapes) -> int:

@@ -35,9 +35,9 @@ from nodes.models.keymap_unet import unet_key_map
 from nodes.models.keymap_vae import vae_key_map
 
 ENCODER_SLOTS = {
-    "sd1": ((SD1_CLIP, "hf"),),
+    "sd1": ((SD1_CLIP + "text_model.", "hf"),),
     "sd2": ((SD2_CLIP, "open_clip"),),
-    "sdxl": ((SDXL_CLIP_L, "hf"), (SDXL_CLIP_G, "open_clip")),
+    "sdxl": ((SDXL_CLIP_L + "text_model.", "hf"), (SDXL_CLIP_G, "open_clip")),
 }
 
 
@@ -67,7 +67,7 @@ def ldm_state_dict(
         out.update(scatter(with_prefix(key_map, prefix), state))
         if layout == "hf":
             n = encoder.config.max_position_embeddings
-            out[prefix + "text_model.embeddings.position_ids"] = torch.arange(n, dtype=torch.int64)[None]
+            out[prefix + "embeddings.position_ids"] = torch.arange(n, dtype=torch.int64)[None]
     return out
 
 
