@@ -11,6 +11,7 @@ from nodes.models.bundle import LoadedCheckpoint
 from nodes.models.errors import ModelLoadError
 from nodes.models.ldm_writer import ldm_state_dict
 from nodes.models.loader import load_checkpoint, load_vae
+from nodes.models.tokenizers import bundled_clip_tokenizer
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -203,3 +204,26 @@ def test_old_hf_clip_layout_loads(tiny_checkpoints, tmp_path):
     save_file(state, str(path), metadata=meta)
     ckpt = load_checkpoint(path)
     _assert_same_state(ckpt.text_encoders[0], tiny_checkpoints.models["sd1"].text_encoders[0])
+
+
+def test_sharded_diffusers_folder(tiny_checkpoints, tmp_path):
+    """Sharded weights (``*.safetensors.index.json``) and a tokenizer folder are honoured."""
+    original = tiny_checkpoints.models["sdxl"]
+    root = tmp_path / "sharded_sdxl"
+    original.unet.save_pretrained(root / "unet", max_shard_size="200KB")
+    original.vae.save_pretrained(root / "vae")
+    original.text_encoders[0].save_pretrained(root / "text_encoder", max_shard_size="1MB")
+    original.text_encoders[1].save_pretrained(root / "text_encoder_2")
+    assert len(list((root / "unet").glob("*.safetensors"))) > 1
+    # A folder tokenizer wins over the bundled one: this one pads with <|endoftext|>, where
+    # the bundled OpenCLIP tokenizer would pad with id 0.
+    bundled_clip_tokenizer("hf").save_pretrained(root / "tokenizer_2")
+    ckpt = load_checkpoint(root, prediction_type="v")
+    assert (ckpt.family, ckpt.prediction_type) == ("sdxl", "v_prediction")
+    assert ckpt.text_encoder_layouts == ("hf", "open_clip")
+    _assert_same_state(ckpt.unet, original.unet)
+    for enc, orig in zip(ckpt.text_encoders, original.text_encoders, strict=True):
+        assert type(enc) is type(orig)
+        _assert_same_state(enc, orig)
+    assert [t.pad_token_id for t in ckpt.tokenizers] == [49407, 49407]
+    assert ckpt.tokenizers[1].model_max_length == 77
