@@ -47,7 +47,10 @@ def test_sd2_prediction_hints_and_override(tiny_checkpoints):
     eps = detect(shapes, meta | {"modelspec.prediction_type": "epsilon"})
     assert (eps.prediction_type, eps.config_name) == ("epsilon", "sd2")
     assert detect(shapes, meta, prediction_type="eps").prediction_type == "epsilon"
-    assert detect(shapes, meta | {"prediction_type": "epsilon"}, prediction_type="v").prediction_type == "v_prediction"
+    assert (
+        detect(shapes, meta | {"prediction_type": "epsilon"}, prediction_type="v").prediction_type
+        == "v_prediction"
+    )
     arch = json.loads(meta["latentgraph.config"]) | {"prediction_type": "epsilon"}
     assert detect(shapes, meta | {"latentgraph.config": json.dumps(arch)}).prediction_type == "epsilon"
     with pytest.raises(ValueError, match="unknown prediction type"):
@@ -95,3 +98,12 @@ def test_unknown_file_error_names_what_was_found(tmp_path):
 def test_vae_file_given_as_checkpoint_gets_a_hint(tiny_checkpoints):
     with pytest.raises(UnknownCheckpointError, match="standalone VAE"):
         detect_file(tiny_checkpoints.vae)
+
+
+def test_old_hf_layout_without_text_model_level(tiny_checkpoints):
+    shapes, meta = read_header(tiny_checkpoints.sd1)
+    old = {k.replace("transformer.text_model.", "transformer."): v for k, v in shapes.items()}
+    info = detect(old, meta)
+    assert info.family == "sd1"
+    assert info.text_encoders[0].prefix == "cond_stage_model.transformer."
+    assert detect(shapes, meta).text_encoders[0].prefix == "cond_stage_model.transformer.text_model."

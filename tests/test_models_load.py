@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from nodes.models.bundle import LoadedCheckpoint
+from nodes.models.errors import ModelLoadError
 from nodes.models.ldm_writer import ldm_state_dict
 from nodes.models.loader import load_checkpoint, load_vae
+from nodes.models.tokenizers import bundled_clip_tokenizer
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -53,8 +56,12 @@ def test_ldm_round_trip_is_exact(tiny_checkpoints, loaded, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_text_encoders_run_on_a_prompt(tiny_checkpoints, loaded, name):
     ckpt = loaded[name]
-    for tok, enc, orig in zip(ckpt.tokenizers, ckpt.text_encoders, tiny_checkpoints.models[name].text_encoders, strict=True):
-        ids = tok("a red circle", padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    for tok, enc, orig in zip(
+        ckpt.tokenizers, ckpt.text_encoders, tiny_checkpoints.models[name].text_encoders, strict=True
+    ):
+        ids = tok(
+            "a red circle", padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         assert ids.shape == (1, 77)
         out = enc(ids, output_hidden_states=True)
         assert out.last_hidden_state.shape == (1, 77, 32)
@@ -167,3 +174,56 @@ def test_vae_from_a_full_checkpoint_file(tiny_checkpoints):
     # architecture comes from the file's metadata.
     vae = load_vae(tiny_checkpoints.sdxl)
     _assert_same_state(vae, tiny_checkpoints.models["sdxl"].vae)
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "prediction"),
+    [("sd1", "sd1", "epsilon"), ("sd2_v", "sd2", "v_prediction"), ("sdxl", "sdxl", "epsilon")],
+)
+def test_file_without_metadata_uses_family_config(tiny_checkpoints, name, family, prediction):
+    """No architecture in the file: the family config folder decides (here a tiny stand-in)."""
+    path = tiny_checkpoints.plain[name]
+    ckpt = load_checkpoint(path, config_root=tiny_checkpoints.config_root)
+    assert ckpt.info.arch_config is None
+    assert (ckpt.family, ckpt.prediction_type) == (family, prediction)
+    original = tiny_checkpoints.models[name]
+    _assert_same_state(ckpt.unet, original.unet)
+    for enc, orig in zip(ckpt.text_encoders, original.text_encoders, strict=True):
+        _assert_same_state(enc, orig)
+    # The real bundled configs are full size: the tiny weights do not fit them.
+    with pytest.raises(ModelLoadError):
+        load_checkpoint(path)
+
+
+def test_old_hf_clip_layout_loads(tiny_checkpoints, tmp_path):
+    """SD1 files from before transformers' ``text_model`` level load the same encoder."""
+    with safe_open(str(tiny_checkpoints.sd1), framework="pt") as f:
+        meta = f.metadata()
+        state = {k.replace("transformer.text_model.", "transformer."): f.get_tensor(k) for k in f.keys()}
+    path = tmp_path / "old_layout.safetensors"
+    save_file(state, str(path), metadata=meta)
+    ckpt = load_checkpoint(path)
+    _assert_same_state(ckpt.text_encoders[0], tiny_checkpoints.models["sd1"].text_encoders[0])
+
+
+def test_sharded_diffusers_folder(tiny_checkpoints, tmp_path):
+    """Sharded weights (``*.safetensors.index.json``) and a tokenizer folder are honoured."""
+    original = tiny_checkpoints.models["sdxl"]
+    root = tmp_path / "sharded_sdxl"
+    original.unet.save_pretrained(root / "unet", max_shard_size="200KB")
+    original.vae.save_pretrained(root / "vae")
+    original.text_encoders[0].save_pretrained(root / "text_encoder", max_shard_size="1MB")
+    original.text_encoders[1].save_pretrained(root / "text_encoder_2")
+    assert len(list((root / "unet").glob("*.safetensors"))) > 1
+    # A folder tokenizer wins over the bundled one: this one pads with <|endoftext|>, where
+    # the bundled OpenCLIP tokenizer would pad with id 0.
+    bundled_clip_tokenizer("hf").save_pretrained(root / "tokenizer_2")
+    ckpt = load_checkpoint(root, prediction_type="v")
+    assert (ckpt.family, ckpt.prediction_type) == ("sdxl", "v_prediction")
+    assert ckpt.text_encoder_layouts == ("hf", "open_clip")
+    _assert_same_state(ckpt.unet, original.unet)
+    for enc, orig in zip(ckpt.text_encoders, original.text_encoders, strict=True):
+        assert type(enc) is type(orig)
+        _assert_same_state(enc, orig)
+    assert [t.pad_token_id for t in ckpt.tokenizers] == [49407, 49407]
+    assert ckpt.tokenizers[1].model_max_length == 77

@@ -41,8 +41,11 @@ def test_plain_tensor_pickle_is_read(tiny_checkpoints, tmp_path):
         assert detect(source.shapes, source.metadata).family == "sd1"
         key = "model.diffusion_model.out.2.weight"
         assert torch.equal(source.read(key), state[key])
-    # A pickle carries no safetensors metadata, so the tiny (non-standard) sizes cannot be
-    # built from the bundled SD1 config: the loader must say so, not crash.
+    ckpt = load_checkpoint(path, config_root=tiny_checkpoints.config_root)
+    for key, tensor in tiny_checkpoints.models["sd1"].unet.state_dict().items():
+        assert torch.equal(ckpt.unet.state_dict()[key], tensor), key
+    # A pickle carries no metadata, so with the real (full-size) bundled configs the tiny
+    # sizes do not fit: the loader must say so, not crash.
     with pytest.raises(ModelLoadError, match="lacks tensor|size mismatch"):
         load_checkpoint(path)
 
@@ -57,7 +60,9 @@ def test_unknown_extension_refused(tmp_path, suffix):
 
 def test_missing_tensor_reported(tiny_checkpoints, tmp_path):
     m = tiny_checkpoints.models["sd1"]
-    path = save_ldm_checkpoint(tmp_path / "cut.safetensors", "sd1", m.unet, m.vae, m.text_encoders, store_arch_config=True)
+    path = save_ldm_checkpoint(
+        tmp_path / "cut.safetensors", "sd1", m.unet, m.vae, m.text_encoders, store_arch_config=True
+    )
     state = load_file(str(path))
     del state["model.diffusion_model.out.2.weight"]
     with safe_open(str(path), framework="pt") as f:
@@ -82,7 +87,12 @@ def test_loading_opens_no_socket(tiny_checkpoints, monkeypatch):
         socket.create_connection(("127.0.0.1", 9), timeout=1)
     attempts.clear()
 
-    for path in (tiny_checkpoints.sd1, tiny_checkpoints.sd2_v, tiny_checkpoints.sdxl, tiny_checkpoints.diffusers_sd1):
+    for path in (
+        tiny_checkpoints.sd1,
+        tiny_checkpoints.sd2_v,
+        tiny_checkpoints.sdxl,
+        tiny_checkpoints.diffusers_sd1,
+    ):
         ckpt = load_checkpoint(path)
         assert ckpt.tokenizers[0]("a red circle").input_ids[:2] == [49406, 320]
     load_vae(tiny_checkpoints.vae)

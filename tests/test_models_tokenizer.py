@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nodes.models.tokenizers import TOKENIZER_DIR, bundled_clip_tokenizer
-from tools.make_clip_tokenizer import MERGE_COUNT, VOCAB_SIZE, bytes_to_unicode
+from tools.make_clip_tokenizer import MERGE_COUNT, VOCAB_SIZE, build_vocab_and_merges, bytes_to_unicode
 
 
 def test_vocab_follows_the_recipe():
@@ -43,3 +43,12 @@ def test_long_prompt_truncated_to_77():
 def test_unknown_layout_refused():
     with pytest.raises(ValueError):
         bundled_clip_tokenizer("t5")
+
+
+def test_generator_reproduces_committed_vocab():
+    """The tool's recipe, fed the committed merges, rebuilds the committed vocab exactly."""
+    merges = (TOKENIZER_DIR / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
+    bpe_text = "\n".join(["bpe_simple_vocab_16e6.txt#version: 0.2", *merges, "extra lines past the cut"])
+    vocab, rebuilt_merges = build_vocab_and_merges(bpe_text)
+    assert rebuilt_merges == merges
+    assert vocab == json.loads((TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))

@@ -56,7 +56,9 @@ def _materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
             module.register_buffer(name, ids, persistent=False)
 
 
-def fill(model: torch.nn.Module, state: Mapping[str, torch.Tensor], device: torch.device | str) -> torch.nn.Module:
+def fill(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], device: torch.device | str
+) -> torch.nn.Module:
     """Assign ``state`` into a meta-built ``model`` (all keys required), ready for inference.
 
     Returns the model in eval mode with gradients off. Raises ``ModelLoadError`` listing

@@ -43,7 +43,12 @@ SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
 CONFIG_METADATA_KEY = "latentgraph.config"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-_PREDICTION_ALIASES = {"eps": "epsilon", "epsilon": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction"}
+_PREDICTION_ALIASES = {
+    "eps": "epsilon",
+    "epsilon": "epsilon",
+    "v": "v_prediction",
+    "v_prediction": "v_prediction",
+}
 _PREDICTION_METADATA_KEYS = ("latentgraph.prediction_type", "modelspec.prediction_type", "prediction_type")
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -51,8 +56,9 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class TextEncoderLayout:
-    """One text encoder inside a checkpoint: its key prefix (ending in ``.``), its layout
-    (``"hf"`` or ``"open_clip"``) and its width (hidden size, from the token embedding)."""
+    """One text encoder inside a checkpoint: its key prefix (ending in ``.``; for ``"hf"`` the
+    level holding ``embeddings.``/``encoder.``, usually ``....transformer.text_model.``), its
+    layout (``"hf"`` or ``"open_clip"``) and its width (hidden size, from the token embedding)."""
 
     prefix: str
     layout: str
@@ -125,10 +131,14 @@ def normalize_prediction_type(value: str) -> str:
 
 
 def _text_encoder(shapes: Shapes, prefix: str, layout: str) -> TextEncoderLayout | None:
-    token = prefix + ("text_model.embeddings.token_embedding.weight" if layout == "hf" else "token_embedding.weight")
-    if token not in shapes:
-        return None
-    return TextEncoderLayout(prefix, layout, int(shapes[token][1]))
+    # HF layout: ``<prefix>text_model.embeddings...`` (current) or ``<prefix>embeddings...``
+    # (files saved with transformers < 4.x); the layout's prefix is where ``embeddings.`` sits.
+    candidates = [prefix + "text_model.", prefix] if layout == "hf" else [prefix]
+    for base in candidates:
+        token = base + ("embeddings.token_embedding.weight" if layout == "hf" else "token_embedding.weight")
+        if token in shapes:
+            return TextEncoderLayout(base, layout, int(shapes[token][1]))
+    return None
 
 
 def _context_dim(shapes: Shapes) -> int:
@@ -175,7 +185,9 @@ def _family(shapes: Shapes) -> tuple[str, tuple[TextEncoderLayout, ...]]:
     sd1 = _text_encoder(shapes, SD1_CLIP, "hf")
     if sd1 and not has_label:
         return "sd1", (sd1,)
-    raise UnknownCheckpointError("no supported text encoder layout found (SD1.x, SD2.x, SDXL). Found: " + describe(shapes))
+    raise UnknownCheckpointError(
+        "no supported text encoder layout found (SD1.x, SD2.x, SDXL). Found: " + describe(shapes)
+    )
 
 
 def detect(
@@ -192,7 +204,11 @@ def detect(
     metadata = metadata or {}
     conv_in = UNET + "input_blocks.0.0.weight"
     if conv_in not in shapes:
-        hint = " (it looks like a standalone VAE: use load_vae)" if any("decoder.conv_in" in k for k in shapes) else ""
+        hint = (
+            " (it looks like a standalone VAE: use load_vae)"
+            if any("decoder.conv_in" in k for k in shapes)
+            else ""
+        )
         raise UnknownCheckpointError(f"no UNet at {UNET}*{hint}. Found: " + describe(shapes))
     family, encoders = _family(shapes)
     context_dim = _context_dim(shapes)

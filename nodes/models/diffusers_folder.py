@@ -111,9 +111,13 @@ def load_diffusers_folder(
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     default_name = "sd2_v" if family == "sd2" else family
-    scheduler = _read_json(sched_path) if sched_path.is_file() else dict(bundled_configs(default_name).scheduler)
+    scheduler = (
+        _read_json(sched_path) if sched_path.is_file() else dict(bundled_configs(default_name).scheduler)
+    )
     pred = normalize_prediction_type(
-        prediction_type or scheduler.get("prediction_type") or bundled_configs(default_name).scheduler["prediction_type"]
+        prediction_type
+        or scheduler.get("prediction_type")
+        or bundled_configs(default_name).scheduler["prediction_type"]
     )
     scheduler["prediction_type"] = pred
 
@@ -129,7 +133,9 @@ def load_diffusers_folder(
         for d, cfg in zip(enc_dirs, enc_cfgs, strict=True)
     )
     tok_dirs = ("tokenizer", "tokenizer_2")
-    tokenizers = tuple(folder_clip_tokenizer(root / t, lay) for t, lay in zip(tok_dirs, layouts, strict=False))
+    tokenizers = tuple(
+        folder_clip_tokenizer(root / t, lay) for t, lay in zip(tok_dirs, layouts, strict=False)
+    )
     return LoadedCheckpoint(
         family=family,
         unet=unet,

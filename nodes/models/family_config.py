@@ -61,13 +61,14 @@ def resolve_configs(
     arch_config: Mapping[str, Any] | None = None,
     in_channels: int | None = None,
     prediction_type: str | None = None,
+    root: Path = CONFIG_ROOT,
 ) -> FamilyConfigs:
-    """Configs for a detected checkpoint: bundled ones, overridden by ``arch_config`` parts.
+    """Configs for a detected checkpoint: bundled ones (from ``root``), overridden by ``arch_config`` parts.
 
     ``in_channels`` (from the file's ``conv_in``; 9 for inpainting) replaces the UNet's when
     given. ``prediction_type`` is written into the scheduler config.
     """
-    base = bundled_configs(config_name)
+    base = bundled_configs(config_name, root)
     arch = dict(arch_config or {})
     unet = copy.deepcopy(arch.get("unet") or base.unet)
     vae = copy.deepcopy(arch.get("vae") or base.vae)

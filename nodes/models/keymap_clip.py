@@ -2,9 +2,11 @@
 
 Two source layouts occur in LDM checkpoints:
 
-* HF CLIP (SD1.x ``cond_stage_model.transformer.``, SDXL ``conditioner.embedders.0.transformer.``):
-  the same names under ``text_model.`` (transformers 5 dropped that level in the model's
-  own state dict, transformers 4 kept it; both are handled).
+* HF CLIP (SD1.x ``cond_stage_model.transformer.text_model.``, SDXL
+  ``conditioner.embedders.0.transformer.text_model.``): transformers' own names. The
+  ``text_model.`` level is part of the checkpoint prefix here (transformers 5 dropped it
+  from ``CLIPTextModel.state_dict()``, transformers 4 and ``CLIPTextModelWithProjection``
+  keep it; both are handled).
 * OpenCLIP (SD2.x ``cond_stage_model.model.``, SDXL ``conditioner.embedders.1.model.``):
   ``transformer.resblocks.N`` with a fused ``attn.in_proj_weight`` ``[3D, D]`` (q, k, v
   stacked), ``positional_embedding`` ``[77, D]`` and ``text_projection`` ``[D, P]`` (applied as
@@ -33,16 +35,10 @@ _QKV = {"q_proj": 0, "k_proj": 1, "v_proj": 2}
 
 
 def hf_clip_key_map(target_keys: Iterable[str]) -> KeyMap:
-    """Map transformers CLIP keys to HF-layout checkpoint keys (``text_model.*``)."""
-    out: KeyMap = {}
-    for key in target_keys:
-        if key.startswith("text_model."):
-            out[key] = KeySource(key)
-        elif key == "text_projection.weight":
-            out[key] = KeySource(key)
-        else:
-            out[key] = KeySource("text_model." + key)
-    return out
+    """Map transformers CLIP keys to HF-layout keys below the ``text_model`` level
+    (``embeddings.*``, ``encoder.*``, ``final_layer_norm.*``); the caller's prefix supplies
+    ``...transformer.text_model.``."""
+    return {k: KeySource(k.removeprefix("text_model.")) for k in target_keys}
 
 
 def open_clip_source(key: str) -> KeySource:

@@ -34,7 +34,9 @@ _TOP = {
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
 }
-_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)$")
+_BLOCK = re.compile(
+    r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)$"
+)
 _MID = re.compile(r"^mid_block\.(resnets|attentions)\.(\d+)\.(.+)$")
 
 
@@ -75,7 +77,7 @@ def ldm_unet_key(key: str, config: Mapping[str, Any]) -> str:
         if kind == "attentions":
             return f"input_blocks.{base + idx}.1.{rest}"
         if kind == "downsamplers" and rest.startswith("conv."):
-            return f"input_blocks.{base + layers}.0.op.{rest[len('conv.'):]}"
+            return f"input_blocks.{base + layers}.0.op.{rest[len('conv.') :]}"
         raise KeyError(key)
     base = block * (layers + 1)
     if kind == "resnets":

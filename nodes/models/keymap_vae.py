@@ -17,7 +17,9 @@ from nodes.models.keymap import KeyMap, KeySource
 
 _ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 _RESNET = re.compile(r"^(encoder|decoder)\.(down_blocks|up_blocks)\.(\d+)\.resnets\.(\d+)\.(.+)$")
-_SAMPLER = re.compile(r"^(encoder|decoder)\.(down_blocks|up_blocks)\.(\d+)\.(downsamplers|upsamplers)\.0\.conv\.(.+)$")
+_SAMPLER = re.compile(
+    r"^(encoder|decoder)\.(down_blocks|up_blocks)\.(\d+)\.(downsamplers|upsamplers)\.0\.conv\.(.+)$"
+)
 _MID_RES = re.compile(r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)$")
 _MID_ATTN = re.compile(r"^(encoder|decoder)\.mid_block\.attentions\.0\.(.+)$")
 
@@ -50,7 +52,7 @@ def vae_source(key: str, config: Mapping[str, Any]) -> KeySource:
         for name, ldm in _ATTN.items():
             if rest.startswith(name + "."):
                 op = "copy" if name == "group_norm" else "conv1x1_to_linear"
-                return KeySource(f"{part}.mid.attn_1.{ldm}{rest[len(name):]}", op)
+                return KeySource(f"{part}.mid.attn_1.{ldm}{rest[len(name) :]}", op)
         raise KeyError(key)
     for name in ("encoder.conv_norm_out", "decoder.conv_norm_out"):
         if key.startswith(name + "."):

@@ -35,9 +35,9 @@ from nodes.models.keymap_unet import unet_key_map
 from nodes.models.keymap_vae import vae_key_map
 
 ENCODER_SLOTS = {
-    "sd1": ((SD1_CLIP, "hf"),),
+    "sd1": ((SD1_CLIP + "text_model.", "hf"),),
     "sd2": ((SD2_CLIP, "open_clip"),),
-    "sdxl": ((SDXL_CLIP_L, "hf"), (SDXL_CLIP_G, "open_clip")),
+    "sdxl": ((SDXL_CLIP_L + "text_model.", "hf"), (SDXL_CLIP_G, "open_clip")),
 }
 
 
@@ -67,7 +67,7 @@ def ldm_state_dict(
         out.update(scatter(with_prefix(key_map, prefix), state))
         if layout == "hf":
             n = encoder.config.max_position_embeddings
-            out[prefix + "text_model.embeddings.position_ids"] = torch.arange(n, dtype=torch.int64)[None]
+            out[prefix + "embeddings.position_ids"] = torch.arange(n, dtype=torch.int64)[None]
     return out
 
 
@@ -80,7 +80,9 @@ def arch_config(
     """The ``latentgraph.config`` metadata object describing these models' architectures."""
     cfg: dict[str, Any] = {
         "unet": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
-        "text_encoders": [e.config.to_diff_dict() | {"architectures": [type(e).__name__]} for e in text_encoders],
+        "text_encoders": [
+            e.config.to_diff_dict() | {"architectures": [type(e).__name__]} for e in text_encoders
+        ],
     }
     if vae is not None:
         cfg["vae"] = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}

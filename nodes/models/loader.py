@@ -18,7 +18,7 @@ from nodes.models.bundle import LoadedCheckpoint
 from nodes.models.detect import UNET, VAE, arch_config_from_metadata, describe, detect
 from nodes.models.diffusers_folder import load_diffusers_folder
 from nodes.models.errors import ModelLoadError, UnknownCheckpointError
-from nodes.models.family_config import VAE_SCALE_FACTORS, bundled_configs, resolve_configs
+from nodes.models.family_config import CONFIG_ROOT, VAE_SCALE_FACTORS, bundled_configs, resolve_configs
 from nodes.models.keymap import KeyMap, KeySource, gather, with_prefix
 from nodes.models.keymap_clip import hf_clip_key_map, open_clip_key_map
 from nodes.models.keymap_unet import unet_key_map
@@ -50,6 +50,7 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     prediction_type: str | None = None,
+    config_root: Path = CONFIG_ROOT,
 ) -> LoadedCheckpoint:
     """Load a checkpoint file or diffusers folder into diffusers/transformers models.
 
@@ -58,7 +59,8 @@ def load_checkpoint(
     folder (``unet/``, ``vae/``, ``text_encoder/``...). ``device``/``dtype``: where and in
     which floating dtype every weight is placed (each tensor is read once, straight there).
     ``prediction_type``: ``"epsilon"``/``"v_prediction"`` override (LDM files do not record it;
-    see ``detect``). Raises ``UnknownCheckpointError`` for unsupported files,
+    see ``detect``). ``config_root``: where the per-family configs live (the bundled ones by
+    default); used for files whose metadata carries no architecture config. Raises ``UnknownCheckpointError`` for unsupported files,
     ``UnsafeFormatError`` for refused formats, ``ModelLoadError`` for missing tensors.
     """
     path = Path(path)
@@ -66,7 +68,9 @@ def load_checkpoint(
         return load_diffusers_folder(path, device=device, dtype=dtype, prediction_type=prediction_type)
     with open_state(path, device, dtype) as source:
         info = detect(source.shapes, source.metadata, prediction_type)
-        cfgs = resolve_configs(info.config_name, info.arch_config, info.in_channels, info.prediction_type)
+        cfgs = resolve_configs(
+            info.config_name, info.arch_config, info.in_channels, info.prediction_type, config_root
+        )
 
         unet = build.empty_unet(cfgs.unet)
         unet_map = with_prefix(unet_key_map(unet.state_dict().keys(), cfgs.unet), UNET)
@@ -114,6 +118,7 @@ def load_vae(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    config_root: Path = CONFIG_ROOT,
 ) -> AutoencoderKL:
     """Load a standalone VAE file (LDM keys with or without ``first_stage_model.``, or diffusers keys).
 
@@ -126,5 +131,5 @@ def load_vae(
     with open_state(path, device, dtype) as source:
         layout = _vae_layout(source.shapes)
         arch = arch_config_from_metadata(source.metadata) or {}
-        config = dict(arch.get("vae") or bundled_configs("sd1").vae)
+        config = dict(arch.get("vae") or bundled_configs("sd1", config_root).vae)
         return _load_vae_from(source, config, layout)

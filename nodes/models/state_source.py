@@ -1,7 +1,10 @@
 """Open a weights file as a key -> tensor reader, refusing unsafe formats.
 
 ``.safetensors`` files are memory-mapped (``safe_open``): only requested tensors are read,
-each converted straight to the target dtype and device. ``.ckpt``/``.pt``/``.pth`` pickles
+each placed straight on the target device. Tensors already in the target dtype stay
+zero-copy views of the (copy-on-write) mapping; tensors needing a dtype conversion on the
+CPU are read with a plain file read instead (``safetensors_direct``), so that the file's
+pages do not stay resident next to the converted copy. ``.ckpt``/``.pt``/``.pth`` pickles
 are read only through ``torch.load(weights_only=True)``, which refuses arbitrary objects.
 Anything else is refused.
 """
@@ -12,11 +15,13 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import safe_open
 
 from nodes.models.errors import UnsafeFormatError
+from nodes.models.safetensors_direct import TensorEntry, read_index, read_tensor
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -37,11 +42,16 @@ class StateSource:
     dtype: torch.dtype
     _handle: object = field(repr=False, default=None)
     _tensors: dict[str, torch.Tensor] | None = field(repr=False, default=None)
+    _file: BinaryIO | None = field(repr=False, default=None)
+    _index: dict[str, TensorEntry] = field(repr=False, default_factory=dict)
 
     def read(self, key: str) -> torch.Tensor:
         """The tensor stored under ``key`` on ``device`` (floats in ``dtype``); KeyError if absent."""
         if key not in self.shapes:
             raise KeyError(key)
+        entry = self._index.get(key)
+        if entry is not None and entry.dtype.is_floating_point and entry.dtype != self.dtype:
+            return read_tensor(self._file, entry).to(dtype=self.dtype)
         tensor = self._tensors[key] if self._tensors is not None else self._handle.get_tensor(key)
         if tensor.is_floating_point():
             return tensor.to(device=self.device, dtype=self.dtype)
@@ -76,9 +86,12 @@ def open_state(
     if suffix in SAFETENSORS_SUFFIXES:
         # safetensors maps the file and can place tensors on CUDA directly.
         open_device = str(device) if device.type == "cuda" else "cpu"
-        with safe_open(str(path), framework="pt", device=open_device) as handle:
+        with safe_open(str(path), framework="pt", device=open_device) as handle, open(path, "rb") as fh:
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-            yield StateSource(shapes, dict(handle.metadata() or {}), device, dtype, _handle=handle)
+            index = read_index(fh) if device.type == "cpu" else {}
+            yield StateSource(
+                shapes, dict(handle.metadata() or {}), device, dtype, _handle=handle, _file=fh, _index=index
+            )
         return
     if suffix in PICKLE_SUFFIXES:
         tensors = _torch_load_safely(path)

@@ -31,9 +31,10 @@ def bundled_clip_tokenizer(layout: str = "hf") -> CLIPTokenizer:
 
 
 def folder_clip_tokenizer(folder: Path, layout: str) -> CLIPTokenizer:
-    """A tokenizer from a diffusers ``tokenizer*/`` folder when it has vocab and merges files,
-    else the bundled one for ``layout``. Never downloads."""
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+    """A tokenizer from a diffusers ``tokenizer*/`` folder when it has ``vocab.json`` +
+    ``merges.txt`` or a ``tokenizer.json``, else the bundled one for ``layout``. Never downloads."""
+    has_bpe = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if has_bpe or (folder / "tokenizer.json").is_file():
         tok = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         tok.model_max_length = MAX_LENGTH
         return tok

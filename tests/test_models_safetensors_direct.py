@@ -1,0 +1,45 @@
+"""Plain-read safetensors tensors equal what safetensors itself returns."""
+
+from __future__ import annotations
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nodes.models.safetensors_direct import read_index, read_tensor
+from nodes.models.state_source import open_state
+
+
+def test_direct_reads_match_safetensors(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=gen),
+        "f16": torch.randn(7, generator=gen).half(),
+        "bf16": torch.randn(2, 2, 2, generator=gen).bfloat16(),
+        "i64": torch.arange(77)[None],
+        "empty": torch.zeros(0, 4),
+        "scalar": torch.tensor(2.5),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path), metadata={"a": "b"})
+    with open(path, "rb") as fh:
+        index = read_index(fh)
+        assert set(index) == set(tensors)
+        with safe_open(str(path), framework="pt") as f:
+            for name in tensors:
+                got = read_tensor(fh, index[name])
+                assert got.dtype == tensors[name].dtype and got.shape == tensors[name].shape
+                assert torch.equal(got, f.get_tensor(name)), name
+
+
+def test_state_source_converts_floats_only(tmp_path):
+    path = tmp_path / "t.safetensors"
+    w = torch.randn(4, 4)
+    save_file({"w": w, "h": w.half(), "ids": torch.arange(3)}, str(path))
+    with open_state(path, dtype=torch.bfloat16) as src:
+        assert torch.equal(src.read("w"), w.bfloat16())
+        assert torch.equal(src.read("h"), w.half().bfloat16())
+        assert src.read("ids").dtype == torch.int64
+    with open_state(path, dtype=torch.float32) as src:
+        assert torch.equal(src.read("w"), w)
+        assert src.read("h").dtype == torch.float32
