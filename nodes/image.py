@@ -101,16 +101,16 @@ def resize_images(image: Any, width: int, height: int, method: str) -> Any:
     return resized.movedim(1, -1).clamp(0.0, 1.0)
 
 
-def center_crop(image: Any, aspect: float) -> Any:
-    """Crops a ``[B, H, W, C]`` batch around its centre to the given width/height ratio."""
-    _, height, width, _ = image.shape
+def center_crop(tensor: Any, aspect: float, height_dim: int = 1) -> Any:
+    """Crops around the centre to a width/height ratio; height and width are the axes
+    ``height_dim`` and the one after it (1 for ``[B, H, W, C]`` images, -2 for latents)."""
+    h_axis = height_dim % tensor.ndim
+    height, width = tensor.shape[h_axis], tensor.shape[h_axis + 1]
     if width / height > aspect:
         new_w = round(height * aspect)
-        left = (width - new_w) // 2
-        return image[:, :, left:left + new_w]
+        return tensor.narrow(h_axis + 1, (width - new_w) // 2, new_w)
     new_h = round(width / aspect)
-    top = (height - new_h) // 2
-    return image[:, top:top + new_h]
+    return tensor.narrow(h_axis, (height - new_h) // 2, new_h)
 
 
 def to_uint8(frame: Any) -> Any:

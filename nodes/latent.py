@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes.image import MAX_RESOLUTION, center_crop
 
-MAX_RESOLUTION = 16384
 LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 
 
@@ -50,7 +50,7 @@ class LatentUpscale(Node):
         elif height == 0:
             height = max(64, round(old_h * width / old_w * 8))
         if crop == "center":
-            latent = _center_crop(latent, width / height)
+            latent = center_crop(latent, width / height, height_dim=-2)
         return (dict(samples, samples=resize_latent(latent, width // 8, height // 8, upscale_method)),)
 
 
@@ -115,14 +115,3 @@ def bislerp(latent: Any, width: int, height: int) -> Any:
         return out.reshape(shape).movedim(-1, 1).movedim(-1, dim)
 
     return resample(resample(latent.float(), height, 2), width, 3).to(latent.dtype)
-
-
-def _center_crop(latent: Any, aspect: float) -> Any:
-    height, width = latent.shape[-2:]
-    if width / height > aspect:
-        new_w = round(height * aspect)
-        left = (width - new_w) // 2
-        return latent[..., left:left + new_w]
-    new_h = round(width / aspect)
-    top = (height - new_h) // 2
-    return latent[..., top:top + new_h, :]
