@@ -1,32 +1,64 @@
-"""Resolving user-supplied file names inside a folder, so that no path escapes it."""
+"""Resolving user-supplied file names inside a folder, so that no path escapes it.
+
+Every name and subfolder that comes from a workflow or a request goes through
+``safe_join``. It refuses NUL bytes, backslashes (Windows separators), absolute paths,
+drive letters and ``..`` components outright, then resolves symlinks and checks the
+result is still inside the folder, so a symlink planted in a folder cannot lead out of it.
+"""
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class UnsafePathError(ValueError):
-    """A requested path would leave its folder (``..``, absolute, NUL, symlink escape)."""
+    """A requested path that is malformed or would leave its folder."""
+
+
+def check_relative(text: str, *, what: str = "path", allow_nested: bool = True) -> list[str]:
+    """Splits a client-supplied relative path into safe components, or raises UnsafePathError.
+
+    ``allow_nested=False`` requires a plain file name (no ``/``).
+    """
+    if not isinstance(text, str):
+        raise UnsafePathError(f"{what} must be a string")
+    if "\x00" in text:
+        raise UnsafePathError(f"{what} contains a NUL byte")
+    if "\\" in text:
+        raise UnsafePathError(f"{what} contains a backslash")
+    if text.startswith("/") or _DRIVE.match(text):
+        raise UnsafePathError(f"{what} must be a relative path")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if any(part == ".." for part in parts):
+        raise UnsafePathError(f"{what} {text!r} leaves its folder ('..' is not allowed)")
+    if not allow_nested and len(parts) > 1:
+        raise UnsafePathError(f"{what} must be a plain file name")
+    return parts
 
 
 def safe_join(root: str | Path, *parts: str) -> Path:
-    """Joins ``parts`` under ``root`` and checks the result stays inside ``root``.
+    """``root/part/...`` resolved, guaranteed (after resolving symlinks) to be inside ``root``.
 
-    Rejects NUL bytes, absolute parts, drive letters and backslash separators, and
-    resolves symlinks before the containment check, so a link inside the folder that
-    points outside is refused too. Returns the resolved path (it need not exist).
+    Each part is checked with ``check_relative``. Returns the resolved path (it need not exist).
     """
-    base = Path(root).resolve()
+    components: list[str] = []
     for part in parts:
-        if not isinstance(part, str):
-            raise UnsafePathError(f"path part must be a string, got {type(part).__name__}")
-        if "\x00" in part or "\\" in part:
-            raise UnsafePathError(f"invalid character in path {part!r}")
-        if part.startswith("/") or (len(part) > 1 and part[1] == ":"):
-            raise UnsafePathError(f"absolute path not allowed: {part!r}")
-    candidate = base.joinpath(*[p for p in parts if p])
-    resolved = Path(os.path.realpath(candidate))
-    if resolved != base and base not in resolved.parents:
-        raise UnsafePathError(f"path {'/'.join(parts)!r} leaves its folder")
-    return resolved
+        components += check_relative(part)
+    base = Path(root).resolve()
+    target = base.joinpath(*components).resolve()
+    if target != base and not target.is_relative_to(base):
+        raise UnsafePathError(f"path {'/'.join(components)!r} leaves its folder")
+    return target
+
+
+def list_files(root: str | Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Files under ``root`` (any depth) whose suffix is one of ``suffixes`` (lower case),
+    as sorted ``/``-separated paths relative to ``root``; empty if ``root`` is no folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*")
+                  if path.suffix.lower() in suffixes and path.is_file())

@@ -1,9 +1,7 @@
 """Resolving file names from requests to paths that stay inside the input, output and temp folders.
 
-Every name and subfolder a client sends goes through ``resolve_inside``. It refuses NUL
-bytes, backslashes (Windows separators), absolute paths, drive letters and ``..``
-components outright, then resolves symlinks and checks the result is still inside
-the folder, so a symlink planted in a folder cannot lead out of it either.
+Every name and subfolder a client sends goes through ``resolve_inside``, which adds the
+request-level rules (a plain file name, a known folder type) to ``graph.paths.safe_join``.
 """
 
 from __future__ import annotations
@@ -12,14 +10,14 @@ import re
 from pathlib import Path
 
 from graph.context import Folders
+from graph.paths import UnsafePathError, check_relative, safe_join
 
 FOLDER_TYPES = ("input", "output", "temp")
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _ANNOTATION = re.compile(r"^(?P<name>.*) \[(?P<type>input|output|temp)\]$")
 
 
-class UnsafePath(ValueError):
-    """A requested path that is malformed or would leave its folder."""
+# One path-safety mechanism for the nodes and the server: see graph/paths.py.
+UnsafePath = UnsafePathError
 
 
 def folder_for(folders: Folders, folder_type: str) -> Path:
@@ -37,34 +35,14 @@ def split_annotation(filename: str, default_type: str) -> tuple[str, str]:
     return filename, default_type
 
 
-def check_relative(text: str, *, what: str, allow_nested: bool) -> list[str]:
-    """Splits a client-supplied relative path into safe components, or raises UnsafePath."""
-    if not isinstance(text, str):
-        raise UnsafePath(f"{what} must be a string")
-    if "\x00" in text:
-        raise UnsafePath(f"{what} contains a NUL byte")
-    if "\\" in text:
-        raise UnsafePath(f"{what} contains a backslash")
-    if text.startswith("/") or _DRIVE.match(text):
-        raise UnsafePath(f"{what} must be a relative path")
-    parts = [part for part in text.split("/") if part not in ("", ".")]
-    if any(part == ".." for part in parts):
-        raise UnsafePath(f"{what} must not contain '..'")
-    if not allow_nested and len(parts) > 1:
-        raise UnsafePath(f"{what} must be a plain file name")
-    return parts
-
-
 def resolve_inside(root: str | Path, subfolder: str, filename: str | None = None) -> Path:
-    """``root/subfolder/filename``, guaranteed (after resolving symlinks) to be inside ``root``."""
-    parts = check_relative(subfolder, what="subfolder", allow_nested=True)
-    if filename is not None:
-        name_parts = check_relative(filename, what="filename", allow_nested=False)
-        if not name_parts:
-            raise UnsafePath("filename is empty")
-        parts += name_parts
-    base = Path(root).resolve()
-    target = base.joinpath(*parts).resolve()
-    if target != base and not target.is_relative_to(base):
-        raise UnsafePath("path leaves its folder")
-    return target
+    """``root/subfolder/filename``, guaranteed (after resolving symlinks) to be inside ``root``.
+
+    ``filename`` must be a plain name: a request names its folders in ``subfolder``.
+    """
+    check_relative(subfolder, what="subfolder", allow_nested=True)
+    if filename is None:
+        return safe_join(root, subfolder)
+    if not check_relative(filename, what="filename", allow_nested=False):
+        raise UnsafePath("filename is empty")
+    return safe_join(root, subfolder, filename)

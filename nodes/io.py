@@ -15,7 +15,7 @@ from typing import Any
 
 from graph import Input, Node, NodeResult, Output
 from graph.context import Folders
-from graph.paths import safe_join
+from graph.paths import list_files, safe_join
 from nodes.image import to_uint8
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -24,11 +24,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 def input_images(services: Mapping[str, Any]) -> list[str]:
     """Image files in the input folder (and its subfolders), as paths relative to it."""
     folders = services.get("folders") or Folders()
-    root = Path(folders.input)
-    if not root.is_dir():
-        return []
-    return sorted(str(path.relative_to(root)).replace("\\", "/") for path in root.rglob("*")
-                  if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+    return list_files(folders.input, IMAGE_EXTENSIONS)
 
 
 class LoadImage(Node):
@@ -152,7 +148,7 @@ def save_png_batch(images: Any, folder: Path, filename_prefix: str, folder_type:
 
     subfolder, _, prefix = filename_prefix.replace("\\", "/").rpartition("/")
     prefix = prefix or "image"
-    target = safe_join(folder, subfolder) if subfolder else Path(folder).resolve()
+    target = safe_join(folder, subfolder)
     target.mkdir(parents=True, exist_ok=True)
     counter = next_counter(target, prefix)
     metadata = PngInfo()
