@@ -262,10 +262,7 @@ class _PromptRun:
         lists = self._input_lists(self.nodes[node_id].inputs, definition)
         if definition.simple_io and all(len(items) == 1 for items in lists.values()):
             # The common case: one item per input, no list inputs or outputs: one call.
-            values, ui = _unpack(instance.execute(**{name: items[0] for name, items in lists.items()}))
-            if len(values) != len(definition.outputs):
-                raise TypeError(f"{definition.name}.execute returned {len(values)} value(s) "
-                                f"but declares {len(definition.outputs)} output(s)")
+            values, ui = _unpack(instance.execute(**{name: items[0] for name, items in lists.items()}), definition)
             return [[value] for value in values], ui
         whole = {name: items for name, items in lists.items() if definition.inputs[name].is_list}
         mapped = {name: items for name, items in lists.items() if not definition.inputs[name].is_list}
@@ -282,11 +279,7 @@ class _PromptRun:
             kwargs = dict(whole)
             for name, items in mapped.items():
                 kwargs[name] = items[index] if index < len(items) else items[-1]
-            returned = instance.execute(**kwargs)
-            values, call_ui = _unpack(returned)
-            if len(values) != len(declared):
-                raise TypeError(f"{definition.name}.execute returned {len(values)} value(s) "
-                                f"but declares {len(declared)} output(s)")
+            values, call_ui = _unpack(instance.execute(**kwargs), definition)
             for slot, (value, output) in enumerate(zip(values, declared, strict=True)):
                 if output.is_list:
                     if not isinstance(value, (list, tuple)):
@@ -319,14 +312,20 @@ class _PromptRun:
         self.emit("execution_error", error)
 
 
-def _unpack(returned: Any) -> tuple[tuple, dict | None]:
+def _unpack(returned: Any, definition: NodeDefinition) -> tuple[tuple, dict | None]:
+    """``execute``'s return value -> (one value per declared output, UI payload or None)."""
     if isinstance(returned, NodeResult):
-        return tuple(returned.outputs), returned.ui
-    if returned is None:
-        return (), None
-    if isinstance(returned, (tuple, list)):
-        return tuple(returned), None
-    raise TypeError(f"execute must return a tuple or NodeResult, got {type(returned).__name__}")
+        values, ui = tuple(returned.outputs), returned.ui
+    elif returned is None:
+        values, ui = (), None
+    elif isinstance(returned, (tuple, list)):
+        values, ui = tuple(returned), None
+    else:
+        raise TypeError(f"execute must return a tuple or NodeResult, got {type(returned).__name__}")
+    if len(values) != len(definition.outputs):
+        raise TypeError(f"{definition.name}.execute returned {len(values)} value(s) "
+                        f"but declares {len(definition.outputs)} output(s)")
+    return values, ui
 
 
 def _merge_ui(ui: dict | None, more: dict) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph.paths import UnsafePathError, safe_join
+from graph.paths import UnsafePathError, list_files, safe_join
 
 KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "clip", "unet", "controlnet")
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
@@ -52,11 +52,11 @@ class ModelFolders:
         """Model files of a kind, as names relative to their folder ("sub/name.safetensors")."""
         names: set[str] = set()
         for folder in self.folders(kind):
-            if not folder.is_dir():
-                continue
-            for path in folder.rglob("*"):
-                if (path.suffix.lower() in extensions and path.is_file()) or _is_diffusers_folder(path):
-                    names.add(str(path.relative_to(folder)).replace("\\", "/"))
+            bundles = [p.parent.relative_to(folder).as_posix() + "/" for p in folder.rglob("model_index.json")
+                       if p.parent != folder] if folder.is_dir() else []
+            # A diffusers folder is one model: list it, not the weight files inside it.
+            names.update(name[:-1] for name in bundles)
+            names.update(name for name in list_files(folder, extensions) if not name.startswith(tuple(bundles)))
         return sorted(names)
 
     def resolve(self, kind: str, name: str) -> Path:

@@ -45,3 +45,14 @@ def test_extra_model_paths_yaml(tmp_path):
     assert [str(p) for p in extra["upscale_models"]] == ["/opt/webui/models/ESRGAN", "/opt/webui/models/RealESRGAN"]
     assert extra["loras"] == [tmp_path / "shared" / "loras"]
     assert "is_default" not in extra
+
+
+def test_a_diffusers_folder_is_listed_as_one_model(tmp_path):
+    bundle = tmp_path / "models" / "checkpoints" / "my_model"
+    (bundle / "unet").mkdir(parents=True)
+    (bundle / "model_index.json").write_text("{}")
+    (bundle / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    (tmp_path / "models" / "checkpoints" / "single.safetensors").write_bytes(b"y")
+    folders = ModelFolders(tmp_path / "models")
+    assert folders.list("checkpoints") == ["my_model", "single.safetensors"]
+    assert folders.resolve("checkpoints", "my_model") == bundle.resolve()
