@@ -1,0 +1,357 @@
+"""Train the house model from scratch on the CPU and write it as an SD1.x-layout checkpoint.
+
+Three stages, each resumable (state under ``--workdir``; rerunning the command continues
+where it stopped):
+
+1. ``vae``: an ``AutoencoderKL`` with SD's layout (downscale 8, 4 latent channels, small
+   widths) learns to reconstruct 48x48 crops of the drawn 128x128 images (L1 + MSE, a
+   fixed small latent noise and a light L2 pull on the latents).
+2. ``latents``: ``--images`` drawings of training scenes are encoded once; their posterior
+   means and scene ids are kept, so the diffusion stage never runs the encoder. The
+   latent scale (SD's 0.18215) is measured here: ``1 / std`` of the latents.
+3. ``diffusion``: a small ``UNet2DConditionModel`` (eps prediction, SD's scaled-linear betas
+   over 1000 steps) and a small CLIP-architecture text encoder on the real CLIP tokenizer are
+   trained together; 10% of captions are dropped to "" for classifier-free guidance and 10%
+   are shortened (some attributes left out). Min-SNR loss weighting and a little offset noise
+   help such plain-coloured images; an EMA of the weights is what gets exported.
+
+``export`` writes ``models/checkpoints/latentgraph-house-v1.safetensors``: the SD1.x LDM key
+layout with the architecture config in the ``latentgraph.config`` metadata, weights stored
+as fp16 (the loader casts to the run-time dtype). Nothing here downloads anything.
+
+Usage::
+
+    python tools/train_house_model.py            # all stages, resumes if interrupted
+    python tools/train_house_model.py --stage export
+
+Run time on the 2-core CPU is recorded in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nodes.models.ldm_writer import save_ldm_checkpoint  # noqa: E402
+from nodes.models.tokenizers import bundled_clip_tokenizer  # noqa: E402
+from tools import house_data  # noqa: E402
+
+DEFAULT_OUT = ROOT / "models" / "checkpoints" / "latentgraph-house-v1.safetensors"
+BOS, EOS, CONTEXT = 49406, 49407, 77
+
+VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [16, 32, 64, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    # Wide groups: GroupNorm over one or two channels per group normalises a plain-coloured
+    # patch to zero, and these images are mostly plain colour.
+    "norm_num_groups": 4,
+    "sample_size": house_data.SIZE,
+}
+TEXT_CONFIG = {
+    "vocab_size": 49408,
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": CONTEXT,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 64,
+    "bos_token_id": BOS,
+    "eos_token_id": EOS,
+    "pad_token_id": EOS,
+}
+UNET_CONFIG = {
+    "sample_size": house_data.SIZE // 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [48, 96, 96],
+    "layers_per_block": 1,
+    "attention_head_dim": 8,
+    "cross_attention_dim": TEXT_CONFIG["hidden_size"],
+    "norm_num_groups": 4,  # wide groups keep a plain latent's level (see VAE_CONFIG)
+}
+LATENT_NOISE = 0.05  # std of the noise the decoder is trained with (in unscaled latent units)
+# SD1's noise schedule: scaled-linear betas, 1000 training steps.
+BETA_START, BETA_END, TRAIN_STEPS = 0.00085, 0.012, 1000
+
+
+def alphas_cumprod() -> torch.Tensor:
+    """``[1000]`` cumulative products of ``1 - beta`` for SD's scaled-linear schedule."""
+    betas = torch.linspace(BETA_START**0.5, BETA_END**0.5, TRAIN_STEPS, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+def images_to_tensor(images: list) -> torch.Tensor:
+    """PIL images -> ``float [B, 3, H, W]`` in [-1, 1]."""
+    array = np.stack([house_data.to_array(im) for im in images]).astype(np.float32)
+    return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def draw_batch(scenes: list, rng: random.Random, count: int) -> tuple[torch.Tensor, list[int]]:
+    """``count`` random training scenes drawn: ``(pixels [B, 3, 128, 128], scene indices)``."""
+    picks = [rng.randrange(len(scenes)) for _ in range(count)]
+    return images_to_tensor([house_data.render(scenes[i], rng) for i in picks]), picks
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- stage 1: VAE
+
+
+def train_vae(workdir: Path, steps: int, seed: int) -> AutoencoderKL:
+    """Train (or resume, or just load) the autoencoder; returns it in eval mode."""
+    path = workdir / "vae.pt"
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    step = 0
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+    scenes, _ = house_data.split_scenes()
+    rng = random.Random(seed * 1000 + step)
+    start = time.perf_counter()
+    while step < steps:
+        lr = 3e-4 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        pixels, _ = draw_batch(scenes, rng, 12)
+        # Random 48x48 crops: the autoencoder is convolutional, and crops cost a seventh.
+        y, x = rng.randrange(0, 81, 8), rng.randrange(0, 81, 8)
+        pixels = pixels[:, :, y:y + 48, x:x + 48]
+        # A nearly deterministic autoencoder: the posterior mean plus a fixed small noise
+        # (LATENT_NOISE), which export writes into the posterior's log-variance, and a
+        # light L2 pull on the latents instead of SD's KL term. Sampling with the
+        # untrained log-variance (std ~1) drowns the mean at the start and stalls training.
+        mean = vae.encode(pixels).latent_dist.mean
+        recon = vae.decode(mean + LATENT_NOISE * torch.randn_like(mean)).sample
+        rec = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
+        kl = mean.pow(2).mean()
+        loss = rec + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 100 == 0 or step == steps:
+            log(f"vae step {step}/{steps} rec {rec.item():.4f} latent l2 {kl.item():.3f} "
+                f"({(time.perf_counter() - start) / 60:.1f} min this run)")
+        if step % 200 == 0 or step == steps:
+            torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, path)
+    return vae.eval()
+
+
+# ---------------------------------------------------------------- stage 2: latents
+
+
+def encode_dataset(workdir: Path, vae: AutoencoderKL, count: int, seed: int) -> dict:
+    """Draw and encode ``count`` training images once; cached in ``latents.pt``."""
+    path = workdir / "latents.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    scenes, _ = house_data.split_scenes()
+    rng = random.Random(seed + 7)
+    means, ids = [], []
+    with torch.inference_mode():
+        for start in range(0, count, 128):
+            pixels, picks = draw_batch(scenes, rng, min(128, count - start))
+            means.append(vae.encode(pixels).latent_dist.mean)
+            ids.extend(picks)
+    mean = torch.cat(means)
+    scale = float(1.0 / mean.std())
+    data = {"mean": mean, "scene": torch.tensor(ids), "scale": torch.tensor(scale)}
+    torch.save(data, path)
+    log(f"encoded {count} images; latent std {mean.std().item():.3f} -> scale {scale:.5f}")
+    return data
+
+
+# ---------------------------------------------------------------- stage 3: diffusion
+
+
+class CaptionTokens:
+    """Caption -> ``[77]`` token ids as our CLIPTextEncode feeds SD1 (start, tokens, end, end-padding)."""
+
+    def __init__(self) -> None:
+        self.tokenizer = bundled_clip_tokenizer("hf")
+
+    @lru_cache(maxsize=100_000)  # noqa: B019 - one instance per run; captions repeat a lot
+    def __call__(self, text: str) -> tuple[int, ...]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: CONTEXT - 2]
+        ids = [BOS, *ids, EOS]
+        return tuple(ids + [EOS] * (CONTEXT - len(ids)))
+
+
+def training_caption(scene: house_data.Scene, rng: random.Random) -> str:
+    """10% empty (for guidance), 10% shortened, else the full caption."""
+    roll = rng.random()
+    if roll < 0.1:
+        return ""
+    if roll < 0.2:
+        return scene.partial_caption(rng)
+    return scene.caption()
+
+
+def build_diffusion_models(seed: int) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    text = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+    return unet, text
+
+
+def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int) -> dict:
+    """Train UNet + text encoder jointly (resumable); returns the EMA weights."""
+    path = workdir / "diffusion.pt"
+    unet, text = build_diffusion_models(seed)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=1e-4)
+    ema = {"unet": copy.deepcopy(unet.state_dict()), "text": copy.deepcopy(text.state_dict())}
+    step = 0
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        text.load_state_dict(state["text"])
+        opt.load_state_dict(state["opt"])
+        ema = state["ema"]
+        step = state["step"]
+    scenes, _ = house_data.split_scenes()
+    tokens = CaptionTokens()
+    ac = alphas_cumprod()
+    scale = float(data["scale"])
+    rng = random.Random(seed * 1000 + step)
+    gen = torch.Generator().manual_seed(seed * 1000 + step)
+    unet.train()
+    text.train()
+    start, losses = time.perf_counter(), []
+    while step < steps:
+        lr = 4e-4 * min(1.0, (step + 1) / 300) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(0, data["mean"].shape[0], (batch,), generator=gen)
+        noise0 = torch.randn(data["mean"][idx].shape, generator=gen)
+        x0 = (data["mean"][idx] + LATENT_NOISE * noise0) * scale
+        captions = [training_caption(scenes[int(data["scene"][i])], rng) for i in idx]
+        ids = torch.tensor([tokens(c) for c in captions])
+        t = torch.randint(0, TRAIN_STEPS, (batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen) + 0.05 * torch.randn(batch, 4, 1, 1, generator=gen)
+        a = ac[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = text(input_ids=ids).last_hidden_state
+        pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        snr = ac[t] / (1 - ac[t])
+        weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for eps prediction
+        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, model in (("unet", unet), ("text", text)):
+                for key, value in model.state_dict().items():
+                    if value.dtype.is_floating_point:
+                        ema[name][key].mul_(decay).add_(value, alpha=1 - decay)
+                    else:
+                        ema[name][key].copy_(value)
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps:
+            minutes = (time.perf_counter() - start) / 60
+            log(f"diffusion step {step}/{steps} loss {np.mean(losses):.4f} lr {lr:.2e} ({minutes:.1f} min this run)")
+            losses = []
+        if step % 500 == 0 or step == steps:
+            state = {"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
+                     "ema": ema, "step": step}
+            torch.save(state, workdir / "diffusion.tmp")
+            (workdir / "diffusion.tmp").replace(path)
+    return ema
+
+
+# ---------------------------------------------------------------- export
+
+
+def export(workdir: Path, out: Path, seed: int) -> Path:
+    """Write the EMA models as one fp16 SD1 LDM-layout checkpoint with its config in metadata."""
+    vae = AutoencoderKL(**VAE_CONFIG, scaling_factor=float(torch.load(workdir / "latents.pt", weights_only=True)["scale"]))
+    vae.load_state_dict(torch.load(workdir / "vae.pt", weights_only=True)["model"])
+    with torch.no_grad():  # the posterior std is the fixed training noise (see train_vae)
+        channels = VAE_CONFIG["latent_channels"]
+        vae.quant_conv.weight[channels:] = 0.0
+        vae.quant_conv.bias[channels:] = 2.0 * math.log(LATENT_NOISE)
+    state = torch.load(workdir / "diffusion.pt", weights_only=True)
+    unet, text = build_diffusion_models(seed)
+    unet.load_state_dict(state["ema"]["unet"])
+    text.load_state_dict(state["ema"]["text"])
+    for model in (vae, unet, text):
+        model.half()
+    meta = {
+        "latentgraph.model": "latentgraph-house-v1",
+        "latentgraph.training": json.dumps({"diffusion_steps": state["step"], "seed": seed}),
+        "modelspec.title": "Latentgraph house model v1",
+        "modelspec.resolution": f"{house_data.SIZE}x{house_data.SIZE}",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_ldm_checkpoint(out, "sd1", unet, vae, [text], metadata=meta, store_arch_config=True,
+                        prediction_type="epsilon")
+    log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "house")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--stage", choices=("all", "vae", "latents", "diffusion", "export"), default="all")
+    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=30_000)
+    parser.add_argument("--steps", type=int, default=5000, help="diffusion training steps")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    if args.stage in ("all", "vae", "latents", "diffusion"):
+        vae = train_vae(args.workdir, args.vae_steps, args.seed)
+        log(f"vae ready after {(time.perf_counter() - began) / 60:.1f} min")
+        if args.stage != "vae":
+            data = encode_dataset(args.workdir, vae, args.images, args.seed)
+            log(f"latents ready after {(time.perf_counter() - began) / 60:.1f} min")
+            if args.stage != "latents":
+                train_diffusion(args.workdir, data, args.steps, args.batch, args.seed)
+                log(f"diffusion done after {(time.perf_counter() - began) / 60:.1f} min")
+    if args.stage in ("all", "export"):
+        export(args.workdir, args.out, args.seed)
+    log(f"total {(time.perf_counter() - began) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
