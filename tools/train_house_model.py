@@ -123,15 +123,15 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- stage 1: VAE
 
 
-def train_vae(workdir: Path, steps: int, seed: int) -> AutoencoderKL:
+def train_vae(workdir: Path, steps: int, seed: int, device: torch.device) -> AutoencoderKL:
     """Train (or resume, or just load) the autoencoder; returns it in eval mode."""
     path = workdir / "vae.pt"
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL(**VAE_CONFIG).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     step = 0
     if path.exists():
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
@@ -142,7 +142,7 @@ def train_vae(workdir: Path, steps: int, seed: int) -> AutoencoderKL:
         lr = 3e-4 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr
-        pixels, _ = draw_batch(scenes, rng, 12)
+        pixels = draw_batch(scenes, rng, 12)[0].to(device)
         # Random 48x48 crops: the autoencoder is convolutional, and crops cost a seventh.
         y, x = rng.randrange(0, 81, 8), rng.randrange(0, 81, 8)
         pixels = pixels[:, :, y:y + 48, x:x + 48]
@@ -170,18 +170,18 @@ def train_vae(workdir: Path, steps: int, seed: int) -> AutoencoderKL:
 # ---------------------------------------------------------------- stage 2: latents
 
 
-def encode_dataset(workdir: Path, vae: AutoencoderKL, count: int, seed: int) -> dict:
+def encode_dataset(workdir: Path, vae: AutoencoderKL, count: int, seed: int, device: torch.device) -> dict:
     """Draw and encode ``count`` training images once; cached in ``latents.pt``."""
     path = workdir / "latents.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")
     scenes, _ = house_data.split_scenes()
     rng = random.Random(seed + 7)
     means, ids = [], []
     with torch.inference_mode():
         for start in range(0, count, 128):
             pixels, picks = draw_batch(scenes, rng, min(128, count - start))
-            means.append(vae.encode(pixels).latent_dist.mean)
+            means.append(vae.encode(pixels.to(device)).latent_dist.mean.cpu())
             ids.extend(picks)
     mean = torch.cat(means)
     scale = float(1.0 / mean.std())
@@ -224,24 +224,24 @@ def build_diffusion_models(seed: int) -> tuple[UNet2DConditionModel, CLIPTextMod
     return unet, text
 
 
-def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int) -> dict:
+def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int, device: torch.device) -> dict:
     """Train UNet + text encoder jointly (resumable); returns the EMA weights."""
     path = workdir / "diffusion.pt"
-    unet, text = build_diffusion_models(seed)
+    unet, text = (m.to(device) for m in build_diffusion_models(seed))
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=1e-4)
     ema = {"unet": copy.deepcopy(unet.state_dict()), "text": copy.deepcopy(text.state_dict())}
     step = 0
     if path.exists():
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")
         unet.load_state_dict(state["unet"])
         text.load_state_dict(state["text"])
         opt.load_state_dict(state["opt"])
-        ema = state["ema"]
+        ema = {name: {k: v.to(device) for k, v in part.items()} for name, part in state["ema"].items()}
         step = state["step"]
     scenes, _ = house_data.split_scenes()
     tokens = CaptionTokens()
-    ac = alphas_cumprod()
+    ac = alphas_cumprod().to(device)
     scale = float(data["scale"])
     rng = random.Random(seed * 1000 + step)
     gen = torch.Generator().manual_seed(seed * 1000 + step)
@@ -254,11 +254,11 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
             group["lr"] = lr
         idx = torch.randint(0, data["mean"].shape[0], (batch,), generator=gen)
         noise0 = torch.randn(data["mean"][idx].shape, generator=gen)
-        x0 = (data["mean"][idx] + LATENT_NOISE * noise0) * scale
+        x0 = ((data["mean"][idx] + LATENT_NOISE * noise0) * scale).to(device)
         captions = [training_caption(scenes[int(data["scene"][i])], rng) for i in idx]
-        ids = torch.tensor([tokens(c) for c in captions])
-        t = torch.randint(0, TRAIN_STEPS, (batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen) + 0.05 * torch.randn(batch, 4, 1, 1, generator=gen)
+        ids = torch.tensor([tokens(c) for c in captions], device=device)
+        t = torch.randint(0, TRAIN_STEPS, (batch,), generator=gen).to(device)
+        noise = (torch.randn(x0.shape, generator=gen) + 0.05 * torch.randn(batch, 4, 1, 1, generator=gen)).to(device)
         a = ac[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text(input_ids=ids).last_hidden_state
@@ -297,13 +297,13 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
 
 def export(workdir: Path, out: Path, seed: int) -> Path:
     """Write the EMA models as one fp16 SD1 LDM-layout checkpoint with its config in metadata."""
-    vae = AutoencoderKL(**VAE_CONFIG, scaling_factor=float(torch.load(workdir / "latents.pt", weights_only=True)["scale"]))
-    vae.load_state_dict(torch.load(workdir / "vae.pt", weights_only=True)["model"])
+    vae = AutoencoderKL(**VAE_CONFIG, scaling_factor=float(torch.load(workdir / "latents.pt", weights_only=True, map_location="cpu")["scale"]))
+    vae.load_state_dict(torch.load(workdir / "vae.pt", weights_only=True, map_location="cpu")["model"])
     with torch.no_grad():  # the posterior std is the fixed training noise (see train_vae)
         channels = VAE_CONFIG["latent_channels"]
         vae.quant_conv.weight[channels:] = 0.0
         vae.quant_conv.bias[channels:] = 2.0 * math.log(LATENT_NOISE)
-    state = torch.load(workdir / "diffusion.pt", weights_only=True)
+    state = torch.load(workdir / "diffusion.pt", weights_only=True, map_location="cpu")
     unet, text = build_diffusion_models(seed)
     unet.load_state_dict(state["ema"]["unet"])
     text.load_state_dict(state["ema"]["text"])
@@ -332,20 +332,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5000, help="diffusion training steps")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     args.workdir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     if args.stage in ("all", "vae", "latents", "diffusion"):
-        vae = train_vae(args.workdir, args.vae_steps, args.seed)
+        vae = train_vae(args.workdir, args.vae_steps, args.seed, device)
         log(f"vae ready after {(time.perf_counter() - began) / 60:.1f} min")
         if args.stage != "vae":
-            data = encode_dataset(args.workdir, vae, args.images, args.seed)
+            data = encode_dataset(args.workdir, vae, args.images, args.seed, device)
             log(f"latents ready after {(time.perf_counter() - began) / 60:.1f} min")
             if args.stage != "latents":
-                train_diffusion(args.workdir, data, args.steps, args.batch, args.seed)
+                train_diffusion(args.workdir, data, args.steps, args.batch, args.seed, device)
                 log(f"diffusion done after {(time.perf_counter() - began) / 60:.1f} min")
     if args.stage in ("all", "export"):
         export(args.workdir, args.out, args.seed)
