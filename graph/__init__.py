@@ -57,6 +57,10 @@ def prepare(document: Any, registry: NodeRegistry, targets: list[str] | None = N
         if hit is not None:
             return hit
     result = validate_workflow(parse_workflow(document, registry), registry, targets, services)
-    if key is not None:
+    if key is not None and result.ok:
         registry.memo.store(key, result, registry)
+        if targets is None:
+            # Naming every output node as the targets plans the same: the server queues a prompt
+            # with its outputs listed, and its worker prepares it again with them.
+            registry.memo.store(document_key(document, result.outputs) or key, result, registry)
     return result

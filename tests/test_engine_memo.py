@@ -264,3 +264,12 @@ def test_memo_is_bounded_least_recently_used_first(registry):
     assert len(registry.memo) == 2
     assert prepare(chain(value=1), registry).plan is first
     assert prepare(chain(value=2), registry).plan is not second
+
+
+def test_all_outputs_as_targets_hit_the_plan_made_without_targets(registry):
+    # The server validates a prompt without targets, queues it with its outputs, and its worker
+    # prepares it again with those outputs as the targets.
+    document = {**chain(), "4": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    checked = prepare(document, registry)
+    assert prepare(document, registry, checked.outputs).plan is checked.plan
+    assert prepare(document, registry, ["4", "3"]).plan is not checked.plan
