@@ -257,13 +257,16 @@ def test_documents_with_other_objects_are_prepared_without_the_memo(registry):
 
 def test_memo_is_bounded_least_recently_used_first(registry):
     registry.memo = PreparedMemo(max_entries=2)
-    first = prepare(chain(value=1), registry).plan
-    second = prepare(chain(value=2), registry).plan
-    assert prepare(chain(value=1), registry).plan is first  # now the most recent
-    prepare(chain(value=3), registry)  # evicts value=2
+
+    def plan(value):  # with targets, so that each document takes one entry
+        return prepare(chain(value=value), registry, ["3"]).plan
+
+    first, second = plan(1), plan(2)
+    assert plan(1) is first  # now the most recent
+    plan(3)  # evicts value=2
     assert len(registry.memo) == 2
-    assert prepare(chain(value=1), registry).plan is first
-    assert prepare(chain(value=2), registry).plan is not second
+    assert plan(1) is first
+    assert plan(2) is not second
 
 
 def test_all_outputs_as_targets_hit_the_plan_made_without_targets(registry):
