@@ -346,7 +346,7 @@ def app_services(config: ServerConfig, folders: Folders) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.error("cannot read extra model paths, using %s only: %s", config.models_directory, exc)
         models = ModelFolders(Path(config.models_directory))
-    return {"folders": folders, "models": models, "force_cpu": config.cpu}
+    return {"folders": folders, "models": models, "force_cpu": config.cpu, **config.runtime}
 
 
 def make_executor_factory(services: dict[str, Any], config: ServerConfig, cache: OutputCache) -> Any:
@@ -379,7 +379,8 @@ def create_app(config: ServerConfig) -> web.Application:
     if recovered:
         log.warning("recorded %d prompt(s) interrupted by the last shutdown: %s", len(recovered), recovered)
     hub = Hub()
-    cache = OutputCache(config.cache_budget)
+    pools = {"models": config.model_cache_budget} if config.model_cache_budget is not None else None
+    cache = OutputCache(config.cache_budget, pool_budgets=pools)
     services = app_services(config, folders)
     worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
                           hub.send_threadsafe, hub.send_bytes_threadsafe, on_queue_changed=lambda: None)

@@ -18,6 +18,7 @@ from typing import Any
 from graph.cache import OutputCache
 from graph.context import ExecutionContext, Folders, Interrupted
 from graph.executor import ExecutionResult, Executor
+from graph.memo import document_key
 from graph.node import Input, Node, NodeDefinition, NodeResult, Output
 from graph.plan import ExecutionPlan
 from graph.registry import NodeRegistry, build_registry
@@ -41,10 +42,25 @@ def parse_workflow(document: Any, registry: NodeRegistry) -> Workflow:
 
 
 def prepare(document: Any, registry: NodeRegistry, targets: list[str] | None = None,
-            services: Mapping[str, Any] | None = None) -> ValidationResult:
+            services: Mapping[str, Any] | None = None, *, memo: bool = True) -> ValidationResult:
     """Parse, validate and plan in one call; ``result.plan`` is set when the workflow is valid.
 
     ``services`` is the mapping handed to nodes at run time (folders, model paths); combo
-    inputs with computed choices are checked against it.
+    inputs with computed choices are checked against it. A valid API-format document is
+    memoised in ``registry.memo`` (see ``graph.memo``): preparing the same document again
+    re-checks only what can have changed and returns the same plan; ``memo=False`` skips it.
+    The result and its plan are shared between such calls: treat them as read-only.
     """
-    return validate_workflow(parse_workflow(document, registry), registry, targets, services)
+    key = document_key(document, targets) if memo and not is_ui_format(document) else None
+    if key is not None:
+        hit = registry.memo.lookup(key, registry, services)
+        if hit is not None:
+            return hit
+    result = validate_workflow(parse_workflow(document, registry), registry, targets, services)
+    if key is not None and result.ok:
+        registry.memo.store(key, result, registry)
+        if targets is None:
+            # Naming every output node as the targets plans the same: the server queues a prompt
+            # with its outputs listed, and its worker prepares it again with them.
+            registry.memo.store(document_key(document, result.outputs) or key, result, registry)
+    return result

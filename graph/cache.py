@@ -5,6 +5,11 @@ the signatures of the outputs it links to, and its fingerprint of outside state.
 never includes the node id, so the same subgraph under renumbered ids, or in another
 workflow, is one cache entry. Entries are evicted least recently used first once their
 estimated size passes a byte budget.
+
+An output value may name a *pool* with a ``cache_pool`` attribute (model handles say
+``"models"``). An entry holding such a value belongs to that pool; a pool may have its own
+byte budget, within the overall one, and can be dropped on its own (``drop_pool``), which
+is how POST /free unloads models without forgetting other outputs.
 """
 
 from __future__ import annotations
@@ -45,6 +50,17 @@ class CacheEntry:
     outputs: list[list[Any]]
     ui: dict[str, Any] | None
     size_bytes: int
+    pool: str | None = None
+
+
+def pool_of(outputs: list[list[Any]]) -> str | None:
+    """The pool named by the first output item that has a ``cache_pool`` attribute, if any."""
+    for items in outputs:
+        for item in items:
+            pool = getattr(item, "cache_pool", None)
+            if isinstance(pool, str):
+                return pool
+    return None
 
 
 def estimate_size(value: Any, _depth: int = 0) -> int:
@@ -77,13 +93,20 @@ def estimate_size(value: Any, _depth: int = 0) -> int:
 
 
 class OutputCache:
-    """LRU cache of node outputs bounded by a byte budget. Thread-safe."""
+    """LRU cache of node outputs bounded by a byte budget. Thread-safe.
+
+    ``pool_budgets`` bounds pools separately, e.g. ``{"models": 6 * 1024**3}``: a pool over
+    its budget evicts its own least recently used entries.
+    """
 
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 on_evict: Callable[[str, CacheEntry], None] | None = None) -> None:
+                 on_evict: Callable[[str, CacheEntry], None] | None = None,
+                 pool_budgets: dict[str, int] | None = None) -> None:
         self.budget_bytes = budget_bytes
+        self.pool_budgets = dict(pool_budgets or {})
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._total = 0
+        self._pool_totals: dict[str, int] = {}
         self._lock = threading.Lock()
         self._on_evict = on_evict
 
@@ -98,33 +121,66 @@ class OutputCache:
         return key in self._entries
 
     def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> CacheEntry:
-        entry = CacheEntry(outputs, ui, estimate_size(outputs) + (estimate_size(ui) if ui else 0))
+        entry = CacheEntry(outputs, ui, estimate_size(outputs) + (estimate_size(ui) if ui else 0), pool_of(outputs))
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._total -= old.size_bytes
+            self._remove(key)
             self._entries[key] = entry
             self._total += entry.size_bytes
-            self._evict_over_budget(keep=key)
+            if entry.pool is not None:
+                self._pool_totals[entry.pool] = self._pool_totals.get(entry.pool, 0) + entry.size_bytes
+            self._evict_over_budget(keep=key, pool=entry.pool)
         return entry
 
-    def _evict_over_budget(self, keep: str) -> None:
+    def _evict_over_budget(self, keep: str, pool: str | None) -> None:
         # The newest entry stays even if it alone exceeds the budget: its consumers
         # in the running prompt still need it.
+        pool_budget = self.pool_budgets.get(pool) if pool is not None else None
+        if pool_budget is not None and self._pool_totals[pool] > pool_budget:
+            excess, victims = self._pool_totals[pool] - pool_budget, []
+            for key, entry in self._entries.items():  # oldest first
+                if excess <= 0:
+                    break
+                if entry.pool == pool and key != keep:
+                    victims.append(key)
+                    excess -= entry.size_bytes
+            for key in victims:
+                self._evict(key)
         while self._total > self.budget_bytes and len(self._entries) > 1:
-            key, entry = next(iter(self._entries.items()))
+            key = next(iter(self._entries))
             if key == keep:
                 self._entries.move_to_end(key)
                 continue
-            del self._entries[key]
+            self._evict(key)
+
+    def _evict(self, key: str) -> None:
+        entry = self._remove(key)
+        if entry is not None and self._on_evict:
+            self._on_evict(key, entry)
+
+    def _remove(self, key: str) -> CacheEntry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
             self._total -= entry.size_bytes
-            if self._on_evict:
-                self._on_evict(key, entry)
+            if entry.pool is not None:
+                self._pool_totals[entry.pool] -= entry.size_bytes
+        return entry
+
+    def drop_pool(self, pool: str) -> int:
+        """Removes every entry of ``pool``; returns how many were removed."""
+        with self._lock:
+            keys = [key for key, entry in self._entries.items() if entry.pool == pool]
+            for key in keys:
+                self._remove(key)
+        return len(keys)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._total = 0
+            self._pool_totals.clear()
+
+    def pool_bytes(self, pool: str) -> int:
+        return self._pool_totals.get(pool, 0)
 
     @property
     def total_bytes(self) -> int:

@@ -19,6 +19,7 @@ from graph.cache import DEFAULT_BUDGET_BYTES, OutputCache
 from graph.context import Folders
 from graph.executor import ExecutionResult, Executor
 from graph.registry import NodeRegistry
+from graph.runtime_flags import add_runtime_flags, runtime_services
 from graph.validate import ValidationResult
 
 EXIT_INVALID = 1
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_folder_flags(run)
     run.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    add_runtime_flags(run)
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
@@ -119,7 +121,7 @@ def _run(args: argparse.Namespace, registry: NodeRegistry) -> int:
             raise SystemExit("error: --set needs a workflow that is a JSON object")
         document = apply_overrides(document, args.overrides)
     folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
-    services: dict[str, Any] = {"folders": folders}
+    services: dict[str, Any] = {"folders": folders, **runtime_services(args)}
     checked = prepare(document, registry, services=services)
     if not checked.ok:
         print_validation_errors(checked, sys.stderr)

@@ -16,6 +16,15 @@ class Interrupted(Exception):
     """Raised inside a run when an interrupt was requested; the prompt stops cleanly."""
 
 
+class NodeFailure(Exception):
+    """A node raised; carries the node id so the error event can name it."""
+
+    def __init__(self, node_id: str, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.node_id = node_id
+        self.original = original
+
+
 @dataclass
 class Folders:
     """The input, output and temp folders (as in ComfyUI). Nodes never write elsewhere."""

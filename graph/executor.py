@@ -21,10 +21,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph.cache import OutputCache, canonical_json, signature
-from graph.context import EventCallback, ExecutionContext, Folders, Interrupted, timestamp_ms
+from graph.cache import OutputCache
+from graph.context import EventCallback, ExecutionContext, Folders, Interrupted, NodeFailure, timestamp_ms
 from graph.node import Node, NodeDefinition, NodeResult
 from graph.plan import ExecutionPlan
+from graph.signatures import plan_signatures
 from graph.workflow import Link
 
 # Events kept in a prompt's history ("messages"), as ComfyUI does.
@@ -42,15 +43,6 @@ class ExecutionResult:
     error: dict[str, Any] | None = None
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
-
-
-class NodeFailure(Exception):
-    """A node raised; carries the node id so the error event can name it."""
-
-    def __init__(self, node_id: str, original: BaseException) -> None:
-        super().__init__(str(original))
-        self.node_id = node_id
-        self.original = original
 
 
 class Executor:
@@ -138,29 +130,7 @@ class _PromptRun:
         return self.result
 
     def _compute_signatures(self) -> None:
-        for node_id in self.plan.order:
-            spec = self.nodes[node_id]
-            definition = self.plan.definitions[node_id]
-            constants: dict[str, Any] = {}
-            upstream: list[str] = []
-            declared = definition.inputs
-            for name, value in spec.inputs.items():
-                if name not in declared:
-                    continue  # undeclared inputs are ignored, so they must not change the key
-                if type(value) is Link:
-                    upstream.append(f"{name}={self.signatures[value.source]}:{value.output_index}")
-                else:
-                    constants[name] = value
-            upstream.sort()
-            fingerprint = ""
-            if definition.not_deterministic:
-                fingerprint = uuid.uuid4().hex
-            elif definition.has_fingerprint:
-                try:
-                    fingerprint = canonical_json(definition.cls.fingerprint(self.context, **constants))
-                except Exception as exc:
-                    raise NodeFailure(node_id, exc) from exc
-            self.signatures[node_id] = signature(definition.name, canonical_json(constants), upstream, fingerprint)
+        self.signatures = plan_signatures(self.plan).compute(self.context)
 
     def _ensure(self, targets: list[str]) -> None:
         """Makes the outputs of ``targets`` available: from the cache, or by running them

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from graph.node import NodeDefinition
 from graph.registry import NodeRegistry
@@ -18,7 +18,9 @@ class ExecutionPlan:
     """What to run: ``order`` lists every needed node, each after all of its sources.
 
     ``position`` maps a node id to its index in ``order``; the executor uses it to run
-    any subset of nodes (e.g. those a lazy input asks for) in plan order.
+    any subset of nodes (e.g. those a lazy input asks for) in plan order. ``signatures``
+    is the executor's ``graph.signatures.PlanSignatures``, built on the first run and kept
+    with the plan, which ``graph.memo`` reuses for an unchanged document.
     """
 
     workflow: Workflow
@@ -26,6 +28,7 @@ class ExecutionPlan:
     outputs: list[str]
     definitions: dict[str, NodeDefinition]
     position: dict[str, int]
+    signatures: Any = field(default=None, repr=False, compare=False)
 
 
 def dependency_graph(workflow: Workflow, node_ids: list[str]) -> nx.DiGraph:

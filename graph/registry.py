@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from graph.memo import PreparedMemo
 from graph.node import Node, NodeDefinition, definition_of
 
 
@@ -35,12 +36,13 @@ class PluginFailure:
 
 @dataclass
 class NodeRegistry:
-    """Maps node names to their definitions."""
+    """Maps node names to their definitions; ``memo`` keeps recently prepared plans (``graph.memo``)."""
 
     definitions: dict[str, NodeDefinition] = field(default_factory=dict)
     builtin_names: set[str] = field(default_factory=set)
     plugin_failures: list[PluginFailure] = field(default_factory=list)
     loaded_plugins: list[str] = field(default_factory=list)
+    memo: PreparedMemo = field(default_factory=PreparedMemo, repr=False, compare=False)
 
     def register(self, cls: type[Node], *, builtin: bool = False, name: str | None = None) -> NodeDefinition:
         """Adds a node class. A plugin may not replace a built-in node."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from graph.cache import DEFAULT_BUDGET_BYTES
+from graph.runtime_flags import add_runtime_flags, runtime_services
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
@@ -26,6 +28,9 @@ class ServerConfig:
     database: Path = Path("latentgraph_queue.sqlite3")
     auth_token: str | None = None
     cache_budget: int = DEFAULT_BUDGET_BYTES
+    model_cache_budget: int | None = None  # bytes of loaded models within cache_budget; None: no separate limit
+    # Device and precision settings for the nodes (graph.runtime_flags): dtype, unet_dtype, vae_dtype, reserve_vram.
+    runtime: dict[str, Any] = field(default_factory=dict)
     max_upload_size: int = DEFAULT_MAX_UPLOAD_BYTES
     node_packages: list[str] = field(default_factory=lambda: ["nodes"])
     custom_nodes_directory: Path = Path("custom_nodes")
@@ -39,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to bind (default 127.0.0.1; bare --listen binds 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    add_runtime_flags(parser, cpu=False)
     parser.add_argument("--input-directory", type=Path, default=Path("input"))
     parser.add_argument("--output-directory", type=Path, default=Path("output"))
     parser.add_argument("--temp-directory", type=Path, default=Path("temp"))
@@ -50,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth-token", default=None,
                         help="require 'Authorization: Bearer TOKEN' on every route (websocket: ?token=TOKEN)")
     parser.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
+    parser.add_argument("--model-cache-budget", type=int, default=None, metavar="BYTES",
+                        help="bytes of loaded models kept across prompts, within --cache-budget "
+                             "(least recently used unloaded first; default: no separate limit)")
     parser.add_argument("--max-upload-size", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 1024**2,
                         help="largest upload in MiB (default 100)")
     parser.add_argument("--nodes-package", action="append", default=None, metavar="PACKAGE",
@@ -61,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag, value in (("--cache-budget", args.cache_budget), ("--model-cache-budget", args.model_cache_budget)):
+        if value is not None and value < 0:
+            parser.error(f"{flag} must be >= 0 bytes")
+    runtime = runtime_services(args)
+    runtime.pop("force_cpu")  # ServerConfig.cpu
     return ServerConfig(
         listen=args.listen,
         port=args.port,
@@ -74,6 +89,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         database=args.database,
         auth_token=args.auth_token or None,
         cache_budget=args.cache_budget,
+        model_cache_budget=args.model_cache_budget,
+        runtime=runtime,
         max_upload_size=int(args.max_upload_size * 1024**2),
         node_packages=args.nodes_package or ["nodes"],
         custom_nodes_directory=args.custom_nodes_directory,

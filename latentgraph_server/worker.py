@@ -126,21 +126,28 @@ class PromptWorker:
                 log.exception("prompt %s failed outside the engine", item.prompt_id)
 
     def _apply_free_request(self) -> None:
+        """POST /free, as ComfyUI: ``unload_models`` drops the loaded models (the cache's
+        "models" pool), ``free_memory`` every cached output and memoised plan."""
         with self._lock:
             request, self._free_request = self._free_request, None
         if request is None:
             return
         unload_models, free_memory = request
-        if free_memory or unload_models:
+        if free_memory:
             self.cache.clear()
-        services = self._executor.services if self._executor is not None else {}
-        unload = services.get("unload_models")
-        if unload_models and callable(unload):
-            try:
-                unload()
-            except Exception:
-                log.exception("unloading models failed")
+            self.registry.memo.clear()
+        elif unload_models:
+            self.cache.drop_pool("models")
+        device_models = self.services.get("device_models")
+        if unload_models and device_models is not None:
+            device_models.forget()
         gc.collect()
+        empty_cache = self.services.get("empty_cache")
+        if callable(empty_cache):
+            try:
+                empty_cache()
+            except Exception:
+                log.exception("emptying the device cache failed")
 
     def _run(self, item: QueueItem) -> None:
         running = RunningPrompt(item.prompt_id, item.client_id)

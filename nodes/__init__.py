@@ -14,8 +14,15 @@ from typing import Any
 def make_runtime() -> dict[str, Any]:
     """Services and the run context the CLI and server hand to the executor.
 
-    Runs each prompt under ``torch.inference_mode`` (no autograd bookkeeping).
+    Runs each prompt under ``torch.inference_mode`` (no autograd bookkeeping). With CUDA,
+    ``device_models`` keeps models within the free VRAM (``nodes.sd.memory``);
+    ``empty_cache`` returns unused CUDA memory after POST /free.
     """
     import torch
 
-    return {"services": {}, "run_context": torch.inference_mode}
+    from nodes.sd.memory import DeviceModels, empty_device_cache
+
+    services: dict[str, Any] = {"empty_cache": empty_device_cache}
+    if torch.cuda.is_available():
+        services["device_models"] = DeviceModels("cuda")
+    return {"services": services, "run_context": torch.inference_mode}

@@ -20,8 +20,10 @@ class CLIPTextEncode(Node):
     outputs = (Output("CONDITIONING"),)
 
     def execute(self, text: str, clip: Any) -> tuple:
+        from nodes.sd.memory import on_device
         from nodes.sd.text_encode import encode_prompt
 
+        on_device(self.context, clip.device, *clip.encoders)
         cond, pooled = encode_prompt(clip, text)
         extras = {"pooled_output": pooled} if pooled is not None else {}
         return ([[cond, extras]],)

@@ -31,10 +31,12 @@ def sample_latent(context: Any, model: Any, positive: list, negative: list, late
     import torch
 
     from nodes.sampling import CFGDenoiser, DiscreteDenoiser, latent_to_image, run_sampler
+    from nodes.sd.memory import on_device, sampling_working_bytes
     from nodes.sd.unet_call import conditioning_kwargs, unet_function
 
     if len(sigmas) < 2:  # nothing to denoise (denoise 0, or an empty KSamplerAdvanced slice)
         return latent
+    on_device(context, model.device, model.unet, working_bytes=sampling_working_bytes(latent["samples"].shape, model.dtype))
     samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
     denoiser = CFGDenoiser(DiscreteDenoiser(unet_function(model), model.schedule, model.prediction),
                            conditioning_kwargs(positive, model, samples),

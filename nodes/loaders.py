@@ -21,10 +21,16 @@ def _file_state(context: Any, kind: str, name: str) -> list:
 
 def runtime_device(context: Any) -> tuple[Any, Any]:
     """The (device, dtype) models load to: ``services["device"]``/``["dtype"]`` or the best available."""
-    from nodes.sd.device import default_dtype, pick_device
+    device, dtypes = runtime_dtypes(context)
+    return device, dtypes["text"]
+
+
+def runtime_dtypes(context: Any) -> tuple[Any, dict[str, Any]]:
+    """The device models load to and the dtype of each part (see ``nodes.sd.device.model_dtypes``)."""
+    from nodes.sd.device import model_dtypes, pick_device
 
     device = context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
-    return device, context.services.get("dtype") or default_dtype(device)
+    return device, model_dtypes(context.services, device)
 
 
 class CheckpointLoaderSimple(Node):
@@ -41,24 +47,27 @@ class CheckpointLoaderSimple(Node):
     def execute(self, ckpt_name: str) -> tuple:
         from nodes.models.loader import load_checkpoint
         from nodes.sampling import DiscreteSchedule, scaled_linear_betas
+        from nodes.sd.device import load_dtype
         from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle
 
-        device, dtype = runtime_device(self.context)
+        device, dtypes = runtime_dtypes(self.context)
         path = models_of(self.context.services).resolve("checkpoints", ckpt_name)
-        loaded = load_checkpoint(path, device=device, dtype=dtype)
+        loaded = load_checkpoint(path, device=device, dtype=load_dtype(dtypes))
+        for encoder in loaded.text_encoders:
+            encoder.to(dtypes["text"])
         config = loaded.scheduler_config
         schedule = DiscreteSchedule.from_betas(scaled_linear_betas(
             config.get("num_train_timesteps", 1000), config.get("beta_start", 0.00085), config.get("beta_end", 0.012)))
         model = ModelHandle(
-            unet=loaded.unet, family=loaded.family,
+            unet=loaded.unet.to(dtypes["unet"]), family=loaded.family,
             prediction="v" if loaded.prediction_type == "v_prediction" else "eps",
             schedule=schedule, latent_scale=loaded.vae_scale_factor, in_channels=loaded.in_channels,
-            device=loaded.device, dtype=loaded.dtype, source=path,
+            device=loaded.device, dtype=dtypes["unet"], source=path,
         )
         clip = ClipHandle(encoders=loaded.text_encoders, tokenizers=loaded.tokenizers,
                           layouts=loaded.text_encoder_layouts, family=loaded.family, device=loaded.device)
-        vae = VaeHandle(vae=loaded.vae, family=loaded.family, device=loaded.device, dtype=loaded.dtype) \
-            if loaded.vae is not None else None
+        vae = VaeHandle(vae=loaded.vae.to(dtypes["vae"]), family=loaded.family, device=loaded.device,
+                        dtype=dtypes["vae"]) if loaded.vae is not None else None
         return (model, clip, vae)
 
 
@@ -77,7 +86,8 @@ class VAELoader(Node):
         from nodes.models.loader import load_vae
         from nodes.sd.handles import VaeHandle
 
-        device, dtype = runtime_device(self.context)
+        device, dtypes = runtime_dtypes(self.context)
+        dtype = dtypes["vae"]
         vae = load_vae(models_of(self.context.services).resolve("vae", vae_name), device=device, dtype=dtype)
         family = "sdxl" if abs(float(vae.config.get("scaling_factor", 0.18215)) - 0.13025) < 1e-6 else "sd1"
         return (VaeHandle(vae=vae, family=family, device=device, dtype=dtype),)

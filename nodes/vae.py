@@ -20,6 +20,9 @@ class VAEDecode(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, samples: dict, vae: Any) -> tuple:
+        from nodes.sd.memory import on_device, vae_working_bytes
+
+        on_device(self.context, vae.device, vae.vae, working_bytes=vae_working_bytes(samples["samples"].shape, vae.dtype))
         latents = samples["samples"].to(vae.device, vae.dtype)
         decoded = vae.vae.decode(latents, return_dict=False)[0].float().cpu()
         return (((decoded + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1),)
@@ -37,7 +40,11 @@ class VAEEncode(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, pixels: Any, vae: Any) -> tuple:
+        from nodes.sd.memory import on_device, vae_working_bytes
+
         height, width = pixels.shape[1] // 8 * 8, pixels.shape[2] // 8 * 8
+        on_device(self.context, vae.device, vae.vae,
+                  working_bytes=vae_working_bytes((pixels.shape[0], 4, height // 8, width // 8), vae.dtype))
         images = pixels[:, :height, :width, :3].movedim(-1, 1) * 2.0 - 1.0
         posterior = vae.vae.encode(images.to(vae.device, vae.dtype), return_dict=False)[0]
         return ({"samples": posterior.mode().float().cpu()},)

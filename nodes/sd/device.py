@@ -1,6 +1,9 @@
-"""Choosing where models run: CUDA, then Apple's MPS, then the CPU."""
+"""Choosing where models run (CUDA, then Apple's MPS, then the CPU) and in which dtype."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -20,3 +23,37 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(value: Any, device: torch.device) -> torch.dtype:
+    """A dtype setting -> a torch dtype: a name in ``DTYPES``, a torch dtype, or None/"auto"
+    for ``default_dtype(device)``. Raises ValueError for anything else."""
+    if value is None or value == "auto":
+        return default_dtype(device)
+    if isinstance(value, torch.dtype):
+        return value
+    if value in DTYPES:
+        return DTYPES[value]
+    raise ValueError(f"unknown dtype {value!r}: expected auto, {', '.join(DTYPES)}")
+
+
+def model_dtypes(services: Mapping[str, Any], device: torch.device) -> dict[str, torch.dtype]:
+    """The dtype of each model part, ``{"unet", "vae", "text"}``, from the runtime's settings.
+
+    ``services["dtype"]`` applies to every part (``--force-fp16``/``--force-fp32``);
+    ``services["unet_dtype"]``/``["vae_dtype"]`` override one part (``--bf16-unet``,
+    ``--fp32-vae``...). Unset: fp16 on GPUs, fp32 on the CPU.
+    """
+    base = resolve_dtype(services.get("dtype"), device)
+    return {
+        "unet": resolve_dtype(services.get("unet_dtype"), device) if services.get("unet_dtype") else base,
+        "vae": resolve_dtype(services.get("vae_dtype"), device) if services.get("vae_dtype") else base,
+        "text": base,
+    }
+
+
+def load_dtype(dtypes: Mapping[str, torch.dtype]) -> torch.dtype:
+    """The dtype to read a checkpoint in so that every part can be cast to its own without
+    losing precision: the common dtype, or fp32 when the parts differ."""
+    distinct = set(dtypes.values())
+    return distinct.pop() if len(distinct) == 1 else torch.float32

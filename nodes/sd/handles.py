@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,6 +36,8 @@ class ModelHandle:
     space (0.18215 SD1/SD2, 0.13025 SDXL); ``in_channels`` is 9 for inpainting UNets.
     """
 
+    cache_pool: ClassVar[str] = "models"  # the output cache's pool (graph.cache): POST /free unloads it
+
     unet: Any
     family: str
     prediction: str
@@ -59,6 +61,8 @@ class ClipHandle:
     before, and so on.
     """
 
+    cache_pool: ClassVar[str] = "models"  # the output cache's pool (graph.cache): POST /free unloads it
+
     encoders: tuple[Any, ...]
     tokenizers: tuple[Any, ...]
     layouts: tuple[str, ...]
@@ -77,6 +81,8 @@ class ClipHandle:
 @dataclass(frozen=True)
 class VaeHandle:
     """VAE: images [B, 3, H, W] in -1..1 <-> unscaled latents [B, 4, H/8, W/8]."""
+
+    cache_pool: ClassVar[str] = "models"  # the output cache's pool (graph.cache): POST /free unloads it
 
     vae: Any
     family: str

@@ -1,0 +1,50 @@
+"""Command-line flags for where and in which precision models run, shared by the CLI and
+the server. Names follow ComfyUI's ``cli_args``; the values reach the nodes through the
+``services`` mapping as plain strings and numbers (the engine never imports torch).
+
+- ``--cpu``: run on the CPU even when a GPU is present (``services["force_cpu"]``).
+- ``--force-fp32`` / ``--force-fp16``: the dtype of every model part (``services["dtype"]``).
+  Default: fp16 on a GPU, fp32 on the CPU.
+- ``--fp32-unet`` / ``--bf16-unet`` / ``--fp16-unet``: the UNet's dtype (``"unet_dtype"``).
+- ``--fp32-vae`` / ``--fp16-vae`` / ``--bf16-vae``: the VAE's dtype (``"vae_dtype"``).
+- ``--reserve-vram GB``: VRAM kept free for other programs and working memory when models
+  share a GPU (``"reserve_vram"``, in bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> None:
+    """Adds the device and precision flags (``cpu=False`` when the parser already has ``--cpu``)."""
+    if cpu:
+        parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    every = parser.add_mutually_exclusive_group()
+    every.add_argument("--force-fp32", dest="dtype", action="store_const", const="fp32",
+                       help="every model in fp32 (default on the CPU)")
+    every.add_argument("--force-fp16", dest="dtype", action="store_const", const="fp16",
+                       help="every model in fp16 (default on a GPU)")
+    for part, what in (("unet", "the diffusion model (UNet)"), ("vae", "the VAE")):
+        group = parser.add_mutually_exclusive_group()
+        for name in ("fp32", "fp16", "bf16"):
+            group.add_argument(f"--{name}-{part}", dest=f"{part}_dtype", action="store_const", const=name,
+                               help=f"run {what} in {name}")
+    parser.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
+                        help="VRAM in GB to keep free when moving models to the GPU (default 0.5)")
+
+
+def runtime_services(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``services`` entries the flags set (unset flags are left out)."""
+    services: dict[str, Any] = {"force_cpu": bool(getattr(args, "cpu", False))}
+    for name in ("dtype", "unet_dtype", "vae_dtype"):
+        value = getattr(args, name, None)
+        if value is not None:
+            services[name] = value
+    reserve = getattr(args, "reserve_vram", None)
+    if reserve is not None:
+        if not reserve >= 0:
+            raise SystemExit(f"error: --reserve-vram must be a size in GB >= 0, got {reserve}")
+        services["reserve_vram"] = int(reserve * 1024**3)
+    return services
