@@ -41,6 +41,9 @@ sys.path.insert(0, str(ROOT))
 PROMPT = "a small red circle on a blue background, top left"
 CFG = 5.0
 SEED = 42
+# SD's training schedule; diffusers' Euler with the same number of UNet calls as our euler/normal.
+SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+             "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "timestep_spacing": "linspace"}
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -145,16 +148,43 @@ def phase_read(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_load(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
     import torch
 
     from nodes.models.loader import load_checkpoint
 
+    imports = time.perf_counter() - started
     base = rss_mb()
     started = time.perf_counter()
     loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
     seconds = time.perf_counter() - started
     params = sum(p.numel() for m in (loaded.unet, loaded.vae, *loaded.text_encoders) for p in m.parameters())
-    return {"seconds": seconds, "params": params, "rss_after_imports_mb": base, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "imports_seconds": imports, "params": params, "rss_after_imports_mb": base,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def diffusers_loop(unet: Any, vae: Any, latent_scale: float, context: Any, scheduler_config: dict[str, Any],
+                   size: int, steps: int, seed: int) -> dict[str, float]:
+    """The floor: ``steps`` UNet calls on a CFG batch of 2 (``context`` [2, 77, D], uncond
+    first) with diffusers' Euler scheduler, then the VAE decode. Seconds of the loop and of all."""
+    import torch
+    from diffusers import EulerDiscreteScheduler
+
+    with torch.inference_mode():
+        scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
+        scheduler.set_timesteps(steps)
+        generator = torch.Generator().manual_seed(seed)
+        latents = torch.randn((1, 4, size // 8, size // 8), generator=generator) * scheduler.init_noise_sigma
+        started = time.perf_counter()
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            eps_uncond, eps_cond = unet(x_in, t, encoder_hidden_states=context).sample.chunk(2)
+            latents = scheduler.step(eps_uncond + CFG * (eps_cond - eps_uncond), t, latents).prev_sample
+        loop = time.perf_counter() - started
+        image = vae.decode(latents / latent_scale).sample
+        total = time.perf_counter() - started
+    assert image.shape == (1, 3, size, size) and len(scheduler.timesteps) == steps
+    return {"loop_seconds": loop, "seconds": total}
 
 
 def _workflow(ckpt_name: str, size: int, steps: int, seed: int) -> dict[str, Any]:
@@ -204,45 +234,49 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
     first = run(SEED)
     first["peak_rss_mb"] = peak_rss_mb()
     resettable = reset_peak_rss()
-    reruns = [run(SEED + 1 + i) for i in range(args.repeat)]
-    return {"first": first, "reruns": reruns, "rerun_peak_rss_mb": peak_rss_mb() if resettable else None,
+    reruns = [run(SEED + 1)]
+    rerun_peak = peak_rss_mb() if resettable else None
+    # Pairs: our re-run, then the floor on the very same modules and text embeddings, alternating,
+    # so that both see the same machine load.
+    model, _, vae = _cached(executor, registry, services, args, "4")
+    cond, uncond = _cached(executor, registry, services, args, "6")[0][0][0], \
+        _cached(executor, registry, services, args, "7")[0][0][0]
+    paired_floor = []
+    for i in range(args.repeat):
+        paired_floor.append(diffusers_loop(model.unet, vae.vae, model.latent_scale, torch.cat([uncond, cond]),
+                                           dict(SCHEDULER), args.size, args.steps, SEED + 1 + i))
+        reruns.append(run(SEED + 2 + i))
+    return {"first": first, "reruns": reruns, "rerun_peak_rss_mb": rerun_peak, "paired_floor": paired_floor,
             "rss_after_imports_mb": base}
+
+
+def _cached(executor: Any, registry: Any, services: dict[str, Any], args: argparse.Namespace, node_id: str) -> Any:
+    """The cached outputs of a node of the bench workflow (the handles, the conditionings)."""
+    from graph import prepare
+    from graph.executor import _PromptRun
+
+    checked = prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, SEED), registry, services=services)
+    signatures = _PromptRun(executor, checked.plan, "signatures", None, None, None)
+    signatures._compute_signatures()
+    return tuple(value[0] for value in executor.cache.get(signatures.signatures[node_id]).outputs)
 
 
 def phase_diffusers(args: argparse.Namespace) -> dict[str, Any]:
     """The floor: a bare diffusers loop on the same weights (loaded with our loader, untimed)."""
     import torch
-    from diffusers import EulerDiscreteScheduler
 
     from nodes.models.loader import load_checkpoint
     from nodes.models.tokenizers import bundled_clip_tokenizer
 
     loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
-    unet, vae, encoder = loaded.unet, loaded.vae, loaded.text_encoders[0]
     tokenizer = bundled_clip_tokenizer("hf")
     reset_peak_rss()
     with torch.inference_mode():
-        ids = tokenizer([PROMPT, ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
-        text = encoder(input_ids=ids).last_hidden_state
-        context = torch.cat([text[1:], text[:1]])  # uncond first, as one CFG batch
-        scheduler = EulerDiscreteScheduler.from_config(loaded.scheduler_config)
-        runs = []
-        for i in range(args.repeat):
-            scheduler.set_timesteps(args.steps)
-            generator = torch.Generator().manual_seed(SEED + 1 + i)
-            latent_size = args.size // 8
-            latents = torch.randn((1, 4, latent_size, latent_size), generator=generator) * scheduler.init_noise_sigma
-            started = time.perf_counter()
-            for t in scheduler.timesteps:
-                x_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-                eps_uncond, eps_cond = unet(x_in, t, encoder_hidden_states=context).sample.chunk(2)
-                latents = scheduler.step(eps_uncond + CFG * (eps_cond - eps_uncond), t, latents).prev_sample
-            loop = time.perf_counter() - started
-            image = vae.decode(latents / loaded.vae_scale_factor).sample
-            total = time.perf_counter() - started
-            assert image.shape == (1, 3, args.size, args.size)
-            runs.append({"loop_seconds": loop, "seconds": total})
-    return {"runs": runs, "unet_calls": len(scheduler.timesteps), "peak_rss_mb": peak_rss_mb()}
+        ids = tokenizer(["", PROMPT], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        context = loaded.text_encoders[0](input_ids=ids).last_hidden_state  # uncond first
+    runs = [diffusers_loop(loaded.unet, loaded.vae, loaded.vae_scale_factor, context, dict(SCHEDULER),
+                           args.size, args.steps, SEED + 1 + i) for i in range(args.repeat)]
+    return {"runs": runs, "unet_calls": args.steps, "peak_rss_mb": peak_rss_mb()}
 
 
 PHASES = {"read": phase_read, "load": phase_load, "ours": phase_ours, "diffusers": phase_diffusers}
@@ -265,32 +299,40 @@ def run_phase(name: str, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]
 def report(name: str, path: Path, r: dict[str, dict[str, Any]]) -> str:
     med = statistics.median
     read, load, ours, floor = r["read"], r["load"], r["ours"], r["diffusers"]
-    rerun = med(x["seconds"] for x in ours["reruns"])
+    first, reruns, paired = ours["first"], ours["reruns"], ours["paired_floor"]
+    rerun = med(x["seconds"] for x in reruns)
+    sampler = med(x["per_node"].get("3", float("nan")) for x in reruns)
+    pair_ratio = med(ours_run["seconds"] / floor_run["seconds"] for ours_run, floor_run in zip(reruns[1:], paired, strict=True))
+    loop_ratio = med(ours_run["per_node"]["3"] / floor_run["loop_seconds"]
+                     for ours_run, floor_run in zip(reruns[1:], paired, strict=True))
     floor_total = med(x["seconds"] for x in floor["runs"])
     floor_loop = med(x["loop_seconds"] for x in floor["runs"])
-    sampler = med(x["per_node"].get("3", float("nan")) for x in ours["reruns"])
-    first = ours["first"]
+    paired_total = med(x["seconds"] for x in paired)
     lines = [
-        f"### {name}: `{path.name}` ({path.stat().st_size / 2**20:.0f} MiB, {load['params'] / 1e6:.0f}M parameters)",
+        f"### {name}: `{path.name}` ({path.stat().st_size / 2**20:.0f} MiB on disk, "
+        f"{load['params'] / 1e6:.0f}M parameters)",
         "",
         "| phase | seconds | peak RSS MiB | ratio |",
         "|---|---|---|---|",
-        f"| read the file | {read['seconds']:.2f} | {read['peak_rss_mb']:.0f} | |",
-        f"| our checkpoint load | {load['seconds']:.2f} | {load['peak_rss_mb']:.0f} | "
+        f"| read the file's bytes (page cache warm) | {read['seconds']:.2f} | {read['peak_rss_mb']:.0f} | |",
+        f"| our checkpoint load (to fp32) | {load['seconds']:.2f} | {load['peak_rss_mb']:.0f} | "
         f"{load['seconds'] / read['seconds']:.2f}x read |",
-        f"| our first run (load + encode + sample + decode + save) | {first['seconds']:.2f} | "
+        f"| (imports before the load: torch, diffusers, transformers) | {load['imports_seconds']:.2f} | "
+        f"{load['rss_after_imports_mb']:.0f} (after) | |",
+        f"| our first run (imports, load, encode, sample, decode, save) | {first['seconds']:.2f} | "
         f"{first['peak_rss_mb']:.0f} | |",
-        f"| our seed-only re-run (median of {len(ours['reruns'])}) | {rerun:.2f} | "
-        f"{ours['rerun_peak_rss_mb'] or float('nan'):.0f} | {rerun / floor_total:.3f}x diffusers |",
-        f"| - of which KSampler | {sampler:.2f} | | {sampler / floor_loop:.3f}x diffusers loop |",
-        f"| diffusers loop + decode (median of {len(floor['runs'])}) | {floor_total:.2f} | "
-        f"{floor['peak_rss_mb']:.0f} | |",
+        f"| our seed-only re-run (median of {len(reruns)}) | {rerun:.2f} | "
+        f"{ours['rerun_peak_rss_mb'] or float('nan'):.0f} | {pair_ratio:.3f}x paired diffusers |",
+        f"| - of which KSampler | {sampler:.2f} | | {loop_ratio:.3f}x paired diffusers loop |",
+        f"| diffusers loop + decode, paired with our re-runs (median of {len(paired)}) | {paired_total:.2f} | | |",
+        f"| diffusers loop + decode, own process (median of {len(floor['runs'])}) | {floor_total:.2f} | "
+        f"{floor['peak_rss_mb']:.0f} | {rerun / floor_total:.3f}x (ours / this) |",
         f"| - of which the loop ({floor['unet_calls']} UNet calls, CFG batch 2) | {floor_loop:.2f} | | |",
         "",
-        f"First run per node (s): {json.dumps(first['per_node'])}; re-runs executed "
-        f"{ours['reruns'][0]['executed']}, times {[round(x['seconds'], 2) for x in ours['reruns']]}; "
-        f"diffusers {[round(x['seconds'], 2) for x in floor['runs']]}. RSS after imports: "
-        f"{ours['rss_after_imports_mb']:.0f} MiB.",
+        f"First run per node (s): {json.dumps(first['per_node'])}. Re-runs executed {reruns[0]['executed']}: "
+        f"{[round(x['seconds'], 2) for x in reruns]} s; paired diffusers "
+        f"{[round(x['seconds'], 2) for x in paired]} s; own-process diffusers "
+        f"{[round(x['seconds'], 2) for x in floor['runs']]} s.",
     ]
     return "\n".join(lines)
 

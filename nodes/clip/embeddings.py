@@ -52,11 +52,6 @@ class Embedding:
     path: Path
     vectors: tuple[torch.Tensor, ...]
 
-    @property
-    def length(self) -> int:
-        """N, the number of token positions the embedding takes in a prompt."""
-        return int(self.vectors[0].shape[0])
-
 
 def find_embedding(folders: Iterable[Path], name: str) -> Path | None:
     """The file ``embedding:name`` refers to, or None.

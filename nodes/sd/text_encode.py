@@ -82,7 +82,7 @@ def _ids_and_vectors(rows: Sequence[Sequence[Token]]) -> tuple[list[list[int]], 
 def _inserted_vectors(encoder, input_ids: torch.Tensor,
                       vectors: Mapping[tuple[int, int], torch.Tensor]) -> Iterator[None]:
     """While active, the encoder's token embedding of ``input_ids`` returns ``vectors`` at
-    their ``(row, column)`` positions. Other calls (other tensors, other threads) are untouched."""
+    their ``(row, column)`` positions. Calls on other inputs meanwhile are left untouched."""
     if not vectors:
         yield
         return
