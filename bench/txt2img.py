@@ -3,8 +3,9 @@
 Two checkpoints, generated once and kept under ``--work`` (default ``temp/bench``, not
 committed): the tiny SD1 test model, and an SD1.5-shaped checkpoint with random weights
 (the bundled SD1 configs: 860M-parameter UNet, 123M CLIP-L with the real 49408-token
-vocabulary, 84M VAE) written in the LDM single-file layout, fp16 on disk like most
-released SD1.5 files. Each phase runs in its own subprocess so that its peak RSS
+vocabulary, 84M VAE) written in the LDM single-file layout, fp16 on disk (``sd15``, so the
+load converts every tensor to fp32) or fp32 (``sd15_fp32``, the layout of the original
+``v1-5-pruned-emaonly`` release, which loads as zero-copy views of the memory map). Each phase runs in its own subprocess so that its peak RSS
 (``VmHWM``) is its own:
 
   read      read the checkpoint file's bytes into memory (the floor for loading)
@@ -115,11 +116,12 @@ def _write_checkpoint(name: str, path: Path) -> None:
     from nodes.models.family_config import bundled_configs
 
     cfgs = bundled_configs("sd1")
+    dtype = torch.float32 if name == "sd15_fp32" else torch.float16
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(cfgs.unet).half().eval()
-    vae = AutoencoderKL.from_config(cfgs.vae).half().eval()
+    unet = UNet2DConditionModel.from_config(cfgs.unet).to(dtype).eval()
+    vae = AutoencoderKL.from_config(cfgs.vae).to(dtype).eval()
     encoder_cfg = {k: v for k, v in cfgs.text_encoders[0].items() if k != "architectures"}
-    encoder = CLIPTextModel(CLIPTextConfig(**encoder_cfg)).half().eval()
+    encoder = CLIPTextModel(CLIPTextConfig(**encoder_cfg)).to(dtype).eval()
     save_ldm_checkpoint(path, "sd1", unet, vae, [encoder])
 
 
@@ -340,7 +342,8 @@ def report(name: str, path: Path, r: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "temp" / "bench")
-    parser.add_argument("--models", default="tiny,sd15", help="comma-separated: tiny, sd15")
+    parser.add_argument("--models", default="tiny,sd15",
+                        help="comma-separated: tiny, sd15 (fp16 file), sd15_fp32 (fp32 file, loaded zero-copy)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3, help="seed-only re-runs and diffusers runs")
