@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nodes.models.safetensors_direct import read_index, read_tensor
+from nodes.models.safetensors_direct import ConvertingReader, read_index, read_tensor
 from nodes.models.state_source import open_state
 
 
@@ -43,3 +43,18 @@ def test_state_source_converts_floats_only(tmp_path):
     with open_state(path, dtype=torch.float32) as src:
         assert torch.equal(src.read("w"), w)
         assert src.read("h").dtype == torch.float32
+
+
+def test_converting_reader_equals_read_then_convert(tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    tensors = {"small": torch.randn(3, generator=gen).half(), "big": torch.randn(64, 33, generator=gen).half(),
+               "after_big": torch.randn(5, 2, generator=gen).bfloat16(), "empty": torch.zeros(0, 4).half(),
+               "scalar": torch.tensor(1.5).half()}
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path))
+    with open(path, "rb") as fh:
+        index = read_index(fh)
+        reader = ConvertingReader(fh)
+        for name in ("small", "big", "after_big", "empty", "scalar", "small"):  # the buffer grows, then is reused
+            got = reader.read(index[name], torch.float32)
+            assert got.dtype == torch.float32 and torch.equal(got, tensors[name].float()), name

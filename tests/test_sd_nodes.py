@@ -1,12 +1,14 @@
 """Generation nodes end to end on the tiny generated checkpoints (SD1, SD2-v, SDXL, diffusers)."""
 
+import json
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
-from graph import Executor, Folders, build_registry, prepare
+from graph import Executor, Folders, build_registry, is_ui_format, prepare, ui_to_api
 from nodes.model_folders import ModelFolders
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
@@ -219,26 +221,76 @@ def test_vae_loader_and_encode_decode_roundtrip_shapes(env):
     assert capture.output("4").shape == (2, 32, 64, 3)
 
 
-@pytest.mark.parametrize("name", ["txt2img_api.json", "img2img_api.json", "hires_fix_api.json"])
-def test_example_workflows_run(env, name):
-    import json
-    from pathlib import Path
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+EXAMPLES = ["txt2img", "img2img", "hires_fix"]
 
+
+def _load_example(name, registry):
+    """An example workflow as an API-format prompt (UI-format files converted as POST /prompt does)."""
+    document = json.loads((WORKFLOWS / name).read_text())
+    return ui_to_api(document, registry) if is_ui_format(document) else document
+
+
+def _canonical(prompt):
+    """A prompt's graph without its node ids: each node as its class, title, constants and the
+    canonical form of what its links point at, as a sorted list."""
+    def describe(node_id, depth=0):
+        assert depth < 100, "cycle"
+        entry = prompt[node_id]
+        inputs = {name: ["link", describe(value[0], depth + 1), value[1]]
+                  if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) else value
+                  for name, value in entry["inputs"].items()}
+        return {"class_type": entry["class_type"], "title": entry.get("_meta", {}).get("title"), "inputs": inputs}
+    return sorted(json.dumps(describe(node_id), sort_keys=True) for node_id in prompt)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_ui_example_converts_to_its_api_twin(env, name):
+    registry, _ = env
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    assert is_ui_format(ui) and ui["version"] == 0.4
+    api = json.loads((WORKFLOWS / f"{name}_api.json").read_text())
+    assert _canonical(ui_to_api(ui, registry)) == _canonical(api)
+    # Well-formed for the editor: every link is listed on both of its ends, ids are in range.
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    assert max(nodes) <= ui["last_node_id"] and len(ui["links"]) <= ui["last_link_id"]
+    for link_id, source, slot, target, target_slot, link_type in ui["links"]:
+        assert link_id in nodes[source]["outputs"][slot]["links"]
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id
+        assert nodes[source]["outputs"][slot]["type"] == link_type == nodes[target]["inputs"][target_slot]["type"]
+    # Laid out left to right: every link goes from a node to one further right.
+    for _, source, _, target, _, _ in ui["links"]:
+        assert nodes[source]["pos"][0] + nodes[source]["size"][0] <= nodes[target]["pos"][0], (source, target)
+
+
+def test_txt2img_example_is_the_house_model_default():
+    api = json.loads((WORKFLOWS / "txt2img_api.json").read_text())
+    (latent,) = [n for n in api.values() if n["class_type"] == "EmptyLatentImage"]
+    (sampler,) = [n for n in api.values() if n["class_type"] == "KSampler"]
+    assert (latent["inputs"]["width"], latent["inputs"]["height"], sampler["inputs"]["steps"]) == (128, 128, 20)
+
+
+@pytest.mark.parametrize("name", [f"{e}{suffix}.json" for e in EXAMPLES for suffix in ("_api", "")])
+def test_example_workflows_run(env, name):
     from PIL import Image
 
     registry, services = env
-    document = json.loads((Path(__file__).resolve().parent.parent / "workflows" / name).read_text())
-    document["4"]["inputs"]["ckpt_name"] = "tiny_sd1.safetensors"  # the house model stands in later
-    for node in document.values():
+    document = _load_example(name, registry)
+    by_class = {}
+    for node_id, node in document.items():
+        by_class.setdefault(node["class_type"], []).append(node_id)
         if node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
+    (loader,) = by_class["CheckpointLoaderSimple"]
+    document[loader]["inputs"]["ckpt_name"] = "tiny_sd1.safetensors"  # the house model stands in later
     folders = services["folders"]
     folders.input.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (96, 64), (200, 30, 30)).save(folders.input / "example.png")
     capture = Capture(env)
     result = capture.run(document)
     assert result.status == "success", result.error
-    (entry,) = result.outputs["9"]["images"]
+    (save,) = by_class["SaveImage"]
+    (entry,) = result.outputs[save]["images"]
     saved = Image.open(folders.output / entry["subfolder"] / entry["filename"])
-    expected = {"txt2img_api.json": (128, 128), "img2img_api.json": (96, 64), "hires_fix_api.json": (192, 192)}
-    assert saved.size == expected[name]
+    expected = {"txt2img": (128, 128), "img2img": (96, 64), "hires_fix": (192, 192)}
+    assert saved.size == expected[name.removesuffix(".json").removesuffix("_api")]

@@ -4,7 +4,9 @@ The syntax shared by ComfyUI and A1111-style prompts:
   - ``(text)`` multiplies the weight of ``text`` by 1.1; ``[text]`` divides it by 1.1;
   - ``(text:1.5)`` multiplies it by 1.5; groups nest and their factors multiply;
   - ``\\(``, ``\\)``, ``\\[``, ``\\]`` and ``\\:`` are literal characters;
-  - an unclosed group runs to the end of the prompt; a stray closing bracket is literal.
+  - an unclosed group runs to the end of the prompt; a stray closing bracket is literal;
+  - ``embedding:NAME`` (a whitespace-separated word) inserts a textual-inversion embedding's
+    vectors; ``(embedding:NAME:1.2)`` weights them. Trailing commas are not part of NAME.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import re
 
 EMPHASIS = 1.1
 _WEIGHT = re.compile(r":\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*$")
+EMBEDDING_PREFIX = "embedding:"
+# ComfyUI splits prompt text on spaces and newlines; a word starting with the prefix is an embedding.
+_EMBEDDING_WORD = re.compile(r"(?<!\S)" + re.escape(EMBEDDING_PREFIX) + r"(\S+)")
 
 
 def parse_prompt_weights(prompt: str) -> list[tuple[str, float]]:
@@ -77,3 +82,33 @@ def _merge(segments: list[tuple[str, float]]) -> list[tuple[str, float]]:
         else:
             merged.append((text, weight))
     return merged
+
+
+def split_embeddings(text: str) -> list[tuple[str, bool]]:
+    """Splits prompt text into plain text and embedding references: ``[(text or NAME, is_embedding)]``.
+
+    >>> split_embeddings("a embedding:cat, smiling")
+    [('a ', False), ('cat', True), (', smiling', False)]
+    """
+    pieces: list[tuple[str, bool]] = []
+    position = 0
+    for match in _EMBEDDING_WORD.finditer(text):
+        name = match.group(1).rstrip(",")
+        if not name:
+            continue
+        if match.start() > position:
+            pieces.append((text[position:match.start()], False))
+        pieces.append((name, True))
+        position = match.start(1) + len(name)
+    if position < len(text):
+        pieces.append((text[position:], False))
+    return pieces
+
+
+def embedding_names(prompt: str) -> list[str]:
+    """The embedding names a prompt refers to, each once, in order of appearance."""
+    names: dict[str, None] = {}
+    if EMBEDDING_PREFIX in prompt:
+        for segment, _ in parse_prompt_weights(prompt):
+            names.update((name, None) for name, is_embedding in split_embeddings(segment) if is_embedding)
+    return list(names)

@@ -65,3 +65,32 @@ def read_tensor(fh: BinaryIO, entry: TensorEntry) -> torch.Tensor:
     if not buf:
         return torch.empty(entry.shape, dtype=entry.dtype)
     return torch.frombuffer(buf, dtype=entry.dtype).reshape(entry.shape)
+
+
+class ConvertingReader:
+    """Reads tensors of one open file converted to another dtype, through one reused buffer.
+
+    Each tensor's bytes are read into a scratch buffer (kept, grown to the largest tensor
+    so far, never zero-filled) and converted in one pass into a fresh uninitialised tensor
+    of the target dtype: one read and one conversion per tensor, and no per-tensor
+    temporary allocation whose pages the kernel must fault in and release again.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._scratch = torch.empty(0, dtype=torch.uint8)
+
+    def read(self, entry: TensorEntry, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor at ``entry`` as a new CPU tensor of ``dtype``."""
+        out = torch.empty(entry.shape, dtype=dtype)
+        size = entry.end - entry.begin
+        if size == 0:
+            return out
+        if self._scratch.numel() < size:
+            self._scratch = torch.empty(size, dtype=torch.uint8)
+        raw = self._scratch[:size]
+        self._fh.seek(entry.begin)
+        if self._fh.readinto(raw.numpy()) != size:
+            raise OSError("safetensors file is truncated")
+        out.copy_(raw.view(entry.dtype).reshape(entry.shape))
+        return out

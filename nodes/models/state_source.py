@@ -15,13 +15,12 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from safetensors import safe_open
 
 from nodes.models.errors import UnsafeFormatError
-from nodes.models.safetensors_direct import TensorEntry, read_index, read_tensor
+from nodes.models.safetensors_direct import ConvertingReader, TensorEntry, read_index
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -42,7 +41,7 @@ class StateSource:
     dtype: torch.dtype
     _handle: object = field(repr=False, default=None)
     _tensors: dict[str, torch.Tensor] | None = field(repr=False, default=None)
-    _file: BinaryIO | None = field(repr=False, default=None)
+    _reader: ConvertingReader | None = field(repr=False, default=None)
     _index: dict[str, TensorEntry] = field(repr=False, default_factory=dict)
 
     def read(self, key: str) -> torch.Tensor:
@@ -51,7 +50,7 @@ class StateSource:
             raise KeyError(key)
         entry = self._index.get(key)
         if entry is not None and entry.dtype.is_floating_point and entry.dtype != self.dtype:
-            return read_tensor(self._file, entry).to(dtype=self.dtype)
+            return self._reader.read(entry, self.dtype)
         tensor = self._tensors[key] if self._tensors is not None else self._handle.get_tensor(key)
         if tensor.is_floating_point():
             return tensor.to(device=self.device, dtype=self.dtype)
@@ -90,7 +89,8 @@ def open_state(
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
             index = read_index(fh) if device.type == "cpu" else {}
             yield StateSource(
-                shapes, dict(handle.metadata() or {}), device, dtype, _handle=handle, _file=fh, _index=index
+                shapes, dict(handle.metadata() or {}), device, dtype, _handle=handle, _reader=ConvertingReader(fh),
+                _index=index,
             )
         return
     if suffix in PICKLE_SUFFIXES:

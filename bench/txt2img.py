@@ -1,0 +1,373 @@
+"""txt2img end to end (issue 3): our workflow vs a bare diffusers denoising loop, same weights.
+
+Two checkpoints, generated once and kept under ``--work`` (default ``temp/bench``, not
+committed): the tiny SD1 test model, and an SD1.5-shaped checkpoint with random weights
+(the bundled SD1 configs: 860M-parameter UNet, 123M CLIP-L with the real 49408-token
+vocabulary, 84M VAE) written in the LDM single-file layout, fp16 on disk (``sd15``, so the
+load converts every tensor to fp32) or fp32 (``sd15_fp32``, the layout of the original
+``v1-5-pruned-emaonly`` release, which loads as zero-copy views of the memory map). Each phase runs in its own subprocess so that its peak RSS
+(``VmHWM``) is its own:
+
+  read      read the checkpoint file's bytes into memory (the floor for loading)
+  load      ``load_checkpoint`` (detect, build on meta, read each tensor once, fp16 -> fp32)
+  ours      the txt2img workflow through the engine (parse, validate, plan, execute under
+            ``torch.inference_mode`` as the CLI and server do): the first run (load, encode,
+            sample, decode, save PNG), then seed-only re-runs (only KSampler, VAEDecode and
+            SaveImage run); per-node times from the ``executing`` events
+  diffusers the floor: the same weights, the same text embeddings, diffusers'
+            ``EulerDiscreteScheduler`` with the same number of UNet calls, CFG as one batch of
+            2, then ``AutoencoderKL.decode``
+
+The page cache is warmed by reading the file once before the phases, so every phase reads
+from memory, not the disk. Everything runs on the CPU in fp32.
+
+    PYTHONPATH=. python bench/txt2img.py [--size 256] [--steps 4] [--repeat 3] [--models tiny,sd15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROMPT = "a small red circle on a blue background, top left"
+CFG = 5.0
+SEED = 42
+# SD's training schedule; diffusers' Euler with the same number of UNet calls as our euler/normal.
+SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+             "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "timestep_spacing": "linspace"}
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM) in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """This process's current resident set size (VmRSS) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Resets VmHWM to the current RSS (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# -- checkpoints -------------------------------------------------------------------------
+
+def make_checkpoints(work: Path, models: list[str]) -> dict[str, Path]:
+    """Writes (once) the checkpoints named in ``models`` under ``work/checkpoints``."""
+    folder = work / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in models:
+        path = folder / f"bench_{name}.safetensors"
+        if not path.exists():
+            print(f"writing {path} (once) ...", flush=True)
+            started = time.perf_counter()
+            tmp = path.with_suffix(".tmp")
+            _write_checkpoint(name, tmp)
+            tmp.rename(path)
+            print(f"  done in {time.perf_counter() - started:.0f} s, {path.stat().st_size / 2**20:.0f} MiB", flush=True)
+        paths[name] = path
+    return paths
+
+
+def _write_checkpoint(name: str, path: Path) -> None:
+    import torch
+
+    from nodes.models.ldm_writer import save_ldm_checkpoint
+
+    if name == "tiny":
+        from tests.fixtures.tiny_models import build_tiny_models
+
+        m = build_tiny_models("sd1", 1)
+        save_ldm_checkpoint(path, "sd1", m.unet, m.vae, m.text_encoders, store_arch_config=True)
+        return
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nodes.models.family_config import bundled_configs
+
+    cfgs = bundled_configs("sd1")
+    dtype = torch.float32 if name == "sd15_fp32" else torch.float16
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(cfgs.unet).to(dtype).eval()
+    vae = AutoencoderKL.from_config(cfgs.vae).to(dtype).eval()
+    encoder_cfg = {k: v for k, v in cfgs.text_encoders[0].items() if k != "architectures"}
+    encoder = CLIPTextModel(CLIPTextConfig(**encoder_cfg)).to(dtype).eval()
+    save_ldm_checkpoint(path, "sd1", unet, vae, [encoder])
+
+
+def warm_page_cache(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(64 << 20):
+            pass
+
+
+# -- phases (each in its own process) ----------------------------------------------------
+
+def phase_read(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.ckpt)
+    started = time.perf_counter()
+    buf = bytearray(path.stat().st_size)
+    with open(path, "rb") as fh:
+        view = memoryview(buf)
+        done = 0
+        while done < len(buf):
+            got = fh.readinto(view[done:])
+            if not got:
+                break
+            done += got
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": done, "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_load(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    import torch
+
+    from nodes.models.loader import load_checkpoint
+
+    imports = time.perf_counter() - started
+    base = rss_mb()
+    started = time.perf_counter()
+    loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
+    seconds = time.perf_counter() - started
+    params = sum(p.numel() for m in (loaded.unet, loaded.vae, *loaded.text_encoders) for p in m.parameters())
+    return {"seconds": seconds, "imports_seconds": imports, "params": params, "rss_after_imports_mb": base,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def diffusers_loop(unet: Any, vae: Any, latent_scale: float, context: Any, scheduler_config: dict[str, Any],
+                   size: int, steps: int, seed: int) -> dict[str, float]:
+    """The floor: ``steps`` UNet calls on a CFG batch of 2 (``context`` [2, 77, D], uncond
+    first) with diffusers' Euler scheduler, then the VAE decode. Seconds of the loop and of all."""
+    import torch
+    from diffusers import EulerDiscreteScheduler
+
+    with torch.inference_mode():
+        scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
+        scheduler.set_timesteps(steps)
+        generator = torch.Generator().manual_seed(seed)
+        latents = torch.randn((1, 4, size // 8, size // 8), generator=generator) * scheduler.init_noise_sigma
+        started = time.perf_counter()
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            eps_uncond, eps_cond = unet(x_in, t, encoder_hidden_states=context).sample.chunk(2)
+            latents = scheduler.step(eps_uncond + CFG * (eps_cond - eps_uncond), t, latents).prev_sample
+        loop = time.perf_counter() - started
+        image = vae.decode(latents / latent_scale).sample
+        total = time.perf_counter() - started
+    assert image.shape == (1, 3, size, size) and len(scheduler.timesteps) == steps
+    return {"loop_seconds": loop, "seconds": total}
+
+
+def _workflow(ckpt_name: str, size: int, steps: int, seed: int) -> dict[str, Any]:
+    document = json.loads((ROOT / "workflows" / "txt2img_api.json").read_text())
+    document["4"]["inputs"]["ckpt_name"] = ckpt_name
+    document["5"]["inputs"].update(width=size, height=size, batch_size=1)
+    document["6"]["inputs"]["text"] = PROMPT
+    document["3"]["inputs"].update(seed=seed, steps=steps, cfg=CFG, sampler_name="euler", scheduler="normal")
+    return document
+
+
+def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    import nodes
+    from graph import Executor, Folders, build_registry, prepare
+    from nodes.model_folders import ModelFolders
+
+    runtime = nodes.make_runtime()
+    work = Path(args.work)
+    services = dict(runtime["services"], models=ModelFolders(work), device=torch.device("cpu"),
+                    dtype=torch.float32)
+    folders = Folders.under(work / "run")
+    services["folders"] = folders
+    registry = build_registry("nodes", None, disable_plugins=True)
+    executor = Executor(folders=folders, services=services, run_context=runtime["run_context"])
+    base = rss_mb()
+
+    def run(seed: int) -> dict[str, Any]:
+        marks: list[tuple[str | None, float]] = []
+
+        def on_event(name: str, data: dict[str, Any]) -> None:
+            if name == "executing":
+                marks.append((data.get("node"), time.perf_counter()))
+
+        started = time.perf_counter()
+        checked = prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, seed), registry,
+                          services=services)
+        assert checked.ok, checked.response()
+        result = executor.execute(checked.plan, on_event=on_event)
+        total = time.perf_counter() - started
+        if result.status != "success":
+            raise RuntimeError(f"workflow failed: {result.error}")
+        per_node = {node: round(marks[i + 1][1] - t, 3) for i, (node, t) in enumerate(marks[:-1])}
+        return {"seconds": total, "per_node": per_node, "executed": result.executed}
+
+    first = run(SEED)
+    first["peak_rss_mb"] = peak_rss_mb()
+    resettable = reset_peak_rss()
+    reruns = [run(SEED + 1)]
+    rerun_peak = peak_rss_mb() if resettable else None
+    # Pairs: our re-run, then the floor on the very same modules and text embeddings, alternating,
+    # so that both see the same machine load.
+    model, _, vae = _cached(executor, registry, services, args, "4")
+    cond, uncond = _cached(executor, registry, services, args, "6")[0][0][0], \
+        _cached(executor, registry, services, args, "7")[0][0][0]
+    paired_floor = []
+    for i in range(args.repeat):
+        paired_floor.append(diffusers_loop(model.unet, vae.vae, model.latent_scale, torch.cat([uncond, cond]),
+                                           dict(SCHEDULER), args.size, args.steps, SEED + 1 + i))
+        reruns.append(run(SEED + 2 + i))
+    return {"first": first, "reruns": reruns, "rerun_peak_rss_mb": rerun_peak, "paired_floor": paired_floor,
+            "rss_after_imports_mb": base}
+
+
+def _cached(executor: Any, registry: Any, services: dict[str, Any], args: argparse.Namespace, node_id: str) -> Any:
+    """The cached outputs of a node of the bench workflow (the handles, the conditionings)."""
+    from graph import prepare
+    from graph.executor import _PromptRun
+
+    checked = prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, SEED), registry, services=services)
+    signatures = _PromptRun(executor, checked.plan, "signatures", None, None, None)
+    signatures._compute_signatures()
+    return tuple(value[0] for value in executor.cache.get(signatures.signatures[node_id]).outputs)
+
+
+def phase_diffusers(args: argparse.Namespace) -> dict[str, Any]:
+    """The floor: a bare diffusers loop on the same weights (loaded with our loader, untimed)."""
+    import torch
+
+    from nodes.models.loader import load_checkpoint
+    from nodes.models.tokenizers import bundled_clip_tokenizer
+
+    loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
+    tokenizer = bundled_clip_tokenizer("hf")
+    reset_peak_rss()
+    with torch.inference_mode():
+        ids = tokenizer(["", PROMPT], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        context = loaded.text_encoders[0](input_ids=ids).last_hidden_state  # uncond first
+    runs = [diffusers_loop(loaded.unet, loaded.vae, loaded.vae_scale_factor, context, dict(SCHEDULER),
+                           args.size, args.steps, SEED + 1 + i) for i in range(args.repeat)]
+    return {"runs": runs, "unet_calls": args.steps, "peak_rss_mb": peak_rss_mb()}
+
+
+PHASES = {"read": phase_read, "load": phase_load, "ours": phase_ours, "diffusers": phase_diffusers}
+
+
+def run_phase(name: str, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--phase", name, "--ckpt", str(ckpt),
+               "--work", str(args.work), "--size", str(args.size), "--steps", str(args.steps),
+               "--repeat", str(args.repeat)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"phase {name} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# -- report ------------------------------------------------------------------------------
+
+def report(name: str, path: Path, r: dict[str, dict[str, Any]]) -> str:
+    med = statistics.median
+    read, load, ours, floor = r["read"], r["load"], r["ours"], r["diffusers"]
+    first, reruns, paired = ours["first"], ours["reruns"], ours["paired_floor"]
+    rerun = med(x["seconds"] for x in reruns)
+    sampler = med(x["per_node"].get("3", float("nan")) for x in reruns)
+    pair_ratio = med(ours_run["seconds"] / floor_run["seconds"] for ours_run, floor_run in zip(reruns[1:], paired, strict=True))
+    loop_ratio = med(ours_run["per_node"]["3"] / floor_run["loop_seconds"]
+                     for ours_run, floor_run in zip(reruns[1:], paired, strict=True))
+    floor_total = med(x["seconds"] for x in floor["runs"])
+    floor_loop = med(x["loop_seconds"] for x in floor["runs"])
+    paired_total = med(x["seconds"] for x in paired)
+    lines = [
+        f"### {name}: `{path.name}` ({path.stat().st_size / 2**20:.0f} MiB on disk, "
+        f"{load['params'] / 1e6:.0f}M parameters)",
+        "",
+        "| phase | seconds | peak RSS MiB | ratio |",
+        "|---|---|---|---|",
+        f"| read the file's bytes (page cache warm) | {read['seconds']:.2f} | {read['peak_rss_mb']:.0f} | |",
+        f"| our checkpoint load (to fp32) | {load['seconds']:.2f} | {load['peak_rss_mb']:.0f} | "
+        f"{load['seconds'] / read['seconds']:.2f}x read |",
+        f"| (imports before the load: torch, diffusers, transformers) | {load['imports_seconds']:.2f} | "
+        f"{load['rss_after_imports_mb']:.0f} (after) | |",
+        f"| our first run (imports, load, encode, sample, decode, save) | {first['seconds']:.2f} | "
+        f"{first['peak_rss_mb']:.0f} | |",
+        f"| our seed-only re-run (median of {len(reruns)}) | {rerun:.2f} | "
+        f"{ours['rerun_peak_rss_mb'] or float('nan'):.0f} | {pair_ratio:.3f}x paired diffusers |",
+        f"| - of which KSampler | {sampler:.2f} | | {loop_ratio:.3f}x paired diffusers loop |",
+        f"| diffusers loop + decode, paired with our re-runs (median of {len(paired)}) | {paired_total:.2f} | | |",
+        f"| diffusers loop + decode, own process (median of {len(floor['runs'])}) | {floor_total:.2f} | "
+        f"{floor['peak_rss_mb']:.0f} | {rerun / floor_total:.3f}x (ours / this) |",
+        f"| - of which the loop ({floor['unet_calls']} UNet calls, CFG batch 2) | {floor_loop:.2f} | | |",
+        "",
+        f"First run per node (s): {json.dumps(first['per_node'])}. Re-runs executed {reruns[0]['executed']}: "
+        f"{[round(x['seconds'], 2) for x in reruns]} s; paired diffusers "
+        f"{[round(x['seconds'], 2) for x in paired]} s; own-process diffusers "
+        f"{[round(x['seconds'], 2) for x in floor['runs']]} s.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "temp" / "bench")
+    parser.add_argument("--models", default="tiny,sd15",
+                        help="comma-separated: tiny, sd15 (fp16 file), sd15_fp32 (fp32 file, loaded zero-copy)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="seed-only re-runs and diffusers runs")
+    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--ckpt", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print("RESULT " + json.dumps(PHASES[args.phase](args)), flush=True)
+        return
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; {args.size}x{args.size}, {args.steps} steps, euler, "
+          f"cfg {CFG}", flush=True)
+    paths = make_checkpoints(args.work, [m for m in args.models.split(",") if m])
+    for name, path in paths.items():
+        warm_page_cache(path)
+        results = {}
+        for phase in ("read", "load", "ours", "diffusers"):
+            print(f"[{name}] {phase} ...", flush=True)
+            results[phase] = run_phase(phase, path, args)
+        print(report(name, path, results), flush=True)
+        print(f"(load average now {os.getloadavg()[0]:.1f})\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
