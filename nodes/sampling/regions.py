@@ -164,12 +164,13 @@ def add_area_twins(target: list[CondRegion], source: Sequence[CondRegion]) -> No
         target.append(replace(region, cond=best.cond, extras=best.extras))
 
 
-def _fit_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+def fit_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeats a tensor with batch 1 (or a divisor of ``batch``) to ``batch`` items."""
     if t.shape[0] == batch:
         return t
     if batch % t.shape[0] == 0:
         return t.repeat(batch // t.shape[0], *([1] * (t.ndim - 1)))
-    raise ValueError(f"conditioning batch {t.shape[0]} does not divide latent batch {batch}")
+    raise ValueError(f"a batch of {t.shape[0]} does not divide a batch of {batch}")
 
 
 def _crop(region: CondRegion) -> dict[str, torch.Tensor]:
@@ -203,7 +204,7 @@ def predict_regions(denoiser: Callable[..., torch.Tensor], x: torch.Tensor, sigm
         for (index, region), pred in zip(jobs, out.split(batch), strict=True):
             h, w, top, left = region.area
             weight = torch.ones_like(pred[:, :1]) if region.weight is None else \
-                _fit_batch(region.weight.to(pred.device, pred.dtype), batch)
+                fit_batch(region.weight.to(pred.device, pred.dtype), batch)
             totals[index][..., top:top + h, left:left + w] += pred * weight
             counts[index][..., top:top + h, left:left + w] += weight
     return [total / count.clamp_min(1e-37) for total, count in zip(totals, counts, strict=True)]
