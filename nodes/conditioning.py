@@ -74,8 +74,8 @@ class ConditioningSetArea(Node):
 
     category = "conditioning"
     conditioning = Input("CONDITIONING")
-    width = Input("INT", default=64, min=16, max=MAX_RESOLUTION, step=8)
-    height = Input("INT", default=64, min=16, max=MAX_RESOLUTION, step=8)
+    width = Input("INT", default=64, min=64, max=MAX_RESOLUTION, step=8)
+    height = Input("INT", default=64, min=64, max=MAX_RESOLUTION, step=8)
     x = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=8)
     y = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=8)
     strength = Input("FLOAT", default=1.0, min=0.0, max=10.0, step=0.01)

@@ -168,3 +168,44 @@ class ImageCompositeMasked(Node):
         blended = src[:, :, :visible_h, :visible_w] * w + region * (1.0 - w)
         out[:, y:y + visible_h, x:x + visible_w, :] = blended.movedim(1, -1)
         return (out,)
+
+
+class InpaintModelConditioning(Node):
+    """Prepares an inpainting model's inputs: the conditionings carry the greyed-out image's
+    latent and the mask (``concat_latent_image``, ``concat_mask``), and the latent is the
+    original image's, with the mask as noise mask when ``noise_mask`` is on.
+
+    Unlike VAEEncodeForInpaint, this keeps the original pixels under the mask in the
+    sampled latent, so denoise below 1.0 works.
+    """
+
+    category = "conditioning/inpaint"
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    vae = Input("VAE")
+    pixels = Input("IMAGE")
+    mask = Input("MASK")
+    noise_mask = Input("BOOLEAN", default=True,
+                       tooltip="sample only inside the mask (improves results on most inpainting models)")
+    outputs = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, positive: list, negative: list, vae: Any, pixels: Any, mask: Any, noise_mask: bool) -> tuple:
+        import torch.nn.functional as F
+
+        from nodes.sampling.regions import fit_batch
+        from nodes.vae import encode_images, from_image
+
+        _, height, width, _ = pixels.shape
+        mask = F.interpolate(_mask_4d(mask), size=(height, width), mode="bilinear", align_corners=False)
+        crop_h, crop_w = height // 8 * 8, width // 8 * 8
+        if crop_h == 0 or crop_w == 0:
+            raise ValueError(f"the image is {width}x{height}; the VAE needs at least 8x8 pixels")
+        top, left = (height % 8) // 2, (width % 8) // 2
+        pixels = pixels[:, top:top + crop_h, left:left + crop_w, :3]
+        mask = mask[:, :, top:top + crop_h, left:left + crop_w]
+        keep = fit_batch(1.0 - mask.round(), pixels.shape[0]).movedim(1, -1)
+        greyed = encode_images(vae, from_image((pixels - 0.5) * keep + 0.5))
+        original = encode_images(vae, from_image(pixels))
+        latent = {"samples": original, "noise_mask": mask} if noise_mask else {"samples": original}
+        extras = {"concat_latent_image": greyed, "concat_mask": mask}
+        return ([[c, {**e, **extras}] for c, e in positive], [[c, {**e, **extras}] for c, e in negative], latent)

@@ -56,7 +56,13 @@ def sample_latent(context: Any, model: Any, positive: list, negative: list, late
     result = run_sampler(denoiser, samples, sigmas, sampler_name, schedule=model.schedule, seed=seed,
                          add_noise=add_noise, noise_mask=mask.to(model.device) if mask is not None else None,
                          callback=on_step, batch_index=latent.get("batch_index"))
-    return dict(latent, samples=(result / model.latent_scale).float().cpu())
+    out = (result / model.latent_scale).float().cpu()
+    if mask is not None:  # keep the unmasked latent exactly (dividing by the scale is not exact)
+        from nodes.sampling import prepare_mask
+
+        keep = 1.0 - prepare_mask(mask, out)
+        out = out * (1.0 - keep) + latent["samples"].float().cpu() * keep
+    return dict(latent, samples=out)
 
 
 class KSampler(Node):

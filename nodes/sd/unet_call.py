@@ -70,7 +70,9 @@ def conditioning_regions(conditioning: list, model: ModelHandle, latent: torch.T
     """A CONDITIONING value (ComfyUI's list of ``[cond, extras]``) -> one
     :class:`~nodes.sampling.regions.CondRegion` per entry for ``latent`` [B, 4, h, w].
 
-    ``concat`` [B, 5, h, w] (an inpainting UNet's extra input) is added to every entry.
+    ``concat`` [B, 5, h, w] (an inpainting UNet's extra input) is added to every entry,
+    unless the entry carries its own ``concat_latent_image`` (unscaled) and ``concat_mask``
+    (InpaintModelConditioning), which a 9-channel UNet then gets instead.
     """
     if not isinstance(conditioning, list) or not conditioning:
         raise ValueError("conditioning is empty: connect a CLIPTextEncode (or another conditioning node)")
@@ -81,7 +83,11 @@ def conditioning_regions(conditioning: list, model: ModelHandle, latent: torch.T
             raise ValueError("each conditioning entry must be [tensor, dict]")
         cond, extras = entry
         kwargs = entry_kwargs(cond, extras, model, latent)
-        if concat is not None:
+        if extras.get("concat_latent_image") is not None and model.in_channels == 9:
+            # InpaintModelConditioning: the entry brings its own masked image and mask
+            image = extras["concat_latent_image"].to(latent.device, latent.dtype) * model.latent_scale
+            kwargs["concat"] = inpaint_concat(image, extras.get("concat_mask"))
+        elif concat is not None:
             kwargs["concat"] = concat
         regions.append(make_region(kwargs, extras, height, width))
     return regions
