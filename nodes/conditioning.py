@@ -1,15 +1,22 @@
 """Conditioning nodes: text prompts -> CONDITIONING, and CLIP options.
 
 CONDITIONING is ComfyUI's list of ``[cond [1, 77k, D], extras]``; SDXL adds
-``extras["pooled_output"]`` [1, 1280].
+``extras["pooled_output"]`` [1, 1280]. Entries may also carry where they apply, read by
+the sampler (:mod:`nodes.sampling.regions`): ``area`` ``(height, width, y, x)`` in latent
+pixels or ``("percentage", h, w, y, x)``, ``strength``, ``mask`` [B, H, W] with
+``mask_strength``, and ``set_area_to_bounds``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes.image import MAX_RESOLUTION
 from nodes.model_folders import models_of
+
+logger = logging.getLogger(__name__)
 
 
 class CLIPTextEncode(Node):
@@ -53,3 +60,139 @@ class CLIPSetLastLayer(Node):
 
     def execute(self, clip: Any, stop_at_clip_layer: int) -> tuple:
         return (clip.with_last_layer(stop_at_clip_layer),)
+
+
+def _with_options(conditioning: list, **options: Any) -> list:
+    """A copy of a CONDITIONING list with ``options`` set in every entry's extras."""
+    return [[cond, {**extras, **options}] for cond, extras in conditioning]
+
+
+class ConditioningCombine(Node):
+    """Joins two conditionings: the sampler evaluates every entry and averages the
+    predictions per pixel, each over its own area or mask."""
+
+    category = "conditioning"
+    conditioning_1 = Input("CONDITIONING")
+    conditioning_2 = Input("CONDITIONING")
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning_1: list, conditioning_2: list) -> tuple:
+        return (list(conditioning_1) + list(conditioning_2),)
+
+
+class ConditioningSetArea(Node):
+    """Limits a conditioning to a rectangle, in pixels (stored as latent pixels: / 8).
+
+    The UNet sees only that part of the latent for this entry; ``strength`` weighs it
+    against other entries covering the same pixels. Edges inside the image fade over 64
+    pixels so regions blend.
+    """
+
+    category = "conditioning"
+    conditioning = Input("CONDITIONING")
+    width = Input("INT", default=64, min=64, max=MAX_RESOLUTION, step=8)
+    height = Input("INT", default=64, min=64, max=MAX_RESOLUTION, step=8)
+    x = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=8)
+    y = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=8)
+    strength = Input("FLOAT", default=1.0, min=0.0, max=10.0, step=0.01)
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning: list, width: int, height: int, x: int, y: int, strength: float) -> tuple:
+        area = (height // 8, width // 8, y // 8, x // 8)
+        return (_with_options(conditioning, area=area, strength=strength, set_area_to_bounds=False),)
+
+
+class ConditioningSetAreaPercentage(Node):
+    """Limits a conditioning to a rectangle given as fractions of the image size."""
+
+    category = "conditioning"
+    conditioning = Input("CONDITIONING")
+    width = Input("FLOAT", default=1.0, min=0.0, max=1.0, step=0.01)
+    height = Input("FLOAT", default=1.0, min=0.0, max=1.0, step=0.01)
+    x = Input("FLOAT", default=0.0, min=0.0, max=1.0, step=0.01)
+    y = Input("FLOAT", default=0.0, min=0.0, max=1.0, step=0.01)
+    strength = Input("FLOAT", default=1.0, min=0.0, max=10.0, step=0.01)
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning: list, width: float, height: float, x: float, y: float,
+                strength: float) -> tuple:
+        area = ("percentage", height, width, y, x)
+        return (_with_options(conditioning, area=area, strength=strength, set_area_to_bounds=False),)
+
+
+class ConditioningSetMask(Node):
+    """Limits a conditioning to a mask (any size; resized to the latent), weighted by
+    ``strength``. "mask bounds" also crops what the UNet sees to the mask's bounding box."""
+
+    category = "conditioning"
+    conditioning = Input("CONDITIONING")
+    mask = Input("MASK")
+    strength = Input("FLOAT", default=1.0, min=0.0, max=10.0, step=0.01)
+    set_cond_area = Input(choices=["default", "mask bounds"], default="default")
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning: list, mask: Any, strength: float, set_cond_area: str) -> tuple:
+        if mask.ndim < 3:
+            mask = mask.unsqueeze(0)
+        return (_with_options(conditioning, mask=mask, mask_strength=strength,
+                              set_area_to_bounds=set_cond_area != "default"),)
+
+
+class ConditioningZeroOut(Node):
+    """Replaces the embeddings (and SDXL's pooled embedding) by zeros, keeping the options."""
+
+    category = "advanced/conditioning"
+    conditioning = Input("CONDITIONING")
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning: list) -> tuple:
+        import torch
+
+        out = []
+        for cond, extras in conditioning:
+            extras = dict(extras)
+            if extras.get("pooled_output") is not None:
+                extras["pooled_output"] = torch.zeros_like(extras["pooled_output"])
+            out.append([torch.zeros_like(cond), extras])
+        return (out,)
+
+
+class ConditioningAverage(Node):
+    """Blends embeddings: ``to * conditioning_to_strength + from * (1 - conditioning_to_strength)``.
+
+    Only the first entry of ``conditioning_from`` is used (a warning says so when it has
+    more). Its tokens are cut or zero-padded to each ``conditioning_to`` entry's length;
+    SDXL pooled embeddings are blended alike.
+    """
+
+    category = "conditioning"
+    conditioning_to = Input("CONDITIONING")
+    conditioning_from = Input("CONDITIONING")
+    conditioning_to_strength = Input("FLOAT", default=1.0, min=0.0, max=1.0, step=0.01)
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning_to: list, conditioning_from: list, conditioning_to_strength: float) -> tuple:
+        import torch
+
+        if not conditioning_from:
+            raise ValueError("conditioning_from is empty")
+        if len(conditioning_from) > 1:
+            logger.warning("ConditioningAverage: conditioning_from has %d entries; only the first is used",
+                           len(conditioning_from))
+        t = conditioning_to_strength
+        source, source_extras = conditioning_from[0]
+        source_pooled = source_extras.get("pooled_output")
+        out = []
+        for cond, extras in conditioning_to:
+            if source.shape[-1] != cond.shape[-1]:
+                raise ValueError(f"cannot average embeddings of width {cond.shape[-1]} and {source.shape[-1]}")
+            other = source[:, :cond.shape[1]]
+            if other.shape[1] < cond.shape[1]:
+                pad = torch.zeros((other.shape[0], cond.shape[1] - other.shape[1], cond.shape[2]), dtype=other.dtype)
+                other = torch.cat([other, pad], dim=1)
+            extras = dict(extras)
+            pooled = extras.get("pooled_output", source_pooled)
+            if source_pooled is not None and pooled is not None:
+                extras["pooled_output"] = pooled * t + source_pooled * (1.0 - t)
+            out.append([cond * t + other * (1.0 - t), extras])
+        return (out,)

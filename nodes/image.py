@@ -82,6 +82,42 @@ class ImageScaleBy(Node):
         return (resize_images(image, new_w, new_h, upscale_method),)
 
 
+class ImageBatch(Node):
+    """Joins two image batches into one; ``image2`` is first resized (bilinear,
+    centre-cropped to the aspect) to ``image1``'s size when they differ."""
+
+    category = "image"
+    image1 = Input("IMAGE")
+    image2 = Input("IMAGE")
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, image1: Any, image2: Any) -> tuple:
+        import torch
+
+        _, height, width, channels = image1.shape
+        if image2.shape[-1] != channels:
+            raise ValueError(f"cannot batch {channels}-channel and {image2.shape[-1]}-channel images")
+        if image2.shape[1:3] != image1.shape[1:3]:
+            image2 = resize_images(center_crop(image2, width / height), width, height, "bilinear")
+        return (torch.cat([image1, image2.to(image1.dtype)]),)
+
+
+class ImageCrop(Node):
+    """Crops images to ``width`` x ``height`` from ``x``, ``y`` (pixels), clipped to the image."""
+
+    category = "image/transform"
+    image = Input("IMAGE")
+    width = Input("INT", default=512, min=1, max=MAX_RESOLUTION, step=1)
+    height = Input("INT", default=512, min=1, max=MAX_RESOLUTION, step=1)
+    x = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=1)
+    y = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=1)
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, image: Any, width: int, height: int, x: int, y: int) -> tuple:
+        x, y = min(x, image.shape[2] - 1), min(y, image.shape[1] - 1)
+        return (image[:, y:y + height, x:x + width, :].clone(),)
+
+
 def resize_images(image: Any, width: int, height: int, method: str) -> Any:
     """Resizes a ``[B, H, W, C]`` image batch to ``width`` x ``height`` pixels."""
     import torch

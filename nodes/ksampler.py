@@ -26,31 +26,45 @@ def sample_latent(context: Any, model: Any, positive: list, negative: list, late
     """Runs one sampler over ``sigmas`` and returns the new LATENT (unscaled, on the CPU).
 
     Latents are scaled into the UNet's space by ``model.latent_scale`` and back. Every step
-    reports progress with a latent preview, and honours interrupts.
+    reports progress with a latent preview, and honours interrupts. Conditionings with
+    several entries (areas, masks, strengths) are combined as in ComfyUI
+    (:mod:`nodes.sampling.regions`). A 9-channel inpainting UNet also gets the latent's
+    noise mask and masked-image latent (:func:`~nodes.sd.unet_call.inpaint_concat`).
     """
     import torch
 
     from nodes.sampling import CFGDenoiser, DiscreteDenoiser, latent_to_image, run_sampler
     from nodes.sd.memory import on_device, sampling_working_bytes
-    from nodes.sd.unet_call import conditioning_kwargs, unet_function
+    from nodes.sd.unet_call import conditioning_regions, inpaint_concat, unet_function
 
     if len(sigmas) < 2:  # nothing to denoise (denoise 0, or an empty KSamplerAdvanced slice)
         return latent
     on_device(context, model.device, model.unet, working_bytes=sampling_working_bytes(latent["samples"].shape, model.dtype))
     samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
+    mask = latent.get("noise_mask")
+    concat = None
+    if model.in_channels == 9:
+        concat = inpaint_concat(samples, mask.to(model.device) if mask is not None else None)
+    elif samples.shape[1] != model.in_channels:
+        raise ValueError(f"the latent has {samples.shape[1]} channels but the model takes {model.in_channels}")
     denoiser = CFGDenoiser(DiscreteDenoiser(unet_function(model), model.schedule, model.prediction),
-                           conditioning_kwargs(positive, model, samples),
-                           conditioning_kwargs(negative, model, samples), cfg)
+                           conditioning_regions(positive, model, samples, concat),
+                           conditioning_regions(negative, model, samples, concat), cfg)
 
     def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         preview = latent_to_image(denoised[0].float().cpu(), model.family, max_size=PREVIEW_SIZE)
         context.progress(step + 1, total, preview)
 
-    mask = latent.get("noise_mask")
     result = run_sampler(denoiser, samples, sigmas, sampler_name, schedule=model.schedule, seed=seed,
                          add_noise=add_noise, noise_mask=mask.to(model.device) if mask is not None else None,
-                         callback=on_step)
-    return dict(latent, samples=(result / model.latent_scale).float().cpu())
+                         callback=on_step, batch_index=latent.get("batch_index"))
+    out = (result / model.latent_scale).float().cpu()
+    if mask is not None:  # keep the unmasked latent exactly (dividing by the scale is not exact)
+        from nodes.sampling import prepare_mask
+
+        keep = 1.0 - prepare_mask(mask, out)
+        out = out * (1.0 - keep) + latent["samples"].float().cpu() * keep
+    return dict(latent, samples=out)
 
 
 class KSampler(Node):

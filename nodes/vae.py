@@ -1,4 +1,4 @@
-"""VAE nodes: latents <-> images.
+"""VAE nodes: latents <-> images, whole or in tiles.
 
 IMAGE is ``[B, H, W, 3]`` in 0..1 on the CPU; LATENT ``samples`` are the VAE's unscaled
 latents ``[B, 4, H/8, W/8]``.
@@ -9,6 +9,32 @@ from __future__ import annotations
 from typing import Any
 
 from graph import Input, Node, Output
+
+
+def decode_latents(vae: Any, latents: Any) -> Any:
+    """Unscaled latents [B, 4, h, w] -> images [B, 3, 8h, 8w] in -1..1, float32 on the CPU."""
+    decoded = vae.vae.decode(latents.to(vae.device, vae.dtype), return_dict=False)[0]
+    return decoded.float().cpu()
+
+
+def encode_images(vae: Any, images: Any) -> Any:
+    """Images [B, 3, H, W] in -1..1 (H, W multiples of 8) -> unscaled latents [B, 4, H/8, W/8]
+    (the mean of the VAE's latent distribution), float32 on the CPU."""
+    posterior = vae.vae.encode(images.to(vae.device, vae.dtype), return_dict=False)[0]
+    return posterior.mode().float().cpu()
+
+
+def to_image(decoded: Any) -> Any:
+    """[B, 3, H, W] in -1..1 -> IMAGE [B, H, W, 3] in 0..1."""
+    return ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+
+def from_image(pixels: Any) -> Any:
+    """IMAGE [B, H, W, C] in 0..1, cropped to multiples of 8 pixels -> [B, 3, H', W'] in -1..1."""
+    height, width = pixels.shape[1] // 8 * 8, pixels.shape[2] // 8 * 8
+    if height == 0 or width == 0:
+        raise ValueError(f"the image is {pixels.shape[2]}x{pixels.shape[1]}; the VAE needs at least 8x8 pixels")
+    return pixels[:, :height, :width, :3].movedim(-1, 1) * 2.0 - 1.0
 
 
 class VAEDecode(Node):
@@ -23,9 +49,7 @@ class VAEDecode(Node):
         from nodes.sd.memory import on_device, vae_working_bytes
 
         on_device(self.context, vae.device, vae.vae, working_bytes=vae_working_bytes(samples["samples"].shape, vae.dtype))
-        latents = samples["samples"].to(vae.device, vae.dtype)
-        decoded = vae.vae.decode(latents, return_dict=False)[0].float().cpu()
-        return (((decoded + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1),)
+        return (to_image(decode_latents(vae, samples["samples"])),)
 
 
 class VAEEncode(Node):
@@ -42,9 +66,70 @@ class VAEEncode(Node):
     def execute(self, pixels: Any, vae: Any) -> tuple:
         from nodes.sd.memory import on_device, vae_working_bytes
 
-        height, width = pixels.shape[1] // 8 * 8, pixels.shape[2] // 8 * 8
-        on_device(self.context, vae.device, vae.vae,
-                  working_bytes=vae_working_bytes((pixels.shape[0], 4, height // 8, width // 8), vae.dtype))
-        images = pixels[:, :height, :width, :3].movedim(-1, 1) * 2.0 - 1.0
-        posterior = vae.vae.encode(images.to(vae.device, vae.dtype), return_dict=False)[0]
-        return ({"samples": posterior.mode().float().cpu()},)
+        images = from_image(pixels)
+        latent_shape = (images.shape[0], 4, images.shape[2] // 8, images.shape[3] // 8)
+        on_device(self.context, vae.device, vae.vae, working_bytes=vae_working_bytes(latent_shape, vae.dtype))
+        return ({"samples": encode_images(vae, images)},)
+
+
+def _tile_overlap(tile_size: int, overlap: int) -> int:
+    """The overlap to use: at most a quarter of the tile (ComfyUI's rule), a multiple of 8."""
+    if tile_size < overlap * 4:
+        overlap = tile_size // 4
+    return overlap // 8 * 8
+
+
+class VAEDecodeTiled(Node):
+    """Decodes latents tile by tile (``tile_size`` pixels, neighbours sharing ``overlap``),
+    blending the overlaps so no seams show; needs far less memory for large images.
+
+    ``temporal_size`` and ``temporal_overlap`` apply to video VAEs only and are ignored here.
+    """
+
+    category = "_for_testing"
+    samples = Input("LATENT")
+    vae = Input("VAE")
+    tile_size = Input("INT", default=512, min=64, max=4096, step=32)
+    overlap = Input("INT", default=64, min=0, max=4096, step=32)
+    temporal_size = Input("INT", default=64, min=8, max=4096, step=4,
+                          tooltip="only used for video VAEs: frames to decode at a time")
+    temporal_overlap = Input("INT", default=8, min=4, max=4096, step=4,
+                             tooltip="only used for video VAEs: frames to overlap")
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, samples: dict, vae: Any, tile_size: int, overlap: int, temporal_size: int = 64,
+                temporal_overlap: int = 8) -> tuple:
+        from nodes.sd.tiling import tiled_map
+
+        overlap = _tile_overlap(tile_size, overlap)
+        decoded = tiled_map(lambda z: decode_latents(vae, z), samples["samples"].float(), max(1, tile_size // 8),
+                            overlap // 8, scale=8)
+        return (to_image(decoded),)
+
+
+class VAEEncodeTiled(Node):
+    """Encodes images tile by tile (``tile_size`` pixels, neighbours sharing ``overlap``),
+    blending the overlapping latents; needs far less memory for large images.
+
+    ``temporal_size`` and ``temporal_overlap`` apply to video VAEs only and are ignored here.
+    """
+
+    category = "_for_testing"
+    pixels = Input("IMAGE")
+    vae = Input("VAE")
+    tile_size = Input("INT", default=512, min=64, max=4096, step=64)
+    overlap = Input("INT", default=64, min=0, max=4096, step=32)
+    temporal_size = Input("INT", default=64, min=8, max=4096, step=4,
+                          tooltip="only used for video VAEs: frames to encode at a time")
+    temporal_overlap = Input("INT", default=8, min=4, max=4096, step=4,
+                             tooltip="only used for video VAEs: frames to overlap")
+    outputs = (Output("LATENT"),)
+
+    def execute(self, pixels: Any, vae: Any, tile_size: int, overlap: int, temporal_size: int = 64,
+                temporal_overlap: int = 8) -> tuple:
+        from nodes.sd.tiling import tiled_map
+
+        overlap = _tile_overlap(tile_size, overlap)
+        latents = tiled_map(lambda p: encode_images(vae, p), from_image(pixels), tile_size // 8 * 8, overlap,
+                            scale=1 / 8, align=8)
+        return ({"samples": latents},)

@@ -14,6 +14,7 @@ from .denoiser import CFGDenoiser, DiscreteDenoiser, concat_conds
 from .latent_preview import latent_to_image, latent_to_rgb
 from .noise import BrownianNoise, GaussianNoise, initial_noise
 from .plan import advanced_sigmas, calculate_sigmas, denoise_sigmas, is_max_denoise, noise_latent
+from .regions import CondRegion, add_area_twins, make_region, predict_regions
 from .run import prepare_mask, run_sampler
 from .samplers import SAMPLER_NAMES, SamplerSpec, get_sampler
 from .schedule import DiscreteSchedule, scaled_linear_betas, sd_schedule
@@ -24,10 +25,12 @@ __all__ = [
     "SCHEDULER_NAMES",
     "BrownianNoise",
     "CFGDenoiser",
+    "CondRegion",
     "DiscreteDenoiser",
     "DiscreteSchedule",
     "GaussianNoise",
     "SamplerSpec",
+    "add_area_twins",
     "advanced_sigmas",
     "calculate_sigmas",
     "concat_conds",
@@ -38,7 +41,9 @@ __all__ = [
     "is_max_denoise",
     "latent_to_image",
     "latent_to_rgb",
+    "make_region",
     "noise_latent",
+    "predict_regions",
     "prepare_mask",
     "run_sampler",
     "scaled_linear_betas",

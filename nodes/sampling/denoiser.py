@@ -9,10 +9,11 @@ the variance-preserving input, ``timestep`` float [B] (training timestep units, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from .regions import CondRegion, add_area_twins, predict_regions
 from .schedule import DiscreteSchedule
 
 UNet = Callable[..., torch.Tensor]
@@ -89,23 +90,48 @@ def concat_conds(conds: list[Mapping[str, torch.Tensor]], batch: int) -> dict[st
     return out
 
 
+Conditioning = Mapping[str, torch.Tensor] | Sequence[CondRegion]
+
+
 class CFGDenoiser:
     """Classifier-free guidance (Ho & Salimans 2022): D = D_u + cfg * (D_c - D_u).
 
-    Unconditional and conditional predictions come from ONE batched call of ``denoiser``
-    (uncond first, then cond); with ``cfg == 1`` or no ``uncond`` only the conditional
-    half is run.  ``denoiser(x, sigma, **cond) -> x0`` is e.g. a :class:`DiscreteDenoiser`.
+    ``cond`` / ``uncond`` are either one mapping of UNet keyword tensors (one prompt over
+    the whole latent) or a list of :class:`~nodes.sampling.regions.CondRegion` (several
+    entries with areas, masks, strengths; see :mod:`nodes.sampling.regions`).
+    With one plain entry on each side, unconditional and conditional predictions come from
+    ONE batched call of ``denoiser`` (uncond first, then cond); region lists are batched by
+    crop size, cond and uncond together.  With ``cfg == 1`` or no ``uncond`` only the
+    conditional side is run.  ``denoiser(x, sigma, **cond) -> x0`` is e.g. a
+    :class:`DiscreteDenoiser`.
     """
 
-    def __init__(self, denoiser: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
-                 uncond: Mapping[str, torch.Tensor] | None, cfg: float) -> None:
+    def __init__(self, denoiser: Callable[..., torch.Tensor], cond: Conditioning,
+                 uncond: Conditioning | None, cfg: float) -> None:
         self.denoiser = denoiser
-        self.cond = dict(cond)
-        self.uncond = dict(uncond) if uncond is not None else None
         self.cfg = float(cfg)
+        self.cond_regions: list[CondRegion] | None = None
+        self.uncond_regions: list[CondRegion] | None = None
+        if _single_plain(cond) and (uncond is None or _single_plain(uncond)):
+            cond, uncond = _plain_mapping(cond), _plain_mapping(uncond) if uncond is not None else None
+        if isinstance(cond, Mapping) and (uncond is None or isinstance(uncond, Mapping)):
+            self.cond = dict(cond)
+            self.uncond = dict(uncond) if uncond is not None else None
+            return
+        self.cond_regions = _as_regions(cond)
+        self.uncond_regions = _as_regions(uncond) if uncond is not None else None
+        if not self.cond_regions:
+            raise ValueError("the positive conditioning is empty")
+        if self.uncond_regions is not None and not self.uncond_regions:
+            raise ValueError("the negative conditioning is empty")
+        if self.uncond_regions is not None:
+            add_area_twins(self.uncond_regions, self.cond_regions)
+            add_area_twins(self.cond_regions, self.uncond_regions)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """``x`` [B, C, h, w], ``sigma`` [B] -> guided x0 estimate [B, C, h, w]."""
+        if self.cond_regions is not None:
+            return self._regional(x, sigma)
         batch = x.shape[0]
         if self.uncond is None or self.cfg == 1.0:
             return self.denoiser(x, sigma, **concat_conds([self.cond], batch))
@@ -113,3 +139,28 @@ class CFGDenoiser:
         out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **conds)
         uncond_out, cond_out = out.chunk(2)
         return uncond_out + (cond_out - uncond_out) * self.cfg
+
+    def _regional(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        assert self.cond_regions is not None
+        if self.uncond_regions is None or self.cfg == 1.0:
+            (cond_out,) = predict_regions(self.denoiser, x, sigma, [self.cond_regions], concat_conds)
+            return cond_out
+        uncond_out, cond_out = predict_regions(self.denoiser, x, sigma, [self.uncond_regions, self.cond_regions],
+                                               concat_conds)
+        return uncond_out + (cond_out - uncond_out) * self.cfg
+
+
+def _single_plain(conditioning: Conditioning) -> bool:
+    if isinstance(conditioning, Mapping):
+        return True
+    return len(conditioning) == 1 and conditioning[0].is_plain
+
+
+def _plain_mapping(conditioning: Conditioning) -> Mapping[str, torch.Tensor]:
+    return conditioning if isinstance(conditioning, Mapping) else conditioning[0].cond
+
+
+def _as_regions(conditioning: Conditioning) -> list[CondRegion]:
+    if isinstance(conditioning, Mapping):
+        raise TypeError("give cond and uncond both as mappings or both as CondRegion lists")
+    return list(conditioning)

@@ -14,10 +14,24 @@ import math
 import torch
 
 
-def initial_noise(shape: torch.Size | tuple[int, ...], seed: int) -> torch.Tensor:
+def initial_noise(shape: torch.Size | tuple[int, ...], seed: int,
+                  batch_index: list[int] | None = None) -> torch.Tensor:
     """The starting noise for ``seed``: ``torch.randn(shape)`` from a CPU generator
-    seeded with ``seed``, float32 on the CPU (ComfyUI's ``prepare_noise`` for a batch)."""
-    return torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(int(seed)))
+    seeded with ``seed``, float32 on the CPU (ComfyUI's ``prepare_noise`` for a batch).
+
+    ``batch_index`` (a LATENT's, set by LatentFromBatch / RepeatLatentBatch) names the batch
+    positions the items came from: one ``[1, ...]`` draw is made per position 0..max in
+    turn and item i gets the draw of position ``batch_index[i]``, as ComfyUI does, so an
+    image picked out of a batch keeps its noise.
+    """
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    if batch_index is None:
+        return torch.randn(tuple(shape), generator=generator)
+    if len(batch_index) != shape[0] or min(batch_index, default=0) < 0:
+        raise ValueError(f"batch_index {batch_index!r} does not fit a batch of {shape[0]}")
+    one = (1, *tuple(shape)[1:])
+    draws = [torch.randn(one, generator=generator) for _ in range(max(batch_index) + 1)]
+    return torch.cat([draws[i] for i in batch_index])
 
 
 class GaussianNoise:

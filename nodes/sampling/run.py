@@ -49,14 +49,16 @@ class MaskedDenoiser:
 
 def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sampler_name: str, *,
                 schedule: DiscreteSchedule, seed: int, add_noise: bool = True,
-                noise_mask: torch.Tensor | None = None, callback: Callback | None = None) -> torch.Tensor:
+                noise_mask: torch.Tensor | None = None, callback: Callback | None = None,
+                batch_index: list[int] | None = None) -> torch.Tensor:
     """Sample from ``latent`` [B, C, h, w] along ``sigmas`` with ``sampler_name``.
 
     - Fewer than 2 sigmas (denoise 0, or KSamplerAdvanced with nothing to do): ``latent`` is
       returned unchanged.
     - Starting noise is :func:`~nodes.sampling.noise.initial_noise` for ``seed`` (CPU, then
       moved to the latent's device), or zeros when ``add_noise`` is False (KSamplerAdvanced
-      "add_noise: disable", for a latent that already carries its noise).
+      "add_noise: disable", for a latent that already carries its noise). ``batch_index``
+      picks the noise of given batch positions (see ``initial_noise``).
     - Stochastic samplers get noise from CPU generators seeded with ``seed``.
     - ``noise_mask`` (1 = regenerate) keeps the rest of the latent; see :class:`MaskedDenoiser`.
     - ``callback(i, total, x, denoised)`` after every step; raise in it to interrupt.
@@ -66,7 +68,7 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
     if len(sigmas) < 2:
         return latent
     if add_noise:
-        noise = initial_noise(latent.shape, seed).to(device=latent.device, dtype=latent.dtype)
+        noise = initial_noise(latent.shape, seed, batch_index).to(device=latent.device, dtype=latent.dtype)
     else:
         noise = torch.zeros_like(latent)
     sigma_start = float(sigmas[0])

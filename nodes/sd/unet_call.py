@@ -6,19 +6,27 @@ from collections.abc import Callable
 
 import torch
 
+from nodes.sampling.regions import CondRegion, make_region
 from nodes.sd.handles import ModelHandle
 
 
 def unet_function(model: ModelHandle) -> Callable[..., torch.Tensor]:
-    """``call(x_in [B, 4, h, w], timestep [B], context [B, T, D], text_embeds?, time_ids?)``
-    -> the UNet's eps or v prediction, float32 on the model's device.
+    """``call(x_in [B, 4, h, w], timestep [B], context [B, T, D], text_embeds?, time_ids?, concat?)``
+    -> the UNet's eps or v prediction [B, 4, h, w], float32 on the model's device.
 
     SDXL's extra conditioning (pooled text ``text_embeds`` [B, 1280] and size ``time_ids``
-    [B, 6]) is passed as diffusers' ``added_cond_kwargs``.
+    [B, 6]) is passed as diffusers' ``added_cond_kwargs``. ``concat`` [B, in_channels - 4,
+    h, w] is appended to the input channels (an inpainting UNet's mask and masked-image
+    latent, see :func:`inpaint_concat`).
     """
     def call(x_in: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
-             text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+             text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None,
+             concat: torch.Tensor | None = None) -> torch.Tensor:
         dtype = model.dtype
+        if concat is not None:
+            x_in = torch.cat([x_in, concat.to(x_in.device, x_in.dtype)], dim=1)
+        if x_in.shape[1] != model.in_channels:
+            raise ValueError(f"the UNet takes {model.in_channels} input channels, got {x_in.shape[1]}")
         added = None
         if text_embeds is not None and time_ids is not None:
             added = {"text_embeds": text_embeds.to(model.device, dtype), "time_ids": time_ids.to(model.device, dtype)}
@@ -29,16 +37,14 @@ def unet_function(model: ModelHandle) -> Callable[..., torch.Tensor]:
     return call
 
 
-def conditioning_kwargs(conditioning: list, model: ModelHandle, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One CONDITIONING value -> the keyword tensors of the UNet call.
+def entry_kwargs(cond: torch.Tensor, extras: dict, model: ModelHandle, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One CONDITIONING entry ``[cond [1, T, D], extras]`` -> the keyword tensors of the UNet call.
 
-    CONDITIONING is ComfyUI's list of ``[cond [1, T, D], extras]``; combining several
-    entries (regional prompts) is not supported yet, so exactly one is expected.
+    SDXL adds ``text_embeds`` (the entry's pooled embedding) and ``time_ids`` (the latent's
+    size in pixels, uncropped).
     """
-    if len(conditioning) != 1:
-        raise ValueError(f"expected one conditioning entry, got {len(conditioning)}: combining conditionings "
-                         "is not supported yet")
-    cond, extras = conditioning[0]
+    if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
+        raise ValueError("a conditioning entry must hold a [batch, tokens, width] tensor")
     kwargs = {"context": cond.to(latent.device)}
     if model.family == "sdxl":
         pooled = extras.get("pooled_output")
@@ -49,3 +55,54 @@ def conditioning_kwargs(conditioning: list, model: ModelHandle, latent: torch.Te
         kwargs["time_ids"] = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32,
                                           device=latent.device)
     return kwargs
+
+
+def conditioning_regions(conditioning: list, model: ModelHandle, latent: torch.Tensor,
+                         concat: torch.Tensor | None = None) -> list[CondRegion]:
+    """A CONDITIONING value (ComfyUI's list of ``[cond, extras]``) -> one
+    :class:`~nodes.sampling.regions.CondRegion` per entry for ``latent`` [B, 4, h, w].
+
+    ``concat`` [B, 5, h, w] (an inpainting UNet's extra input) is added to every entry,
+    unless the entry carries its own ``concat_latent_image`` (unscaled) and ``concat_mask``
+    (InpaintModelConditioning), which a 9-channel UNet then gets instead.
+    """
+    if not isinstance(conditioning, list) or not conditioning:
+        raise ValueError("conditioning is empty: connect a CLIPTextEncode (or another conditioning node)")
+    height, width = latent.shape[-2:]
+    regions = []
+    for entry in conditioning:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[1], dict):
+            raise ValueError("each conditioning entry must be [tensor, dict]")
+        cond, extras = entry
+        kwargs = entry_kwargs(cond, extras, model, latent)
+        if extras.get("concat_latent_image") is not None and model.in_channels == 9:
+            # InpaintModelConditioning: the entry brings its own masked image and mask
+            image = extras["concat_latent_image"].to(latent.device, latent.dtype) * model.latent_scale
+            kwargs["concat"] = inpaint_concat(image, extras.get("concat_mask"))
+        elif concat is not None:
+            kwargs["concat"] = concat
+        regions.append(make_region(kwargs, extras, height, width))
+    return regions
+
+
+# An inpainting UNet's masked-image input where there is no image: what ComfyUI feeds
+# (its values for mid-grey pixels in the SD VAE's scaled latent space), per channel.
+BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
+
+
+def inpaint_concat(latent: torch.Tensor, noise_mask: torch.Tensor | None) -> torch.Tensor:
+    """The extra input of a 9-channel inpainting UNet for a scaled ``latent`` [B, 4, h, w]:
+    ``cat(mask [B, 1, h, w], masked-image latent [B, 4, h, w])`` (SD-inpainting's layout).
+
+    With a ``noise_mask`` (1 = regenerate; resized bilinearly) the masked-image latent is
+    ``latent`` itself, which VAEEncodeForInpaint has already greyed inside the mask. Without
+    one the whole image is to be made: mask 1 and a blank (mid-grey) image latent.
+    """
+    from nodes.sampling import prepare_mask
+
+    if noise_mask is None:
+        mask = torch.ones_like(latent[:, :1])
+        blank = torch.tensor(BLANK_INPAINT_LATENT, dtype=latent.dtype, device=latent.device)
+        return torch.cat([mask, blank.view(1, 4, 1, 1).expand_as(latent)], dim=1)
+    mask = prepare_mask(noise_mask, latent)[:, :1]
+    return torch.cat([mask, latent], dim=1)
