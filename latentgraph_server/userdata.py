@@ -83,6 +83,10 @@ class WorkflowLibrary:
         self.user_root = Path(user_directory) / DEFAULT_USER
         self.examples = Path(examples_directory) if examples_directory is not None else None
         self.max_bytes = max_bytes
+        try:  # the editor lists workflows/ first thing: let it exist
+            (self.user_root / "workflows").mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # read-only setups: listing answers 404 and saving reports the error
 
     def _user_path(self, relative: str) -> Path:
         if not relative or not relative.strip("/"):
