@@ -6,9 +6,10 @@ import { Api } from "./api.js";
 import { ErrorDisplay } from "./errors.js";
 import { ExecutionView } from "./execution.js";
 import { registerNodeDefs } from "./nodes.js";
-import { NodeSearch, Palette } from "./palette.js";
+import { NodeSearch, Palette, acceptsInput, providesOutput } from "./palette.js";
 import { graphToPrompt, loadApiPrompt } from "./prompt.js";
 import { QueuePanel } from "./queue_panel.js";
+import { openTextEditor } from "./text_editor.js";
 import { toast } from "./ui.js";
 import { UndoHistory } from "./undo.js";
 import { applyControl } from "./widgets.js";
@@ -82,6 +83,7 @@ export class App {
       if (subType === "empty-double-click") this.openSearch(originalEvent);
       if (subType === "after-change") this.changed();
     });
+    this.canvas.linkConnector.events.addEventListener("dropped-on-canvas", (event) => this.#linkDropped(event.detail));
     // Most edits end with a pointer or key release: take an undo snapshot then.
     window.addEventListener("pointerup", () => this.changed());
     window.addEventListener("keyup", (event) => event.target === document.body && this.changed());
@@ -186,6 +188,8 @@ export class App {
 
   newWorkflow() {
     this.graph.clear();
+    this.canvas.ds.scale = 1;
+    this.canvas.ds.offset = [0, 0];
     this.setWorkflowName("Unsaved workflow");
     this.errors.clear();
     this.undo.reset();
@@ -245,6 +249,13 @@ export class App {
     return this.canvas.convertEventToCanvasOffset(event);
   }
 
+  /** Page coordinates (CSS pixels) of a point in graph coordinates. */
+  toScreen(pos) {
+    const rect = this.canvas.canvas.getBoundingClientRect();
+    const [x, y] = this.canvas.ds.convertOffsetToCanvas(pos);
+    return [rect.left + x, rect.top + y];
+  }
+
   nodeAt(event) {
     const [x, y] = this.canvasPosition(event);
     return this.graph.getNodeOnPos(x, y);
@@ -294,6 +305,30 @@ export class App {
     this.canvas.setDirty(true, true);
   }
 
+  /** A link dragged from a slot and released on empty canvas: search for a node to connect. */
+  #linkDropped(event) {
+    const connector = this.canvas.linkConnector;
+    const link = connector.renderLinks[0];
+    const towards = connector.state.connectingTo;
+    if (!link?.node || !link.fromSlot || !towards || !event) return;
+    const { node: from, fromSlotIndex: slot } = link;
+    const type = link.fromSlot.type;
+    const pos = [event.canvasX, event.canvasY];
+    const toInput = towards === "input";
+    this.search.open(event.clientX, event.clientY, (nodeType) => {
+      const node = this.addNode(nodeType, pos);
+      if (!node) return;
+      if (toInput) {
+        const index = node.inputs.findIndex((s) => s.type === type || s.type === "*");
+        if (index >= 0) from.connect(slot, node, index);
+      } else {
+        const index = node.outputs.findIndex((s) => s.type === type || s.type === "*");
+        if (index >= 0) node.connect(index, from, slot);
+      }
+      this.changed();
+    }, toInput ? acceptsInput(type) : providesOutput(type));
+  }
+
   focusNode(node) {
     this.canvas.centerOnNode(node);
     this.canvas.selectNode(node);
@@ -323,40 +358,11 @@ export class App {
 
   /** Opens a textarea over a multi-line text widget. */
   editText(node, widget, canvas) {
-    const rect = canvas.canvas.getBoundingClientRect();
-    const [x, y] = canvas.ds.convertOffsetToCanvas([node.pos[0] + 15, node.pos[1] + widget.y]);
-    const scale = canvas.ds.scale;
-    const area = document.createElement("textarea");
-    area.className = "widget-textarea";
-    area.value = widget.value ?? "";
-    area.dataset.node = node.id;
-    area.dataset.widget = widget.name;
-    Object.assign(area.style, {
-      left: `${rect.left + x}px`,
-      top: `${rect.top + y}px`,
-      width: `${Math.max(200, (node.size[0] - 30) * scale)}px`,
-      height: `${Math.max(100, (widget.computedHeight || 80) * scale)}px`,
+    openTextEditor(canvas, node, widget, (text) => {
+      widget.value = text;
+      widget.callback?.(text);
+      this.changed();
     });
-    let done = false;
-    const commit = (keep) => {
-      if (done) return;
-      done = true;
-      if (keep && area.value !== widget.value) {
-        widget.value = area.value;
-        widget.callback?.(widget.value);
-        this.changed();
-      }
-      area.remove();
-      canvas.setDirty(true, true);
-    };
-    area.addEventListener("blur", () => commit(true));
-    area.addEventListener("keydown", (event) => {
-      event.stopPropagation();
-      if (event.key === "Escape") commit(false);
-      else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) commit(true);
-    });
-    document.body.append(area);
-    area.focus();
   }
 
   /** Uploads `file` (or one the user picks) and selects it in the node's image combo. */

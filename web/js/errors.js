@@ -73,13 +73,13 @@ export class ErrorDisplay {
         h("span", {}, `: ${error.message}`)));
       }
     }
-    this.panel.replaceChildren(
+    this.panel.replaceChildren(...[
       h("div.error-header", {}, h("strong", {}, title),
         h("button.close", { onclick: () => this.clear(), title: "Dismiss", "aria-label": "Dismiss errors" }, "×")),
       summary ? h("div.error-summary", {}, summary) : null,
       details && !items.length ? h("pre.error-details", {}, details) : null,
       items.length ? h("ul", {}, items) : null,
-    );
+    ].filter(Boolean));
     this.panel.hidden = false;
     this.app.canvas.setDirty(true, true);
   }
@@ -110,7 +110,7 @@ export class ErrorDisplay {
       }
     }
     ctx.font = "12px sans-serif";
-    let y = node.size[1] + 18;
+    let y = node.size[1] + 30; // below the error outline
     for (const error of errors) {
       const text = error.input ? `${error.input}: ${error.message}` : error.message;
       ctx.fillText(text.length > 90 ? `${text.slice(0, 87)}…` : text, 4, y);

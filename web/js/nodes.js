@@ -98,6 +98,11 @@ export class ApiNode extends LGraphNode {
     return Boolean(slot && !slot.widget);
   }
 
+  onAdded() {
+    const combo = this.widgets?.some((w) => w.isUpload) && this.widgets.find((w) => w.type === "combo");
+    if (combo?.value) this.app.showInputImage(this, combo.value);
+  }
+
   onConfigure(info) {
     // Files saved before widget sockets existed (or by other editors) lack some widget
     // inputs: add them; a socket named like a widget but without the marker is a widget
@@ -107,11 +112,7 @@ export class ApiNode extends LGraphNode {
       if (!slot) this.addInput(widget.name, socketType(this.#specOf(widget.name)), { widget: { name: widget.name } });
       else if (!slot.widget) hideWidget(widget);
     }
-    const upload = this.widgets?.find((w) => w.isUpload);
-    if (upload) {
-      const combo = this.widgets.find((w) => w.type === "combo" && !w.isControl);
-      if (combo?.value) this.app.showInputImage(this, combo.value);
-    }
+    this.onAdded();
     this.app.onNodeConfigured?.(this, info);
   }
 
