@@ -5,9 +5,9 @@ import { LGraph, LGraphCanvas, LGraphGroup, LiteGraph } from "../vendor/litegrap
 import { Api } from "./api.js";
 import { ErrorDisplay } from "./errors.js";
 import { ExecutionView } from "./execution.js";
-import { registerNodeDefs } from "./nodes.js";
+import { FRONTEND_DEFS, registerNodeDefs } from "./nodes.js";
 import { NodeSearch, Palette, acceptsInput, providesOutput } from "./palette.js";
-import { graphToPrompt, loadApiPrompt } from "./prompt.js";
+import { MODE_BYPASSED, MODE_MUTED, graphToPrompt, loadApiPrompt } from "./prompt.js";
 import { QueuePanel } from "./queue_panel.js";
 import { openTextEditor } from "./text_editor.js";
 import { toast } from "./ui.js";
@@ -94,7 +94,7 @@ export class App {
   /** Fetches /object_info and (re)registers node types; combo choices update in place. */
   async refreshDefinitions() {
     try {
-      this.defs = await this.api.objectInfo();
+      this.defs = { ...(await this.api.objectInfo()), ...FRONTEND_DEFS };
     } catch (error) {
       toast(`Cannot load the node definitions: ${error.message}`, "error", 10);
       return;
@@ -189,7 +189,7 @@ export class App {
   newWorkflow() {
     this.graph.clear();
     this.canvas.ds.scale = 1;
-    this.canvas.ds.offset = [0, 0];
+    this.canvas.ds.offset = [40, 60];
     this.setWorkflowName("Unsaved workflow");
     this.errors.clear();
     this.undo.reset();
@@ -348,8 +348,25 @@ export class App {
     this.changed();
   }
 
-  /** Called by each node while drawing: the running outline and its errors. */
+  /** Mutes (mode 2: never runs) or bypasses (mode 4: inputs pass through) the selected nodes. */
+  toggleMode(mode) {
+    const nodes = Object.values(this.canvas.selected_nodes || {});
+    for (const node of nodes) node.mode = node.mode === mode ? 0 : mode;
+    this.canvas.setDirty(true, true);
+    this.changed();
+  }
+
+  /** Called by each node while drawing: muted/bypassed shading, the running outline, errors. */
   drawNodeState(node, ctx) {
+    if (node.mode === MODE_MUTED || node.mode === MODE_BYPASSED) {
+      const title = LiteGraph.NODE_TITLE_HEIGHT;
+      ctx.save();
+      ctx.fillStyle = node.mode === MODE_BYPASSED ? "rgba(160, 60, 220, 0.35)" : "rgba(20, 20, 20, 0.55)";
+      ctx.beginPath();
+      ctx.roundRect(0, -title, node.size[0], node.size[1] + title, 8);
+      ctx.fill();
+      ctx.restore();
+    }
     this.execution?.draw(node, ctx, LiteGraph.NODE_TITLE_HEIGHT);
     this.errors?.draw(node, ctx);
   }
@@ -431,6 +448,9 @@ export class App {
       else if (mod && key === "o") this.files.chooseFile();
       else if (mod && key === "g") this.groupSelected();
       else if (!mod && key === ".") this.fitView();
+      else if (!mod && key === "r") this.refreshDefinitions();
+      else if (mod && key === "m") this.toggleMode(MODE_MUTED);
+      else if (mod && key === "b") this.toggleMode(MODE_BYPASSED);
       else handled = false;
       if (handled) event.preventDefault();
     });

@@ -103,7 +103,7 @@ function wrapLines(ctx, text, width) {
 }
 
 /** A multi-line text widget drawn on the canvas; a click opens a textarea over it. */
-function textareaWidget(node, name, value, app) {
+export function textareaWidget(node, name, value, app) {
   const widget = {
     type: "textarea",
     name,
