@@ -72,6 +72,7 @@ export class ApiNode extends LGraphNode {
       if (spec[1]?.forceInput) {
         this.addInput(name, socketType(spec));
         hideWidget(widget);
+        widget.forceInput = true; // link only: never offered as a widget
       } else {
         this.addInput(name, socketType(spec), { widget: { name } });
       }
@@ -103,7 +104,7 @@ export class ApiNode extends LGraphNode {
     if (combo?.value) this.app.showInputImage(this, combo.value);
   }
 
-  onConfigure(info) {
+  onConfigure() {
     // Files saved before widget sockets existed (or by other editors) lack some widget
     // inputs: add them; a socket named like a widget but without the marker is a widget
     // converted to an input.
@@ -113,7 +114,6 @@ export class ApiNode extends LGraphNode {
       else if (!slot.widget) hideWidget(widget);
     }
     this.onAdded();
-    this.app.onNodeConfigured?.(this, info);
   }
 
   #specOf(name) {
@@ -153,6 +153,7 @@ export class ApiNode extends LGraphNode {
   getExtraMenuOptions(canvas, options) {
     const items = [];
     for (const widget of this.inputWidgets()) {
+      if (widget.forceInput) continue;
       if (this.isConverted(widget)) {
         items.push({ content: `Convert ${widget.name} to widget`, callback: () => this.convertToWidget(widget) });
       } else if (this.inputs.some((s) => s.widget?.name === widget.name)) {

@@ -177,8 +177,8 @@ export function addInputWidget(node, name, spec, app) {
     widget = comboWidget(node, name, spec, opts);
     if (opts.image_upload) {
       widget.callback = () => app.showInputImage(node, widget.value);
+      // Serialised as "image" after the file name, as ComfyUI does (graph/ui_format.py skips it).
       const button = node.addWidget("button", "choose file to upload", "image", () => app.uploadImage(node, widget));
-      button.serialize = false;
       button.isUpload = true;
       button.label = "choose file to upload";
     }
