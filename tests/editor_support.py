@@ -110,7 +110,7 @@ class Editor:
         assert added["type"] == expect_type
         return added["id"]
 
-    def wait_for_image(self, node_id: int, timeout: float = 180000) -> dict[str, Any]:
+    def wait_for_image(self, node_id: int, timeout: float = 600000) -> dict[str, Any]:
         """Waits until the node shows a loaded image; returns {src, width, height}."""
         self.page.wait_for_function("""(id) => {
             const imgs = app.graph.getNodeById(id)?.imgs;

@@ -150,7 +150,7 @@ export class ApiNode extends LGraphNode {
     this.app.changed();
   }
 
-  getExtraMenuOptions(canvas, options) {
+  getExtraMenuOptions() {
     const items = [];
     for (const widget of this.inputWidgets()) {
       if (widget.forceInput) continue;
@@ -163,8 +163,7 @@ export class ApiNode extends LGraphNode {
     if (this.imgs?.length) {
       items.push({ content: "Open image", callback: () => window.open(this.imgs[this.imageIndex || 0].src, "_blank") });
     }
-    if (items.length) options.unshift(...items, null);
-    return options;
+    return items; // litegraph puts these first, then a separator
   }
 
   /** A websocket "executed" message for this node: shows its images. */
