@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean
+.PHONY: run test setup lint bench clean chromium vendor-litegraph screenshot
 
 setup: $(STAMP)
 
@@ -23,9 +23,23 @@ run: $(STAMP)
 	$(PY) -m graph run workflows/demo_api.json
 	$(PY) server.py --listen 127.0.0.1 --port 8188
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The editor's browser tests drive Debian's Chromium through Playwright (no browser download).
+# (root installs directly; anyone else through sudo.)
+SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
+chromium:
+	@test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# Refresh the vendored graph-editor library (needs npm; `make run` and the tests do not).
+vendor-litegraph:
+	tools/vendor_litegraph.sh
+
+# docs/editor.png: the editor with the default workflow, after one queued prompt.
+screenshot: $(STAMP) chromium
+	$(PY) tools/editor_screenshot.py --output docs/editor.png
 
 bench: $(STAMP)
 	$(PY) bench/engine_overhead.py

@@ -30,6 +30,7 @@ from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
 from latentgraph_server.queue_store import QueueStore
 from latentgraph_server.security import is_loopback, make_security_middleware
 from latentgraph_server.system_info import package_version, system_stats
+from latentgraph_server.userdata import WorkflowLibrary
 from latentgraph_server.worker import PromptWorker
 from nodes.model_folders import ModelFolders
 
@@ -60,6 +61,18 @@ ROUTES = [
     Route("GET", "/embeddings", "get_embeddings", "Embedding names"),
     Route("GET", "/extensions", "get_extensions", "Editor extension scripts"),
     Route("GET", "/openapi.json", "get_openapi", "This document"),
+    Route("GET", "/userdata", "list_userdata", "The user's files in a folder (?dir=workflows)",
+          query=("dir", "recurse", "full_info", "split")),
+    Route("GET", "/userdata/{file}", "get_userdata", "One user file (path URL-encoded: workflows%2Fa.json)",
+          responses={"404": "no such file"}),
+    Route("POST", "/userdata/{file}", "post_userdata", "Write a user file (raw body)", body="json",
+          query=("overwrite", "full_info"), responses={"409": "exists and overwrite=false"}),
+    Route("DELETE", "/userdata/{file}", "delete_userdata", "Delete a user file", responses={"404": "no such file"}),
+    Route("POST", "/userdata/{file}/move/{dest}", "move_userdata", "Rename a user file",
+          query=("overwrite", "full_info"), responses={"409": "destination exists"}),
+    Route("GET", "/workflow_templates", "get_workflow_templates", "The example workflows, by package"),
+    Route("GET", "/workflow_templates/latentgraph/{file}", "get_workflow_template", "One example workflow",
+          responses={"404": "no such example"}),
     Route("GET", "/ws", "websocket", "Websocket of events (?clientId=ID; ?token=T with --auth-token)",
           query=("clientId", "token")),
 ]
@@ -114,6 +127,7 @@ class Handlers:
         self.folders: Folders = services["folders"]
         self.models: ModelFolders = services["models"]
         self.worker = worker
+        self.library = WorkflowLibrary(config.user_directory, config.examples_directory)
 
     # -- queue status ---------------------------------------------------------------
 
@@ -272,6 +286,29 @@ class Handlers:
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(ROUTES, package_version("latentgraph") or "0.1.0"))
+
+    # -- the editor's workflow library (latentgraph_server/userdata.py) ----------------------
+
+    async def list_userdata(self, request: web.Request) -> web.Response:
+        return await self.library.list(request)
+
+    async def get_userdata(self, request: web.Request) -> web.StreamResponse:
+        return await self.library.get(request)
+
+    async def post_userdata(self, request: web.Request) -> web.Response:
+        return await self.library.post(request)
+
+    async def delete_userdata(self, request: web.Request) -> web.Response:
+        return await self.library.delete(request)
+
+    async def move_userdata(self, request: web.Request) -> web.Response:
+        return await self.library.move(request)
+
+    async def get_workflow_templates(self, request: web.Request) -> web.Response:
+        return await self.library.templates(request)
+
+    async def get_workflow_template(self, request: web.Request) -> web.StreamResponse:
+        return await self.library.template(request)
 
     # -- websocket -------------------------------------------------------------------------------
 

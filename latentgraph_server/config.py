@@ -36,6 +36,8 @@ class ServerConfig:
     custom_nodes_directory: Path = Path("custom_nodes")
     disable_all_custom_nodes: bool = False
     web_directory: Path | None = Path("web")
+    user_directory: Path = Path("user")
+    examples_directory: Path | None = Path("workflows")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--custom-nodes-directory", type=Path, default=Path("custom_nodes"))
     parser.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugins")
     parser.add_argument("--web-directory", type=Path, default=Path("web"), help="static editor files served at /")
+    parser.add_argument("--user-directory", type=Path, default=Path("user"),
+                        help="the editor's saved workflows and other user files (user/default/...)")
+    parser.add_argument("--examples-directory", type=Path, default=Path("workflows"),
+                        help="example workflows offered read-only in the editor")
     return parser
 
 
@@ -96,4 +102,6 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         custom_nodes_directory=args.custom_nodes_directory,
         disable_all_custom_nodes=args.disable_all_custom_nodes,
         web_directory=args.web_directory,
+        user_directory=args.user_directory,
+        examples_directory=args.examples_directory,
     )

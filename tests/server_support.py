@@ -40,6 +40,8 @@ def make_config(root: Path, **overrides: Any) -> ServerConfig:
         node_packages=list(TEST_PACKAGES),
         custom_nodes_directory=root / "custom_nodes",
         web_directory=None,
+        user_directory=root / "user",
+        examples_directory=REPO / "workflows",
     )
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -84,7 +86,7 @@ def start_process(root: Path, port: int, *extra: str) -> subprocess.Popen:
                "--input-directory", str(root / "input"), "--output-directory", str(root / "output"),
                "--temp-directory", str(root / "temp"), "--models-directory", str(root / "models"),
                "--database", str(root / "queue.sqlite3"), "--custom-nodes-directory", str(root / "custom_nodes"),
-               "--web-directory", str(root / "web")]
+               "--web-directory", str(root / "web"), "--user-directory", str(root / "user")]
     for package in TEST_PACKAGES:
         command += ["--nodes-package", package]
     env = dict(os.environ, PYTHONPATH=str(REPO))

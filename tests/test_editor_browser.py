@@ -1,0 +1,211 @@
+"""The browser editor (web/) end to end: headless Debian Chromium driven by Playwright.
+
+One server (real nodes, the tiny SD1 checkpoint standing in for the house model) and one
+browser for the module; each test gets a fresh page with empty storage, so it opens
+on the default workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.editor_support import CHROMIUM, Editor, launch_chromium
+from tests.server_support import REPO, ServerThread, make_config, wait_history
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+pytest_plugins = ["tests.fixtures.tiny_models"]
+if not CHROMIUM.exists():
+    pytest.skip("needs /usr/bin/chromium (make test installs it)", allow_module_level=True)
+
+HOUSE_MODEL = "latentgraph-house-v1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, tmp_path_factory):
+    root = tmp_path_factory.mktemp("editor")
+    (root / "models" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_checkpoints.sd1, root / "models" / "checkpoints" / HOUSE_MODEL)
+    config = make_config(root, cpu=True, node_packages=["nodes"], web_directory=REPO / "web")
+    with ServerThread(config) as running:
+        running.root = root
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def editor(server, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 850})
+    page = context.new_page()
+    opened = Editor(page, server.url + "/").open()
+    yield opened
+    context.close()
+    assert not opened.errors, opened.errors
+
+
+def test_first_open_shows_the_house_model_workflow_and_queue_makes_an_image(editor, server):
+    types = sorted(n["type"] for n in editor.nodes())
+    assert types == sorted(["CheckpointLoaderSimple", "CLIPTextEncode", "CLIPTextEncode", "EmptyLatentImage",
+                            "KSampler", "VAEDecode", "SaveImage"])
+    assert editor.js("app.graph.getNodeById(4).widgets[0].value") == HOUSE_MODEL
+    assert editor.js("app.graph.getNodeById(3).widgets.find(w => w.name === 'steps').value") == 20
+    # Fewer steps keep the test quick on a busy CPU; typing them tests the number widget.
+    editor.type_into_widget(3, "steps", "3")
+    assert editor.js("app.graph.getNodeById(3).widgets.find(w => w.name === 'steps').value") == 3
+    editor.js("""window.seen = {progress: [], previews: 0, running: new Set()};
+        app.api.addEventListener('progress', e => seen.progress.push(e.detail.value));
+        app.api.addEventListener('b_preview', () => seen.previews++);
+        app.api.addEventListener('executing', () => seen.running.add(app.execution.runningNodeId));""")
+
+    editor.page.click("#queue-button")
+    image = editor.wait_for_image(9)
+    assert (image["width"], image["height"]) == (128, 128)
+    seen = editor.js("({progress: seen.progress, previews: seen.previews, running: [...seen.running]})")
+    assert max(seen["progress"]) == 3 and seen["previews"] > 0
+    assert {"3", "9"} <= set(seen["running"])  # the running node was tracked for highlighting
+    editor.page.wait_for_selector("#history-list img")
+
+    # The PNG carries the editor's workflow, so dropping it restores it (next test).
+    filename = image["src"].split("filename=")[1].split("&")[0]
+    saved = json.loads(Image.open(server.root / "output" / filename).text["workflow"])
+    assert sorted(n["type"] for n in saved["nodes"]) == types
+
+
+def test_add_and_connect_nodes_through_the_ui_then_queue(editor):
+    editor.page.click("#new-button")
+    assert editor.nodes() == []
+    source = editor.add_by_search("empty image", editor.canvas_point(0.15, 0.2), "EmptyImage")
+    target = editor.add_by_search("save image", editor.canvas_point(0.6, 0.2), "SaveImage")
+    editor.connect(source, "IMAGE", target, "images")
+    assert editor.links() == [[source, 0, target, 0, "IMAGE"]]
+
+    editor.page.click("#queue-button")
+    image = editor.wait_for_image(target)
+    assert (image["width"], image["height"]) == (512, 512)  # EmptyImage's default size
+
+
+def test_a_link_between_incompatible_types_is_refused(editor):
+    sampler = editor.node_id("KSampler")
+    latent = editor.node_id("EmptyLatentImage")
+    decode = editor.node_id("VAEDecode")
+    links_before = editor.links()
+    editor.connect(decode, "IMAGE", sampler, "model")  # IMAGE into MODEL
+    assert editor.links() == links_before
+
+    # The same gesture between compatible types does connect (so the refusal is real).
+    editor.js(f"app.graph.getNodeById({sampler}).disconnectInput(3)")  # latent_image
+    assert not [link for link in editor.links() if link[2] == sampler and link[3] == 3]
+    editor.connect(latent, "LATENT", sampler, "latent_image")
+    assert [latent, 0, sampler, 3, "LATENT"] in editor.links()
+
+
+def test_dropping_a_png_made_by_save_image_restores_its_workflow(editor, server):
+    workflow = {
+        "last_node_id": 2, "last_link_id": 1, "version": 0.4, "groups": [], "config": {}, "extra": {},
+        "nodes": [
+            {"id": 1, "type": "EmptyImage", "title": "Tiny canvas", "pos": [0, 0], "size": [300, 150], "mode": 0,
+             "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+             "widgets_values": [64, 48, 1, 255]},
+            {"id": 2, "type": "SaveImage", "pos": [400, 0], "size": [300, 300], "mode": 0,
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 1}], "outputs": [],
+             "widgets_values": ["dropped"]},
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"]],
+    }
+    response = requests.post(f"{server.url}/prompt", json={"prompt": workflow}, timeout=10)
+    assert response.status_code == 200, response.text
+    entry = wait_history(server.url, response.json()["prompt_id"])
+    (image,) = entry["outputs"]["2"]["images"]
+    png = (server.root / "output" / image["subfolder"] / image["filename"]).read_bytes()
+
+    editor.drop_file("made-by-save-image.png", png, "image/png")
+    editor.page.wait_for_function("app.graph._nodes.length === 2")
+    assert {(n["type"], n["title"]) for n in editor.nodes()} == {("EmptyImage", "Tiny canvas"),
+                                                                 ("SaveImage", "Save Image")}
+    assert editor.links() == [[1, 0, 2, 0, "IMAGE"]]
+    assert editor.js("app.graph.getNodeById(1).widgets.map(w => w.value)") == [64, 48, 1, 255]
+
+
+def test_a_validation_error_is_shown_on_the_node_and_its_input(editor):
+    editor.page.click("#new-button")
+    save = editor.add_by_search("save image", editor.canvas_point(0.4, 0.3), "SaveImage")
+    editor.page.click("#queue-button")
+    panel = editor.page.locator("#error-panel")
+    panel.wait_for(state="visible")
+    item = panel.locator(f"li.error-item[data-node='{save}']")
+    assert item.get_attribute("data-input") == "images"
+    assert "Required input is missing" in item.inner_text()
+    assert editor.js(f"app.graph.getNodeById({save}).has_errors") is True
+    assert editor.js(f"app.errors.forNode({save}).map(e => e.input)") == ["images"]
+
+
+def test_widget_to_input_and_back_with_undo(editor):
+    latent = editor.node_id("EmptyLatentImage")
+    editor.page.mouse.click(*editor.title_point(latent), button="right")
+    editor.page.locator(".litecontextmenu .litemenu-entry", has_text="Convert width to input").click()
+    slot = editor.js(f"app.graph.getNodeById({latent}).inputs.find(s => s.name === 'width')")
+    assert "widget" not in slot  # a plain socket now
+    assert editor.js(f"app.graph.getNodeById({latent}).widgets.find(w => w.name === 'width').hidden") is True
+
+    editor.page.click("#undo-button")
+    editor.page.wait_for_function(f"app.graph.getNodeById({latent}).inputs.find(s => s.name === 'width').widget")
+    editor.page.click("#redo-button")
+    editor.page.wait_for_function(f"!app.graph.getNodeById({latent}).inputs.find(s => s.name === 'width').widget")
+
+    editor.page.mouse.click(*editor.title_point(latent), button="right")
+    editor.page.locator(".litecontextmenu .litemenu-entry", has_text="Convert width to widget").click()
+    assert editor.js(f"app.graph.getNodeById({latent}).widgets.find(w => w.name === 'width').hidden") is False
+
+
+def test_save_to_the_library_and_load_it_back(editor, server):
+    editor.page.click("#library-save-button")
+    name = editor.page.locator(".dialog input")
+    name.fill("my txt2img")
+    name.press("Enter")
+    entry = editor.page.locator("#library-user .library-item[data-path='my txt2img.json'] button.link")
+    entry.wait_for()
+    saved = json.loads((server.root / "user" / "default" / "workflows" / "my txt2img.json").read_text())
+    assert len(saved["nodes"]) == 7
+
+    editor.page.click("#new-button")
+    entry.click()
+    editor.page.wait_for_function("app.graph._nodes.length === 7")
+    assert editor.js("app.workflowName") == "my txt2img"
+
+
+def test_the_editors_prompt_is_the_servers_conversion_of_its_workflow(editor, server):
+    """The UI document the editor saves converts (graph/ui_format.py) to the prompt it sends."""
+    from graph.ui_format import ui_to_api
+
+    editor.page.click("#new-button")
+    source = editor.add_by_search("empty image", editor.canvas_point(0.1, 0.2), "EmptyImage")
+    invert = editor.add_by_search("invert", editor.canvas_point(0.35, 0.2), "ImageInvert")
+    scale = editor.add_by_search("image scale by", editor.canvas_point(0.35, 0.6), "ImageScaleBy")
+    save = editor.add_by_search("save image", editor.canvas_point(0.6, 0.2), "SaveImage")
+    editor.add_by_search("note", editor.canvas_point(0.6, 0.7), "Note")
+    editor.connect(source, "IMAGE", invert, "image")
+    editor.connect(invert, "IMAGE", scale, "image")
+    editor.connect(scale, "IMAGE", save, "images")
+    editor.page.mouse.click(*editor.title_point(invert))
+    editor.page.keyboard.press("Control+b")  # bypassed: its input passes through
+    editor.page.mouse.click(*editor.title_point(scale), button="right")
+    editor.page.locator(".litecontextmenu .litemenu-entry", has_text="Convert scale_by to input").click()
+
+    built = json.loads(editor.js("JSON.stringify(app.buildPrompt())"))
+    assert built["output"][str(save)]["inputs"]["images"] == [str(scale), 0]
+    assert built["output"][str(scale)]["inputs"]["image"] == [str(source), 0]
+    assert str(invert) not in built["output"]
+    converted = ui_to_api(built["workflow"], server.handlers.registry)
+    strip = {key: {"class_type": node["class_type"], "inputs": node["inputs"]} for key, node in built["output"].items()}
+    assert {key: {"class_type": n["class_type"], "inputs": n["inputs"]} for key, n in converted.items()} == strip

@@ -1,0 +1,156 @@
+// Converting between the editor's graph and API-format prompts.
+//
+// graphToPrompt: the UI-format workflow (graph.serialize()) plus the API prompt the server
+// runs, built the way ComfyUI's frontend does: widget values by input name, links as
+// [source_id, slot], muted nodes (mode 2) left out, bypassed nodes (mode 4) passing a
+// same-typed input through. loadApiPrompt: builds a graph from an API prompt (examples,
+// dropped files), placing nodes in columns by their depth.
+
+import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
+
+export const MODE_MUTED = 2;
+export const MODE_BYPASSED = 4;
+const MAX_HOPS = 256;
+
+/** A link of the graph by id (LGraph keeps them in a Map). */
+export function linkById(graph, linkId) {
+  const links = graph._links ?? graph.links;
+  return links instanceof Map ? links.get(linkId) : links?.[linkId];
+}
+
+/** The output a link really reads, following bypassed nodes: [node, slot] or null. */
+function resolveOrigin(graph, linkId) {
+  for (let hops = 0; hops < MAX_HOPS && linkId != null; hops++) {
+    const link = linkById(graph, linkId);
+    if (!link) return null;
+    const origin = graph.getNodeById(link.origin_id);
+    if (!origin || origin.mode === MODE_MUTED) return null;
+    if (origin.mode !== MODE_BYPASSED) return [origin, link.origin_slot];
+    const type = origin.outputs?.[link.origin_slot]?.type ?? link.type;
+    const candidates = (origin.inputs || [])
+      .map((input, index) => ({ input, index }))
+      .filter(({ input }) => input.link != null && input.type === type)
+      .sort((a, b) => (a.index !== link.origin_slot) - (b.index !== link.origin_slot) || a.index - b.index);
+    linkId = candidates[0]?.input.link ?? null;
+  }
+  return null;
+}
+
+function constant(value) {
+  return Array.isArray(value) ? { __value__: value } : value;
+}
+
+/** {workflow, output}: the UI-format document and the API-format prompt. */
+export function graphToPrompt(graph) {
+  const workflow = graph.serialize();
+  const output = {};
+  for (const node of graph.computeExecutionOrder(false) || graph._nodes) {
+    const def = node.constructor.nodeDef;
+    if (!def || node.mode === MODE_MUTED || node.mode === MODE_BYPASSED) continue;
+    const inputs = {};
+    for (const widget of node.inputWidgets()) {
+      inputs[widget.name] = constant(widget.value);
+    }
+    for (const input of node.inputs || []) {
+      if (input.link == null) continue;
+      const name = input.widget?.name || input.name;
+      const origin = resolveOrigin(graph, input.link);
+      if (origin) inputs[name] = [String(origin[0].id), origin[1]];
+      else if (!input.widget) delete inputs[name];
+    }
+    output[String(node.id)] = { class_type: node.type, inputs, _meta: { title: node.title } };
+  }
+  return { workflow, output };
+}
+
+/** True for an API-format prompt: {id: {class_type, inputs}}. */
+export function isApiPrompt(document) {
+  if (!document || typeof document !== "object" || Array.isArray(document) || "nodes" in document) return false;
+  const entries = Object.values(document);
+  return entries.length > 0 && entries.every((e) => e && typeof e === "object" && typeof e.class_type === "string");
+}
+
+function isLink(value) {
+  return Array.isArray(value) && value.length === 2 && typeof value[1] === "number";
+}
+
+/**
+ * Fills `graph` from an API prompt. Unknown node types are reported, not fatal.
+ * Returns the list of problems (empty when everything was placed).
+ */
+export function loadApiPrompt(graph, prompt) {
+  const problems = [];
+  const nodes = new Map();
+  for (const [id, entry] of Object.entries(prompt)) {
+    const node = LiteGraph.createNode(entry.class_type);
+    if (!node) {
+      problems.push(`node ${id}: unknown type ${entry.class_type}`);
+      continue;
+    }
+    const numericId = Number(id);
+    if (Number.isInteger(numericId) && numericId > 0) node.id = numericId;
+    if (entry._meta?.title) node.title = entry._meta.title;
+    graph.add(node);
+    nodes.set(id, node);
+  }
+  for (const [id, node] of nodes) {
+    const inputs = prompt[id].inputs || {};
+    for (const [name, value] of Object.entries(inputs)) {
+      if (isLink(value)) continue;
+      const widget = node.inputWidgets().find((w) => w.name === name);
+      if (widget) widget.value = value && typeof value === "object" && "__value__" in value ? value.__value__ : value;
+    }
+    const control = node.widgets?.find((w) => w.isControl);
+    if (control) control.value = "fixed"; // a prompt's seed is meant to be reproduced
+  }
+  for (const [id, node] of nodes) {
+    for (const [name, value] of Object.entries(prompt[id].inputs || {})) {
+      if (!isLink(value)) continue;
+      const source = nodes.get(String(value[0]));
+      const slot = node.inputs.findIndex((s) => (s.widget?.name || s.name) === name);
+      if (!source || slot < 0) {
+        problems.push(`node ${id}: cannot connect ${name}`);
+        continue;
+      }
+      if (!source.connect(value[1], node, slot)) problems.push(`node ${id}: ${name} does not accept that type`);
+    }
+  }
+  arrangeByDepth([...nodes.values()]);
+  return problems;
+}
+
+/** Places nodes in columns by their distance from the graph's sources. */
+export function arrangeByDepth(nodes) {
+  const depth = new Map();
+  const visit = (node, seen = new Set()) => {
+    if (depth.has(node.id)) return depth.get(node.id);
+    if (seen.has(node.id)) return 0;
+    seen.add(node.id);
+    let d = 0;
+    for (const input of node.inputs || []) {
+      if (input.link == null) continue;
+      const link = linkById(node.graph, input.link);
+      const origin = link && node.graph.getNodeById(link.origin_id);
+      if (origin) d = Math.max(d, visit(origin, seen) + 1);
+    }
+    depth.set(node.id, d);
+    return d;
+  };
+  nodes.forEach((node) => visit(node));
+  const columns = new Map();
+  for (const node of nodes) {
+    const d = depth.get(node.id);
+    if (!columns.has(d)) columns.set(d, []);
+    columns.get(d).push(node);
+  }
+  let x = 40;
+  for (const d of [...columns.keys()].sort((a, b) => a - b)) {
+    let y = 40;
+    const column = columns.get(d);
+    for (const node of column) {
+      node.pos = [x, y];
+      y += node.size[1] + 60;
+    }
+    x += Math.max(...column.map((n) => n.size[0])) + 60;
+  }
+}
