@@ -78,9 +78,7 @@ class HouseRunner:
             raise RuntimeError(f"generation failed: {result.error}")
         (entry,) = result.outputs["7"]["images"]
         path = self.folders.output / entry["subfolder"] / entry["filename"]
-        pixels = house_data.to_array(Image.open(path))
-        path.unlink()
-        return pixels
+        return house_data.to_array(Image.open(path))
 
 
 def caption_grid(images: list[np.ndarray], captions: list[str], columns: int = 6) -> Image.Image:
@@ -108,7 +106,7 @@ def evaluate(checkpoint: Path, count: int, seed: int, steps: int, cfg: float, gr
     images, rows, seconds = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         runner = HouseRunner(checkpoint, Path(tmp))
-        runner.generate(scenes[0].caption(), seed)  # warm-up: loads the checkpoint once
+        runner.generate("", seed)  # warm-up: loads the checkpoint once
         for i, scene in enumerate(scenes):
             start = time.perf_counter()
             pixels = runner.generate(scene.caption(), seed + i, steps=steps, cfg=cfg)
