@@ -15,7 +15,7 @@ from graph import Input, Node, Output
 from nodes.model_folders import model_choices, models_of
 
 
-def _file_state(context: Any, kind: str, name: str) -> list:
+def file_state(context: Any, kind: str, name: str) -> list:
     path = models_of(context.services).resolve(kind, name)
     stat = path.stat()
     return [str(path), stat.st_size, stat.st_mtime_ns]
@@ -38,7 +38,7 @@ class CheckpointLoaderSimple(Node):
 
     @classmethod
     def fingerprint(cls, context: Any, ckpt_name: str) -> list:
-        return _file_state(context, "checkpoints", ckpt_name)
+        return file_state(context, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple:
         from nodes.models.loader import load_checkpoint
@@ -73,7 +73,7 @@ class VAELoader(Node):
 
     @classmethod
     def fingerprint(cls, context: Any, vae_name: str) -> list:
-        return _file_state(context, "vae", vae_name)
+        return file_state(context, "vae", vae_name)
 
     def execute(self, vae_name: str) -> tuple:
         from nodes.models.loader import load_vae
@@ -93,7 +93,7 @@ _last_lora_lock = threading.Lock()
 def _read_lora(context: Any, lora_name: str) -> tuple[dict, str]:
     from nodes.lora.file import read_lora_file
 
-    state_key = _file_state(context, "loras", lora_name)
+    state_key = file_state(context, "loras", lora_name)
     with _last_lora_lock:
         if _last_lora.get("key") != state_key:
             _last_lora.clear()
@@ -118,7 +118,7 @@ class LoraLoader(Node):
 
     @classmethod
     def fingerprint(cls, context: Any, lora_name: str | None = None, **_: Any) -> list | None:
-        return _file_state(context, "loras", lora_name) if lora_name is not None else None
+        return file_state(context, "loras", lora_name) if lora_name is not None else None
 
     def execute(self, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float) -> tuple:
         from nodes.lora.apply import apply_to_clip, apply_to_model, match_lora
@@ -141,7 +141,7 @@ class LoraLoaderModelOnly(Node):
 
     @classmethod
     def fingerprint(cls, context: Any, lora_name: str | None = None, **_: Any) -> list | None:
-        return _file_state(context, "loras", lora_name) if lora_name is not None else None
+        return file_state(context, "loras", lora_name) if lora_name is not None else None
 
     def execute(self, model: Any, lora_name: str, strength_model: float) -> tuple:
         from nodes.lora.apply import apply_to_model, match_lora
