@@ -2,11 +2,13 @@
 
 Design: a LoRA never changes a weight. The loaded checkpoint lives in the output cache and
 is shared by every prompt, so ``LoraLoader`` returns a new handle whose ``unet`` (and
-``encoders``) is a *patched view* of the base module tree (``patch.patched_view``): the
-modules on the path from the root to each patched layer are shallow copies, every patched
-``Linear``/``Conv2d`` is wrapped in a ``LoraAdapter`` that computes
-``base(x) + sum_i strength_i * alpha_i / rank_i * up_i(down_i(x))`` on the fly, and every
-other module, parameter and buffer is the very object of the base model. So:
+``encoders``) is a *patched view* of the base module tree (``patch.patched_view``): every
+module object is a shallow copy with its own child and hook tables (so a library that
+installs hooks on first use, as transformers 5 does to record hidden states, cannot reach
+the base model through the view), every patched ``Linear``/``Conv2d`` is wrapped in a
+``LoraAdapter`` that computes ``base(x) + sum_i strength_i * alpha_i / rank_i *
+up_i(down_i(x))`` on the fly, and every parameter and buffer tensor is the very tensor of
+the base model. So:
 
 * the cached base model is never modified (nothing is merged in place, not even
   temporarily), and two handles with different LoRAs can be used in the same prompt;

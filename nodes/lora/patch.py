@@ -1,9 +1,9 @@
 """LoRA layers computed on the fly, and views of a module tree with some layers wrapped.
 
 ``patched_view(root, deltas)`` returns a module that behaves like ``root`` with the named
-layers replaced by ``LoraAdapter`` wrappers, without changing ``root``: the modules on the
-path to a wrapped layer are shallow copies with their own child table; everything else
-(parameters, buffers, untouched submodules) is shared with ``root``.
+layers replaced by ``LoraAdapter`` wrappers, without changing ``root``: every module of
+the tree is a shallow copy with its own tables (children, parameters, buffers, hooks),
+while every parameter and buffer tensor is the base model's own.
 """
 
 from __future__ import annotations
@@ -90,27 +90,40 @@ class LoraAdapter(torch.nn.Module):
         return out
 
 
-def _shallow_copy(module: torch.nn.Module) -> torch.nn.Module:
+# The per-module tables nn.Module keeps (parameters, buffers, children, hooks...).
+_MODULE_TABLES = tuple(k for k, v in torch.nn.Module().__dict__.items() if isinstance(v, (dict, set)))
+
+
+def _structural_copy(module: torch.nn.Module, memo: dict[int, torch.nn.Module]) -> torch.nn.Module:
+    """A copy of every module object in the tree, sharing every parameter and buffer tensor.
+
+    Each copy gets its own parameter, buffer, child and hook tables, so nothing done to the
+    view (a library installing forward hooks on first use, as transformers 5 does to record
+    hidden states) reaches the base model, and the reverse.
+    """
+    if id(module) in memo:
+        return memo[id(module)]
     clone = copy.copy(module)
-    object.__setattr__(clone, "_modules", dict(module._modules))
+    memo[id(module)] = clone
+    for key in _MODULE_TABLES:
+        if key in module.__dict__:
+            object.__setattr__(clone, key, copy.copy(module.__dict__[key]))
+    for name, child in module._modules.items():
+        if child is not None:
+            clone._modules[name] = _structural_copy(child, memo)
     return clone
 
 
 def patched_view(root: torch.nn.Module, deltas: Mapping[str, Sequence[LoraDelta]]) -> torch.nn.Module:
     """A view of ``root`` whose layers named in ``deltas`` (dotted module names of Linear or
-    Conv2d layers) are ``LoraAdapter``s. ``root`` and its modules are left unchanged."""
-    view = _shallow_copy(root)
-    copies: dict[str, torch.nn.Module] = {"": view}
+    Conv2d layers) are ``LoraAdapter``s. ``root`` and its modules are left unchanged.
+
+    The view's module objects are copies (a few thousand small Python objects for an SDXL
+    UNet, no tensor data); its weights are the base model's tensors.
+    """
+    view = _structural_copy(root, {})
     for name, layer_deltas in deltas.items():
         parent_path, _, leaf = name.rpartition(".")
-        parent = view
-        path = ""
-        for part in parent_path.split(".") if parent_path else []:
-            path = f"{path}.{part}" if path else part
-            if path not in copies:
-                copies[path] = _shallow_copy(parent._modules[part])
-                parent._modules[part] = copies[path]
-            parent = copies[path]
-        base = root.get_submodule(name)
-        parent._modules[leaf] = LoraAdapter(base, layer_deltas)
+        parent = view.get_submodule(parent_path) if parent_path else view
+        parent._modules[leaf] = LoraAdapter(parent._modules[leaf], layer_deltas)
     return view
