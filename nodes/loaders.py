@@ -1,19 +1,21 @@
-"""Loader nodes: checkpoints and VAEs from the model folders, fully offline.
+"""Loader nodes: checkpoints, VAEs and LoRAs from the model folders, fully offline.
 
 Loading happens in ``nodes.models`` (family detection, key conversion, bundled configs and
 tokenizers). A loaded checkpoint stays in the output cache across prompts, keyed by the
-file's size and mtime, so a changed file is loaded again; POST /free drops it.
+file's size and mtime, so a changed file is loaded again; POST /free drops it. LoRAs are
+applied as patched views that share the cached checkpoint's weights (``nodes.lora``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from graph import Input, Node, Output
 from nodes.model_folders import model_choices, models_of
 
 
-def _file_state(context: Any, kind: str, name: str) -> list:
+def file_state(context: Any, kind: str, name: str) -> list:
     path = models_of(context.services).resolve(kind, name)
     stat = path.stat()
     return [str(path), stat.st_size, stat.st_mtime_ns]
@@ -42,7 +44,7 @@ class CheckpointLoaderSimple(Node):
 
     @classmethod
     def fingerprint(cls, context: Any, ckpt_name: str) -> list:
-        return _file_state(context, "checkpoints", ckpt_name)
+        return file_state(context, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple:
         from nodes.models.loader import load_checkpoint
@@ -80,7 +82,7 @@ class VAELoader(Node):
 
     @classmethod
     def fingerprint(cls, context: Any, vae_name: str) -> list:
-        return _file_state(context, "vae", vae_name)
+        return file_state(context, "vae", vae_name)
 
     def execute(self, vae_name: str) -> tuple:
         from nodes.models.loader import load_vae
@@ -91,3 +93,70 @@ class VAELoader(Node):
         vae = load_vae(models_of(self.context.services).resolve("vae", vae_name), device=device, dtype=dtype)
         family = "sdxl" if abs(float(vae.config.get("scaling_factor", 0.18215)) - 0.13025) < 1e-6 else "sd1"
         return (VaeHandle(vae=vae, family=family, device=device, dtype=dtype),)
+
+
+STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
+_last_lora: dict[str, Any] = {}  # one LoRA file kept in memory: changing a strength re-reads nothing
+_last_lora_lock = threading.Lock()
+
+
+def _read_lora(context: Any, lora_name: str) -> tuple[dict, str]:
+    from nodes.lora.file import read_lora_file
+
+    state_key = file_state(context, "loras", lora_name)
+    with _last_lora_lock:
+        if _last_lora.get("key") != state_key:
+            _last_lora.clear()
+            _last_lora.update(key=state_key, state=read_lora_file(state_key[0]))
+        return _last_lora["state"], lora_name
+
+
+class LoraLoader(Node):
+    """Applies a LoRA to the diffusion model and the text encoder(s); chain several to stack them.
+
+    The cached base model is not modified: the outputs are new handles whose patched layers
+    add the LoRA's low-rank update on the fly. Strength 0 leaves that part exactly as it was.
+    """
+
+    category = "loaders"
+    model = Input("MODEL", tooltip="the diffusion model the LoRA is applied to")
+    clip = Input("CLIP", tooltip="the text encoder(s) the LoRA is applied to")
+    lora_name = Input(choices=model_choices("loras"), tooltip="file in models/loras")
+    strength_model = Input("FLOAT", **STRENGTH, tooltip="how strongly to modify the diffusion model; may be negative")
+    strength_clip = Input("FLOAT", **STRENGTH, tooltip="how strongly to modify the text encoder; may be negative")
+    outputs = (Output("MODEL"), Output("CLIP"))
+
+    @classmethod
+    def fingerprint(cls, context: Any, lora_name: str | None = None, **_: Any) -> list | None:
+        return file_state(context, "loras", lora_name) if lora_name is not None else None
+
+    def execute(self, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float) -> tuple:
+        from nodes.lora.apply import apply_to_clip, apply_to_model, match_lora
+
+        if strength_model == 0 and strength_clip == 0:
+            return (model, clip)
+        state, name = _read_lora(self.context, lora_name)
+        match = match_lora(state, name, model.original_unet, clip.original_encoders)
+        return (apply_to_model(model, match, strength_model), apply_to_clip(clip, match, strength_clip))
+
+
+class LoraLoaderModelOnly(Node):
+    """Applies a LoRA to the diffusion model only; the text encoder is left as it is."""
+
+    category = "loaders"
+    model = Input("MODEL")
+    lora_name = Input(choices=model_choices("loras"), tooltip="file in models/loras")
+    strength_model = Input("FLOAT", **STRENGTH)
+    outputs = (Output("MODEL"),)
+
+    @classmethod
+    def fingerprint(cls, context: Any, lora_name: str | None = None, **_: Any) -> list | None:
+        return file_state(context, "loras", lora_name) if lora_name is not None else None
+
+    def execute(self, model: Any, lora_name: str, strength_model: float) -> tuple:
+        from nodes.lora.apply import apply_to_model, match_lora
+
+        if strength_model == 0:
+            return (model,)
+        state, name = _read_lora(self.context, lora_name)
+        return (apply_to_model(model, match_lora(state, name, model.original_unet, None), strength_model),)

@@ -1,8 +1,11 @@
 """The values behind the ``MODEL``, ``CLIP`` and ``VAE`` types.
 
 One loaded checkpoint gives three handles that share its modules. Handles are never
-mutated once made: a change (a CLIP skip, later a LoRA patch) returns a new handle, so a
-cached model stays exactly as loaded. Each reports ``size_bytes`` so the output cache can
+mutated once made: a change (a CLIP skip, a LoRA) returns a new handle, so a cached model
+stays exactly as loaded. A LoRA'd handle's ``unet``/``encoders`` are patched views that
+share every base weight (``nodes.lora``); ``patches`` lists the LoRAs applied, in order,
+and ``base_unet``/``base_encoders`` keep the unpatched modules. Each handle reports
+``size_bytes`` (for a patched handle: only what the patches add) so the output cache can
 count it against its budget.
 """
 
@@ -34,6 +37,7 @@ class ModelHandle:
 
     ``prediction`` is "eps" or "v"; ``latent_scale`` multiplies VAE latents into the UNet's
     space (0.18215 SD1/SD2, 0.13025 SDXL); ``in_channels`` is 9 for inpainting UNets.
+    ``unet`` is what sampling calls: the loaded UNet, or a LoRA-patched view of it.
     """
 
     cache_pool: ClassVar[str] = "models"  # the output cache's pool (graph.cache): POST /free unloads it
@@ -47,9 +51,16 @@ class ModelHandle:
     device: torch.device
     dtype: torch.dtype
     source: Path
+    patches: tuple[Any, ...] = ()
+    base_unet: Any = None
+
+    @property
+    def original_unet(self) -> Any:
+        """The UNet as loaded, without any LoRA."""
+        return self.base_unet if self.base_unet is not None else self.unet
 
     def size_bytes(self) -> int:
-        return module_bytes(self.unet)
+        return module_bytes(self.unet) - (module_bytes(self.base_unet) if self.base_unet is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -70,12 +81,20 @@ class ClipHandle:
     device: torch.device
     stop_at_layer: int = -1
     embedding_folders: tuple[Path, ...] = field(default=())
+    patches: tuple[Any, ...] = ()
+    base_encoders: tuple[Any, ...] | None = None
+
+    @property
+    def original_encoders(self) -> tuple[Any, ...]:
+        """The text encoders as loaded, without any LoRA."""
+        return self.base_encoders if self.base_encoders is not None else self.encoders
 
     def with_last_layer(self, stop_at_layer: int) -> ClipHandle:
         return replace(self, stop_at_layer=stop_at_layer)
 
     def size_bytes(self) -> int:
-        return module_bytes(*self.encoders)
+        base = module_bytes(*self.base_encoders) if self.base_encoders is not None else 0
+        return module_bytes(*self.encoders) - base
 
 
 @dataclass(frozen=True)
