@@ -23,6 +23,20 @@ def _mask_4d(mask: Any) -> Any:
     return mask.float().reshape(-1, 1, mask.shape[-2], mask.shape[-1])
 
 
+def _centre_crop_to_8(pixels: Any, mask: Any) -> tuple[Any, Any]:
+    """IMAGE [B, H, W, C] and MASK -> the image's RGB and the mask (resized to the image,
+    ``[B, 1, H', W']``), both centre-cropped to multiples of 8 pixels as the VAE needs."""
+    import torch.nn.functional as F
+
+    _, height, width, _ = pixels.shape
+    mask = F.interpolate(_mask_4d(mask), size=(height, width), mode="bilinear", align_corners=False)
+    crop_h, crop_w = height // 8 * 8, width // 8 * 8
+    if crop_h == 0 or crop_w == 0:
+        raise ValueError(f"the image is {width}x{height}; the VAE needs at least 8x8 pixels")
+    top, left = (height % 8) // 2, (width % 8) // 2
+    return pixels[:, top:top + crop_h, left:left + crop_w, :3], mask[:, :, top:top + crop_h, left:left + crop_w]
+
+
 def grow_mask(mask: Any, pixels: int) -> Any:
     """Dilates a binary mask [B, 1, H, W] by a ``pixels`` x ``pixels`` square (output
     pixel i covers input pixels i - ceil((pixels-1)/2) .. i + pixels - 1 - ceil((pixels-1)/2))."""
@@ -65,19 +79,11 @@ class VAEEncodeForInpaint(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, pixels: Any, vae: Any, mask: Any, grow_mask_by: int) -> tuple:
-        import torch.nn.functional as F
 
         from nodes.sampling.regions import fit_batch
         from nodes.vae import encode_images
 
-        _, height, width, _ = pixels.shape
-        mask = F.interpolate(_mask_4d(mask), size=(height, width), mode="bilinear", align_corners=False)
-        crop_h, crop_w = height // 8 * 8, width // 8 * 8
-        if crop_h == 0 or crop_w == 0:
-            raise ValueError(f"the image is {width}x{height}; the VAE needs at least 8x8 pixels")
-        top, left = (height % 8) // 2, (width % 8) // 2
-        pixels = pixels[:, top:top + crop_h, left:left + crop_w, :3]
-        mask = mask[:, :, top:top + crop_h, left:left + crop_w]
+        pixels, mask = _centre_crop_to_8(pixels, mask)
         binary = mask.round()
         if binary.shape[0] != pixels.shape[0]:
             binary = fit_batch(binary, pixels.shape[0])
@@ -190,19 +196,11 @@ class InpaintModelConditioning(Node):
     outputs = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
 
     def execute(self, positive: list, negative: list, vae: Any, pixels: Any, mask: Any, noise_mask: bool) -> tuple:
-        import torch.nn.functional as F
 
         from nodes.sampling.regions import fit_batch
         from nodes.vae import encode_images, from_image
 
-        _, height, width, _ = pixels.shape
-        mask = F.interpolate(_mask_4d(mask), size=(height, width), mode="bilinear", align_corners=False)
-        crop_h, crop_w = height // 8 * 8, width // 8 * 8
-        if crop_h == 0 or crop_w == 0:
-            raise ValueError(f"the image is {width}x{height}; the VAE needs at least 8x8 pixels")
-        top, left = (height % 8) // 2, (width % 8) // 2
-        pixels = pixels[:, top:top + crop_h, left:left + crop_w, :3]
-        mask = mask[:, :, top:top + crop_h, left:left + crop_w]
+        pixels, mask = _centre_crop_to_8(pixels, mask)
         keep = fit_batch(1.0 - mask.round(), pixels.shape[0]).movedim(1, -1)
         greyed = encode_images(vae, from_image((pixels - 0.5) * keep + 0.5))
         original = encode_images(vae, from_image(pixels))
