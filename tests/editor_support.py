@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 CHROMIUM = Path("/usr/bin/chromium")
 READY = "document.body.dataset.ready === 'true'"
 
@@ -99,9 +101,17 @@ class Editor:
     def add_by_search(self, query: str, at: tuple[float, float], expect_type: str) -> int:
         """Double-clicks the canvas, types in the search box and picks the first result."""
         before = {n["id"] for n in self.nodes()}
-        self.page.mouse.dblclick(*at)
         box = self.page.locator(".node-search input")
-        box.wait_for()
+        # litegraph times the two clicks itself; on a starved machine the browser may see
+        # them too far apart, so a double-click that opened nothing is tried again.
+        for attempt in range(3):
+            self.page.mouse.dblclick(*at)
+            try:
+                box.wait_for(timeout=10000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
         box.fill(query)
         first = self.page.locator(".node-search-results li").first
         assert first.get_attribute("data-type") == expect_type
