@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "house")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--stage", choices=("all", "vae", "latents", "diffusion", "export"), default="all")
-    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--vae-steps", type=int, default=6000)
     parser.add_argument("--images", type=int, default=30_000)
     parser.add_argument("--steps", type=int, default=5000, help="diffusion training steps")
     parser.add_argument("--batch", type=int, default=32)
