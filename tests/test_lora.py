@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 
+from graph import prepare
 from nodes.lora.apply import LoraError, match_lora
 from nodes.lora.file import read_lora_file
 from nodes.lora.keys import parse_lora
@@ -28,16 +29,25 @@ TE_PREFIXES = {"sd1": ("lora_te_",), "sdxl": ("lora_te1_", "lora_te2_")}
 
 
 def branch(doc, tag, model, clip, seed=1, steps=2):
-    """A txt2img branch ``{tag}s`` (KSampler) sampling with the given MODEL and CLIP links."""
+    """A txt2img branch ending in the KSampler ``{tag}s``, sampling with the given MODEL and CLIP links."""
     doc[f"{tag}p"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": clip}}
     doc[f"{tag}n"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}}
     doc[f"{tag}l"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
     doc[f"{tag}s"] = {"class_type": "KSampler", "inputs": {
         "model": model, "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
         "positive": [f"{tag}p", 0], "negative": [f"{tag}n", 0], "latent_image": [f"{tag}l", 0], "denoise": 1.0}}
-    doc[f"{tag}d"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"{tag}s", 0], "vae": ["1", 2]}}
-    doc[f"{tag}o"] = {"class_type": "PreviewImage", "inputs": {"images": [f"{tag}d", 0]}}
     return doc
+
+
+class Runs(Capture):
+    """Runs the KSamplers of a document (no image decoding: these tests compare latents)."""
+
+    def run(self, document):
+        targets = [node_id for node_id, node in document.items() if node["class_type"] == "KSampler"]
+        checked = prepare(document, self.registry, targets, services=self.services)
+        assert checked.ok, checked.response()
+        self.events, self.plan = [], checked.plan
+        return self.executor.execute(checked.plan, on_event=lambda e, d: self.events.append((e, d)))
 
 
 def lora_node(model, clip, name, strength_model=1.0, strength_clip=1.0):
@@ -90,7 +100,7 @@ def test_kohya_diffusers_and_peft_layouts_equal_merging_by_hand(tiny_checkpoints
     for i, name in enumerate(files):
         doc[f"L{i}"] = lora_node(["1", 0], ["1", 1], name)
         branch(doc, f"f{i}", [f"L{i}", 0], [f"L{i}", 1])
-    capture = Capture(env)
+    capture = Runs(env)
     result = capture.run(doc)
     assert result.status == "success", result.error
     reference = capture.output("ms")["samples"]
@@ -112,7 +122,7 @@ def test_strength_zero_is_bit_exact_base(sd1):
                                                                 "strength_model": 0.0}}
     branch(doc, "c", ["m", 0], ["c", 1])
     doc["bs"]["inputs"]["seed"] = 2
-    capture = Capture(sd1["env"])
+    capture = Runs(sd1["env"])
     assert capture.run(doc).status == "success"
     assert torch.equal(capture.output("zs")["samples"], capture.output("bs")["samples"])
     base_model, base_clip = capture.output("1", 0), capture.output("1", 1)
@@ -121,7 +131,7 @@ def test_strength_zero_is_bit_exact_base(sd1):
 
 
 def test_cached_base_model_is_unchanged_by_a_lora_run(sd1):
-    capture = Capture(sd1["env"])
+    capture = Runs(sd1["env"])
     base = base_doc()
     branch(base, "b", ["1", 0], ["1", 1])
     assert capture.run(base).status == "success"
@@ -150,7 +160,7 @@ def test_two_stacked_loras_equal_both_merged(sd1):
     doc["A"] = lora_node(["1", 0], ["1", 1], "a.safetensors", 0.7, 0.5)
     doc["B"] = lora_node(["A", 0], ["A", 1], "b.safetensors", -0.4, 1.0)
     branch(doc, "s", ["B", 0], ["B", 1], steps=1)
-    capture = Capture(sd1["env"])
+    capture = Runs(sd1["env"])
     assert capture.run(doc).status == "success"
     base_model, base_clip = capture.output("1", 0), capture.output("1", 1)
     stacked_model, stacked_clip = capture.output("B", 0), capture.output("B", 1)
@@ -177,7 +187,7 @@ def test_lora_loader_model_only_leaves_clip_untouched(sd1):
     branch(doc, "m", ["M", 0], ["1", 1])
     branch(doc, "c", ["C0", 0], ["C0", 1])
     branch(doc, "b", ["1", 0], ["1", 1])
-    capture = Capture(sd1["env"])
+    capture = Runs(sd1["env"])
     assert capture.run(doc).status == "success"
     assert capture.output("C0", 1) is capture.output("1", 1)  # strength_clip 0: the same CLIP
     assert torch.equal(capture.output("ms")["samples"], capture.output("cs")["samples"])
@@ -257,7 +267,7 @@ def test_unmatched_keys_warn_and_a_lora_matching_nothing_is_an_error(sd1, tmp_pa
     for name in ("noisy", "junk", "bad"):
         (services["models"].root / "loras" / f"{name}.safetensors").write_bytes(
             (tmp_path / f"{name}.safetensors").read_bytes())
-    capture = Capture(sd1["env"])
+    capture = Runs(sd1["env"])
     doc = base_doc()
     doc["L"] = lora_node(["1", 0], ["1", 1], "noisy.safetensors")
     branch(doc, "f", ["L", 0], ["L", 1], steps=1)
@@ -309,7 +319,7 @@ def test_a_patched_handle_counts_only_the_lora_bytes(sd1):
     doc = base_doc()
     doc["L"] = lora_node(["1", 0], ["1", 1], "a.safetensors")
     branch(doc, "f", ["L", 0], ["L", 1], steps=1)
-    capture = Capture(sd1["env"])
+    capture = Runs(sd1["env"])
     assert capture.run(doc).status == "success"
     patched, base = capture.output("L", 0), capture.output("1", 0)
     assert patched.size_bytes() == patched.patches[0].nbytes() > 0
