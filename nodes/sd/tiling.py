@@ -1,4 +1,5 @@
-"""Running a VAE over overlapping tiles and blending them without seams.
+"""Running an image function (a VAE, an upscale model) over overlapping tiles and blending
+them without seams.
 
 A tile's output is weighted by a ramp that rises linearly across the overlap it shares
 with a neighbour (and is flat at the image border), and the weighted tiles are summed and
@@ -37,10 +38,11 @@ def _ramp(size: int, fade: int, at_start: bool, at_end: bool) -> torch.Tensor:
 
 
 def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
-              scale: float, align: int = 1) -> torch.Tensor:
+              scale: float, align: int = 1, on_tile: Callable[[], None] | None = None) -> torch.Tensor:
     """Applies ``fn`` ([B, C, h, w] -> [B, C', h * scale, w * scale]) to ``x`` [B, C, H, W]
     tile by tile (``tile`` x ``tile``, sharing ``overlap``, in ``x``'s pixels) and blends
-    the outputs. ``scale`` is 8 for a VAE decoder and 1/8 for an encoder."""
+    the outputs. ``scale`` is 8 for a VAE decoder, 1/8 for an encoder, 4 for a 4x upscaler.
+    ``on_tile()`` is called after each tile (it may raise to interrupt)."""
     _, _, height, width = x.shape
     tile_h, tile_w = min(tile, height), min(tile, width)
     rows = tile_starts(height, tile_h, overlap, align)
@@ -62,5 +64,7 @@ def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile:
                       * _ramp(pw, fade, left == 0, left + tile_w >= width)[None, :]).to(piece.device, piece.dtype)
             out[:, :, out_top:out_top + ph, out_left:out_left + pw] += piece * weight
             weights[:, :, out_top:out_top + ph, out_left:out_left + pw] += weight
+            if on_tile is not None:
+                on_tile()
     assert out is not None and weights is not None
     return out / weights

@@ -1,11 +1,10 @@
 """Run an image-to-image model over overlapping tiles and blend them without seams.
 
 Each image is cut into ``tile`` x ``tile`` pieces that overlap by at least ``overlap``
-pixels (the last row/column is aligned to the image edge, so every tile is full size);
-each tile's output is weighted by a mask that is 1 inside and ramps linearly to near 0
-across the overlap on every side that has a neighbour, and the weighted sum is divided by
-the summed weights. A model whose output at a pixel depends only on nearby pixels (within
-the overlap) gives the untiled result; the ramps hide what little differs at the borders.
+pixels and blended as the tiled VAE nodes do (``nodes.sd.tiling.tiled_map``: linear ramps
+across each overlap, weighted sum divided by the summed weights). A model whose output at
+a pixel depends only on nearby pixels (within the overlap) gives the untiled result; the
+ramps hide what little differs at the borders.
 Peak memory is one tile's activations plus the output image (on the CPU), whatever the
 image size.
 """
@@ -17,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 
+from nodes.sd.tiling import tile_starts, tiled_map
+
 log = logging.getLogger("latentgraph.upscale")
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
@@ -24,31 +25,9 @@ Progress = Callable[[int, int], None]
 MIN_TILE = 128  # below this, out-of-memory is an error rather than another retry
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering ``size`` pixels; neighbours overlap by >= ``overlap``."""
-    if size <= tile:
-        return [0]
-    stride = max(1, tile - overlap)
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
-
-
 def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
     """How many tiles one ``height`` x ``width`` image is cut into."""
     return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
-
-
-def _ramp(length: int, fade: int, before: bool, after: bool) -> torch.Tensor:
-    """1-D weights: 1, ramping from 1/(fade+1) up over ``fade`` pixels on the sides that have a neighbour."""
-    w = torch.ones(length)
-    fade = min(fade, length // 2)
-    if fade > 0:
-        up = torch.arange(1, fade + 1, dtype=torch.float32) / (fade + 1)
-        if before:
-            w[:fade] = torch.minimum(w[:fade], up)
-        if after:
-            w[-fade:] = torch.minimum(w[-fade:], up.flip(0))
-    return w
 
 
 def tiled_apply(image: torch.Tensor, fn: TileFn, *, scale: int, out_channels: int, tile: int = 512,
@@ -59,29 +38,25 @@ def tiled_apply(image: torch.Tensor, fn: TileFn, *, scale: int, out_channels: in
     total)`` is called after every tile (it may raise to interrupt).
     """
     batch, _, height, width = image.shape
-    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     th, tw = min(tile, height), min(tile, width)
-    total, done = batch * len(ys) * len(xs), 0
-    out = torch.zeros(batch, out_channels, height * scale, width * scale)
-    weight = torch.zeros(1, 1, height * scale, width * scale)
-    fade = overlap * scale
-    for b in range(batch):
-        for y in ys:
-            wy = _ramp(th * scale, fade, y > 0, y + th < height)
-            for x in xs:
-                result = fn(image[b:b + 1, :, y:y + th, x:x + tw])
-                expected = (1, out_channels, th * scale, tw * scale)
-                if tuple(result.shape) != expected:
-                    raise ValueError(f"the model returned {tuple(result.shape)} for a tile, expected {expected}")
-                mask = wy[:, None] * _ramp(tw * scale, fade, x > 0, x + tw < width)[None, :]
-                region = (slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale))
-                out[b:b + 1, :, region[0], region[1]] += result.float().cpu() * mask
-                if b == 0:
-                    weight[:, :, region[0], region[1]] += mask
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-    return out / weight
+    expected = (1, out_channels, th * scale, tw * scale)
+    total, done = batch * tile_count(height, width, tile, overlap), 0
+
+    def run_tile(piece: torch.Tensor) -> torch.Tensor:
+        result = fn(piece)
+        if tuple(result.shape) != expected:
+            raise ValueError(f"the model returned {tuple(result.shape)} for a tile, expected {expected}")
+        return result.float().cpu()
+
+    def tile_done() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    # One image at a time: peak memory is one tile's activations, whatever the batch size.
+    return torch.cat([tiled_map(run_tile, image[b:b + 1], tile, overlap, scale, on_tile=tile_done)
+                      for b in range(batch)])
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
