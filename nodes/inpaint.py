@@ -79,17 +79,17 @@ class VAEEncodeForInpaint(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, pixels: Any, vae: Any, mask: Any, grow_mask_by: int) -> tuple:
-
         from nodes.sampling.regions import fit_batch
-        from nodes.vae import encode_images
+        from nodes.vae import encode_images, latent_shape_of, place_vae
 
         pixels, mask = _centre_crop_to_8(pixels, mask)
         binary = mask.round()
         if binary.shape[0] != pixels.shape[0]:
             binary = fit_batch(binary, pixels.shape[0])
         keep = (1.0 - binary).movedim(1, -1)  # [B, H, W, 1]
-        greyed = (pixels - 0.5) * keep + 0.5
-        latents = encode_images(vae, greyed.movedim(-1, 1) * 2.0 - 1.0)
+        greyed = ((pixels - 0.5) * keep + 0.5).movedim(-1, 1) * 2.0 - 1.0
+        place_vae(self.context, vae, latent_shape_of(greyed))
+        latents = encode_images(vae, greyed)
         return ({"samples": latents, "noise_mask": grow_mask(binary, grow_mask_by).round()},)
 
 
@@ -196,12 +196,12 @@ class InpaintModelConditioning(Node):
     outputs = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
 
     def execute(self, positive: list, negative: list, vae: Any, pixels: Any, mask: Any, noise_mask: bool) -> tuple:
-
         from nodes.sampling.regions import fit_batch
-        from nodes.vae import encode_images, from_image
+        from nodes.vae import encode_images, from_image, latent_shape_of, place_vae
 
         pixels, mask = _centre_crop_to_8(pixels, mask)
         keep = fit_batch(1.0 - mask.round(), pixels.shape[0]).movedim(1, -1)
+        place_vae(self.context, vae, latent_shape_of(from_image(pixels)))
         greyed = encode_images(vae, from_image((pixels - 0.5) * keep + 0.5))
         original = encode_images(vae, from_image(pixels))
         latent = {"samples": original, "noise_mask": mask} if noise_mask else {"samples": original}

@@ -24,6 +24,19 @@ def encode_images(vae: Any, images: Any) -> Any:
     return posterior.mode().float().cpu()
 
 
+def place_vae(context: Any, vae: Any, latent_shape: tuple[int, ...]) -> None:
+    """Before the VAE runs on latents of ``latent_shape`` [B, C, h, w]: on CUDA, make room and
+    move it to its device (``nodes.sd.memory``); elsewhere nothing happens."""
+    from nodes.sd.memory import on_device, vae_working_bytes
+
+    on_device(context, vae.device, vae.vae, working_bytes=vae_working_bytes(latent_shape, vae.dtype))
+
+
+def latent_shape_of(images: Any) -> tuple[int, int, int, int]:
+    """The latent shape [B, 4, H/8, W/8] the VAE encodes images [B, 3, H, W] into."""
+    return (images.shape[0], 4, images.shape[2] // 8, images.shape[3] // 8)
+
+
 def to_image(decoded: Any) -> Any:
     """[B, 3, H, W] in -1..1 -> IMAGE [B, H, W, 3] in 0..1."""
     return ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
@@ -46,9 +59,7 @@ class VAEDecode(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, samples: dict, vae: Any) -> tuple:
-        from nodes.sd.memory import on_device, vae_working_bytes
-
-        on_device(self.context, vae.device, vae.vae, working_bytes=vae_working_bytes(samples["samples"].shape, vae.dtype))
+        place_vae(self.context, vae, samples["samples"].shape)
         return (to_image(decode_latents(vae, samples["samples"])),)
 
 
@@ -64,11 +75,8 @@ class VAEEncode(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, pixels: Any, vae: Any) -> tuple:
-        from nodes.sd.memory import on_device, vae_working_bytes
-
         images = from_image(pixels)
-        latent_shape = (images.shape[0], 4, images.shape[2] // 8, images.shape[3] // 8)
-        on_device(self.context, vae.device, vae.vae, working_bytes=vae_working_bytes(latent_shape, vae.dtype))
+        place_vae(self.context, vae, latent_shape_of(images))
         return ({"samples": encode_images(vae, images)},)
 
 
@@ -102,8 +110,10 @@ class VAEDecodeTiled(Node):
         from nodes.sd.tiling import tiled_map
 
         overlap = _tile_overlap(tile_size, overlap)
-        decoded = tiled_map(lambda z: decode_latents(vae, z), samples["samples"].float(), max(1, tile_size // 8),
-                            overlap // 8, scale=8)
+        latents = samples["samples"]
+        tile = max(1, tile_size // 8)
+        place_vae(self.context, vae, latents[:, :, :tile, :tile].shape)  # room for one tile
+        decoded = tiled_map(lambda z: decode_latents(vae, z), latents.float(), tile, overlap // 8, scale=8)
         return (to_image(decoded),)
 
 
@@ -130,6 +140,7 @@ class VAEEncodeTiled(Node):
         from nodes.sd.tiling import tiled_map
 
         overlap = _tile_overlap(tile_size, overlap)
-        latents = tiled_map(lambda p: encode_images(vae, p), from_image(pixels), tile_size // 8 * 8, overlap,
-                            scale=1 / 8, align=8)
+        images, tile = from_image(pixels), tile_size // 8 * 8
+        place_vae(self.context, vae, latent_shape_of(images[:, :, :tile, :tile]))  # room for one tile
+        latents = tiled_map(lambda p: encode_images(vae, p), images, tile, overlap, scale=1 / 8, align=8)
         return ({"samples": latents},)
