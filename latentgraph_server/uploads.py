@@ -128,7 +128,7 @@ def save_upload(root: Path, subfolder: str, filename: str, data: bytes, overwrit
     path = directory / name
     if path.is_symlink():
         raise UploadError(400, "refusing to write through a symlink")
-    _write_atomically(path, data)
+    write_atomically(path, data)
     return name, path
 
 
@@ -139,7 +139,9 @@ def _digest_of(path: Path) -> bytes | None:
         return None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` (whose folder exists) through a temporary file and a rename,
+    so readers never see a half-written file."""
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
     try:
         with os.fdopen(handle, "wb") as stream:

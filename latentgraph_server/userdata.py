@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from graph.paths import UnsafePathError, safe_join
+from latentgraph_server.uploads import write_atomically
 
 DEFAULT_USER = "default"
 TEMPLATE_MODULE = "latentgraph"
@@ -53,16 +53,9 @@ def _file_info(path: Path, root: Path) -> dict[str, Any]:
             "modified": int(stat.st_mtime * 1000), "created": int(stat.st_ctime * 1000)}
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_creating_folders(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data)
 
 
 def _download_headers(path: Path) -> dict[str, str]:
@@ -137,7 +130,7 @@ class WorkflowLibrary:
         if len(body) > self.max_bytes:
             return _error(413, f"larger than {self.max_bytes} bytes")
         try:
-            await asyncio.to_thread(_write_atomically, path, body)
+            await asyncio.to_thread(_write_creating_folders, path, body)
         except OSError as exc:
             return _error(400, f"cannot write {path.name}: {exc.strerror or exc}")
         if _flag(request, "full_info", False):
