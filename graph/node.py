@@ -84,7 +84,7 @@ class Input:
         options: dict[str, Any] = {}
         for option in _INPUT_OPTION_NAMES:
             value = getattr(self, option)
-            if value is None or value is False:
+            if value is None or (value is False and option != "default"):  # a BOOLEAN's default False is kept
                 continue
             options["forceInput" if option == "force_input" else option] = value
         if self.lazy:

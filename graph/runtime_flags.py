@@ -7,6 +7,8 @@ the server. Names follow ComfyUI's ``cli_args``; the values reach the nodes thro
   Default: fp16 on a GPU, fp32 on the CPU.
 - ``--fp32-unet`` / ``--bf16-unet`` / ``--fp16-unet``: the UNet's dtype (``"unet_dtype"``).
 - ``--fp32-vae`` / ``--fp16-vae`` / ``--bf16-vae``: the VAE's dtype (``"vae_dtype"``).
+- ``--fp32-text-enc`` / ``--fp16-text-enc`` / ``--bf16-text-enc``: the text encoders' dtype
+  (``"text_enc_dtype"``).
 - ``--reserve-vram GB``: VRAM kept free for other programs and working memory when models
   share a GPU (``"reserve_vram"``, in bytes).
 """
@@ -15,6 +17,13 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
+# (flag suffix, services key, what it sets) of the per-part dtype flags, e.g. --bf16-text-enc.
+PART_FLAGS = (
+    ("unet", "unet_dtype", "the diffusion model (UNet)"),
+    ("vae", "vae_dtype", "the VAE"),
+    ("text-enc", "text_enc_dtype", "the text encoder(s)"),
+)
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> None:
@@ -26,10 +35,10 @@ def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> N
                        help="every model in fp32 (default on the CPU)")
     every.add_argument("--force-fp16", dest="dtype", action="store_const", const="fp16",
                        help="every model in fp16 (default on a GPU)")
-    for part, what in (("unet", "the diffusion model (UNet)"), ("vae", "the VAE")):
+    for flag, dest, what in PART_FLAGS:
         group = parser.add_mutually_exclusive_group()
         for name in ("fp32", "fp16", "bf16"):
-            group.add_argument(f"--{name}-{part}", dest=f"{part}_dtype", action="store_const", const=name,
+            group.add_argument(f"--{name}-{flag}", dest=dest, action="store_const", const=name,
                                help=f"run {what} in {name}")
     parser.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
                         help="VRAM in GB to keep free when moving models to the GPU (default 0.5)")
@@ -38,7 +47,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> N
 def runtime_services(args: argparse.Namespace) -> dict[str, Any]:
     """The ``services`` entries the flags set (unset flags are left out)."""
     services: dict[str, Any] = {"force_cpu": bool(getattr(args, "cpu", False))}
-    for name in ("dtype", "unet_dtype", "vae_dtype"):
+    for name in ("dtype", *(dest for _, dest, _ in PART_FLAGS)):
         value = getattr(args, name, None)
         if value is not None:
             services[name] = value

@@ -29,7 +29,8 @@ class ServerConfig:
     auth_token: str | None = None
     cache_budget: int = DEFAULT_BUDGET_BYTES
     model_cache_budget: int | None = None  # bytes of loaded models within cache_budget; None: no separate limit
-    # Device and precision settings for the nodes (graph.runtime_flags): dtype, unet_dtype, vae_dtype, reserve_vram.
+    # Device and precision settings for the nodes (graph.runtime_flags): dtype, unet_dtype, vae_dtype,
+    # text_enc_dtype, reserve_vram.
     runtime: dict[str, Any] = field(default_factory=dict)
     max_upload_size: int = DEFAULT_MAX_UPLOAD_BYTES
     node_packages: list[str] = field(default_factory=lambda: ["nodes"])

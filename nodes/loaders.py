@@ -22,9 +22,13 @@ def file_state(context: Any, kind: str, name: str) -> list:
 
 
 def runtime_device(context: Any) -> tuple[Any, Any]:
-    """The (device, dtype) models load to: ``services["device"]``/``["dtype"]`` or the best available."""
-    device, dtypes = runtime_dtypes(context)
-    return device, dtypes["text"]
+    """The (device, dtype) models other than a checkpoint's parts load to (e.g. upscale
+    models): ``services["device"]``/``["dtype"]`` or the best available; the per-part flags
+    (``--bf16-unet``, ``--fp16-text-enc``...) do not apply."""
+    from nodes.sd.device import pick_device, resolve_dtype
+
+    device = context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
+    return device, resolve_dtype(context.services.get("dtype"), device)
 
 
 def runtime_dtypes(context: Any) -> tuple[Any, dict[str, Any]]:

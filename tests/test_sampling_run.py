@@ -169,13 +169,15 @@ def _fake_unet(prediction: str, record: list | None = None):
         eps = (x - d) / sigma
         if prediction == "eps":
             return eps
+        if prediction == "x0":
+            return d
         alpha = 1 / (sigma * sigma + 1).sqrt()
         return alpha * eps - sigma * alpha * d  # v = alpha * eps - sigma_vp * x0
 
     return unet
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_prediction_wrappers_recover_denoiser_and_sample(prediction: str) -> None:
     model = DiscreteDenoiser(_fake_unet(prediction), SCHEDULE, prediction, quantize_timesteps=False)
     x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 5
@@ -195,7 +197,7 @@ def test_wrapper_scales_input_and_quantizes_timesteps() -> None:
     assert float(record[0][1][0]) == 999.0
     assert float(record[1][1][0]) == round(float(record[1][1][0]))
     with pytest.raises(ValueError):
-        DiscreteDenoiser(_fake_unet("eps"), SCHEDULE, "x0")
+        DiscreteDenoiser(_fake_unet("eps"), SCHEDULE, "v_prediction")  # the node's name, not the wrapper's
 
 
 def test_cfg_batches_uncond_and_cond_in_one_call() -> None:

@@ -1,4 +1,4 @@
-"""Sampling library: sigma schedules, k-diffusion-style samplers, model wrappers (eps/v,
+"""Sampling library: sigma schedules, k-diffusion-style samplers, model wrappers (eps/v/x0/lcm,
 CFG), KSampler step planning and latent previews.  No node classes live here.
 
 The node layer typically does::
@@ -10,17 +10,19 @@ The node layer typically does::
                       noise_mask=mask, callback=cb)
 """
 
-from .denoiser import CFGDenoiser, DiscreteDenoiser, concat_conds
+from .denoiser import PREDICTIONS, CFGDenoiser, DiscreteDenoiser, concat_conds
+from .distilled import DistilledSchedule
 from .latent_preview import latent_to_image, latent_to_rgb
 from .noise import BrownianNoise, GaussianNoise, initial_noise
 from .plan import advanced_sigmas, calculate_sigmas, denoise_sigmas, is_max_denoise, noise_latent
 from .regions import CondRegion, add_area_twins, make_region, predict_regions
 from .run import prepare_mask, run_sampler
 from .samplers import SAMPLER_NAMES, SamplerSpec, get_sampler
-from .schedule import DiscreteSchedule, scaled_linear_betas, sd_schedule
+from .schedule import DiscreteSchedule, scaled_linear_betas, sd_schedule, zero_terminal_snr
 from .schedulers import SCHEDULER_NAMES, get_sigmas
 
 __all__ = [
+    "PREDICTIONS",
     "SAMPLER_NAMES",
     "SCHEDULER_NAMES",
     "BrownianNoise",
@@ -28,6 +30,7 @@ __all__ = [
     "CondRegion",
     "DiscreteDenoiser",
     "DiscreteSchedule",
+    "DistilledSchedule",
     "GaussianNoise",
     "SamplerSpec",
     "add_area_twins",
@@ -48,4 +51,5 @@ __all__ = [
     "run_sampler",
     "scaled_linear_betas",
     "sd_schedule",
+    "zero_terminal_snr",
 ]

@@ -17,6 +17,9 @@ from .regions import CondRegion, add_area_twins, predict_regions
 from .schedule import DiscreteSchedule
 
 UNet = Callable[..., torch.Tensor]
+PREDICTIONS = ("eps", "v", "x0", "lcm")
+LCM_SIGMA_DATA = 0.5
+LCM_TIMESTEP_SCALING = 10.0
 
 
 def _view(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -24,21 +27,27 @@ def _view(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class DiscreteDenoiser:
-    """Turns a discrete-time eps- or v-prediction UNet into ``D(x, sigma) -> x0``.
+    """Turns a discrete-time UNet into ``D(x, sigma) -> x0``.
 
     For x = x0 + sigma * eps: the UNet sees c_in * x with c_in = 1 / sqrt(sigma^2 + 1) at
-    timestep ``schedule.timestep(sigma)``, and
-      eps-prediction:  D = x - sigma * eps_hat
-      v-prediction:    D = x / (sigma^2 + 1) - v_hat * sigma / sqrt(sigma^2 + 1)
-    (v = alpha * eps - sigma_vp * x0 in VP units; Salimans & Ho 2022, "Progressive
-    Distillation", sec. 4).  ``quantize_timesteps`` rounds to the nearest training
-    timestep, as ComfyUI does; False interpolates in log-sigma, as k-diffusion does.
+    timestep t = ``schedule.timestep(sigma)``, and by ``prediction``
+      "eps":  D = x - sigma * eps_hat
+      "v":    D = x / (sigma^2 + 1) - v_hat * sigma / sqrt(sigma^2 + 1)
+              (v = alpha * eps - sigma_vp * x0 in VP units; Salimans & Ho 2022,
+              "Progressive Distillation", sec. 4)
+      "x0":   D = the UNet's output itself
+      "lcm":  D = c_skip * x + c_out * (x - sigma * eps_hat), the consistency-model
+              boundary condition with c_skip = sd^2 / (T^2 + sd^2),
+              c_out = T / sqrt(T^2 + sd^2), T = 10 t, sd = 0.5 (Luo et al. 2023,
+              "Latent Consistency Models"; ComfyUI's LCM constants).
+    ``quantize_timesteps`` rounds to the nearest training timestep, as ComfyUI does; False
+    interpolates in log-sigma, as k-diffusion does.
     """
 
     def __init__(self, unet: UNet, schedule: DiscreteSchedule, prediction: str = "eps",
                  quantize_timesteps: bool = True) -> None:
-        if prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
         self.unet = unet
         self.schedule = schedule
         self.prediction = prediction
@@ -53,7 +62,14 @@ class DiscreteDenoiser:
         out = self.unet(x * c_in, timestep, **cond)
         if self.prediction == "eps":
             return x - out * s
-        return x * c_in * c_in - out * s * c_in
+        if self.prediction == "v":
+            return x * c_in * c_in - out * s * c_in
+        if self.prediction == "x0":
+            return out
+        scaled_t = _view(timestep.float(), x) * LCM_TIMESTEP_SCALING
+        c_skip = LCM_SIGMA_DATA**2 / (scaled_t * scaled_t + LCM_SIGMA_DATA**2)
+        c_out = scaled_t / (scaled_t * scaled_t + LCM_SIGMA_DATA**2).sqrt()
+        return c_out * (x - out * s) + c_skip * x
 
 
 def _lcm(a: int, b: int) -> int:

@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import torch
 
+# The stand-in for alpha-bar 0 at the last timestep of a zero-terminal-SNR schedule (the
+# value ComfyUI uses): sigma_max becomes about 4518.8 instead of infinity, so samplers that
+# divide by sigma or take log(sigma) stay finite.
+ZSNR_TERMINAL_ALPHA_CUMPROD = 4.8973451890853435e-08
+
 
 def scaled_linear_betas(num_steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
     """Stable Diffusion's betas: linear in sqrt(beta) from ``beta_start`` to ``beta_end``.
@@ -40,6 +45,13 @@ class DiscreteSchedule:
         self.alphas_cumprod = abar
         self.sigmas = ((1 - abar) / abar).sqrt().float()
         self.log_sigmas = self.sigmas.log()
+
+    def with_zero_terminal_snr(self) -> DiscreteSchedule:
+        """This schedule rescaled to zero terminal SNR (:func:`zero_terminal_snr`), with the
+        last alpha-bar set to ``ZSNR_TERMINAL_ALPHA_CUMPROD`` so that sigma_max is finite."""
+        abar = zero_terminal_snr(self.alphas_cumprod)
+        abar[-1] = ZSNR_TERMINAL_ALPHA_CUMPROD
+        return DiscreteSchedule(abar)
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor) -> DiscreteSchedule:
@@ -89,6 +101,22 @@ class DiscreteSchedule:
         lo_val, hi_val = self.log_sigmas[low], self.log_sigmas[high]
         w = ((lo_val - log_sigma) / (lo_val - hi_val)).clamp(0, 1)
         return ((1 - w) * low.float() + w * high.float()).reshape(sigma.shape)
+
+
+def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Rescale alpha-bar [N] so the last timestep is pure noise (signal-to-noise ratio 0).
+
+    Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", alg. 1:
+    sqrt(alpha-bar) is shifted so its last entry is 0, then scaled so its first entry keeps
+    its value; every entry in between moves linearly. Returns a new float64 tensor [N]
+    whose last entry is exactly 0 (sigma infinite: see
+    :meth:`DiscreteSchedule.with_zero_terminal_snr` for a schedule samplers can use).
+    """
+    root = torch.as_tensor(alphas_cumprod, dtype=torch.float64).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    rescaled = (root - last) * (first / (first - last))
+    rescaled[-1] = 0.0  # exactly, whatever the rounding above
+    return rescaled**2
 
 
 def sd_schedule() -> DiscreteSchedule:

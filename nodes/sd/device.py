@@ -41,15 +41,16 @@ def model_dtypes(services: Mapping[str, Any], device: torch.device) -> dict[str,
     """The dtype of each model part, ``{"unet", "vae", "text"}``, from the runtime's settings.
 
     ``services["dtype"]`` applies to every part (``--force-fp16``/``--force-fp32``);
-    ``services["unet_dtype"]``/``["vae_dtype"]`` override one part (``--bf16-unet``,
-    ``--fp32-vae``...). Unset: fp16 on GPUs, fp32 on the CPU.
+    ``services["unet_dtype"]``/``["vae_dtype"]``/``["text_enc_dtype"]`` override one part
+    (``--bf16-unet``, ``--fp32-vae``, ``--fp16-text-enc``...). Unset: fp16 on GPUs, fp32 on
+    the CPU.
     """
     base = resolve_dtype(services.get("dtype"), device)
-    return {
-        "unet": resolve_dtype(services.get("unet_dtype"), device) if services.get("unet_dtype") else base,
-        "vae": resolve_dtype(services.get("vae_dtype"), device) if services.get("vae_dtype") else base,
-        "text": base,
-    }
+
+    def part(key: str) -> torch.dtype:
+        return resolve_dtype(services[key], device) if services.get(key) else base
+
+    return {"unet": part("unet_dtype"), "vae": part("vae_dtype"), "text": part("text_enc_dtype")}
 
 
 def load_dtype(dtypes: Mapping[str, torch.dtype]) -> torch.dtype:

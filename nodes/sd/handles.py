@@ -35,9 +35,12 @@ def module_bytes(*modules: torch.nn.Module | None) -> int:
 class ModelHandle:
     """MODEL: a denoising UNet and what sampling needs to know about it.
 
-    ``prediction`` is "eps" or "v"; ``latent_scale`` multiplies VAE latents into the UNet's
-    space (0.18215 SD1/SD2, 0.13025 SDXL); ``in_channels`` is 9 for inpainting UNets.
-    ``unet`` is what sampling calls: the loaded UNet, or a LoRA-patched view of it.
+    ``prediction`` is what the UNet's output means: "eps", "v", "x0" or "lcm"
+    (:class:`~nodes.sampling.DiscreteDenoiser`); ``schedule`` is the noise schedule sampling
+    uses and ``base_schedule`` the one the checkpoint was loaded with, when a
+    ModelSamplingDiscrete node replaced it. ``latent_scale`` multiplies VAE latents into
+    the UNet's space (0.18215 SD1/SD2, 0.13025 SDXL); ``in_channels`` is 9 for inpainting
+    UNets. ``unet`` is what sampling calls: the loaded UNet, or a LoRA-patched view of it.
     """
 
     cache_pool: ClassVar[str] = "models"  # the output cache's pool (graph.cache): POST /free unloads it
@@ -53,11 +56,17 @@ class ModelHandle:
     source: Path
     patches: tuple[Any, ...] = ()
     base_unet: Any = None
+    base_schedule: DiscreteSchedule | None = None
 
     @property
     def original_unet(self) -> Any:
         """The UNet as loaded, without any LoRA."""
         return self.base_unet if self.base_unet is not None else self.unet
+
+    @property
+    def original_schedule(self) -> DiscreteSchedule:
+        """The noise schedule as loaded, before any ModelSamplingDiscrete."""
+        return self.base_schedule if self.base_schedule is not None else self.schedule
 
     def size_bytes(self) -> int:
         return module_bytes(self.unet) - (module_bytes(self.base_unet) if self.base_unet is not None else 0)
