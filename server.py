@@ -463,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
                     config.listen)
     app = create_app(config)
     print(f"Latentgraph listening on http://{config.listen}:{config.port}", flush=True)
+    if config.auth_token:
+        print(f"Editor: http://{config.listen}:{config.port}/?token=<your --auth-token>", flush=True)
     web.run_app(app, host=config.listen, port=config.port, print=None, access_log=None)
 
 

@@ -2,7 +2,11 @@
 
 - With a token, every route needs ``Authorization: Bearer TOKEN`` (401 otherwise). The
   websocket and ``/view`` (which browsers load from ``<img>`` tags, unable to set
-  headers) also accept ``?token=TOKEN``.
+  headers) also accept ``?token=TOKEN``. So does the editor page ``/``: opening
+  ``/?token=TOKEN`` sets an HttpOnly, ``SameSite=Strict`` cookie holding the token, which the
+  browser then sends with the page's scripts, API calls, websocket and images (the cookie
+  is never sent by other sites' pages, and their state-changing requests fail the origin
+  check below anyway).
 - A state-changing request (anything but GET/HEAD/OPTIONS) or a websocket upgrade whose
   ``Origin`` names another host than the request's ``Host`` is refused (403): a page on
   another site cannot drive a local server.
@@ -23,7 +27,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-_QUERY_TOKEN_PATHS = frozenset({"/ws", "/api/ws", "/view", "/api/view"})
+_QUERY_TOKEN_PATHS = frozenset({"/", "/ws", "/api/ws", "/view", "/api/view"})
+TOKEN_COOKIE = "latentgraph_token"
 
 
 def is_loopback(address: str) -> bool:
@@ -68,7 +73,7 @@ def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Cal
             if hostname not in _LOOPBACK_NAMES:
                 return _refuse(403, "forbidden_host", "this server only answers requests addressed to localhost")
         if token_bytes is not None and not _authorized(request, token_bytes):
-            response = _refuse(401, "unauthorized", "missing or wrong bearer token")
+            response = _refuse(401, "unauthorized", "missing or wrong bearer token (the editor: open /?token=TOKEN)")
             response.headers["WWW-Authenticate"] = 'Bearer realm="latentgraph"'
             return response
         upgrading = request.headers.get("Upgrade", "").lower() == "websocket"
@@ -76,7 +81,10 @@ def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Cal
         if origin is not None and (request.method not in _SAFE_METHODS or upgrading):
             if not same_origin(origin, host, request.scheme):
                 return _refuse(403, "cross_origin", "cross-origin request refused")
-        return await handler(request)
+        response = await handler(request)
+        if token_bytes is not None and request.path == "/" and "token" in request.query:
+            response.set_cookie(TOKEN_COOKIE, auth_token, httponly=True, samesite="Strict", path="/")
+        return response
 
     return security
 
@@ -85,6 +93,9 @@ def _authorized(request: web.Request, token: bytes) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8"), token):
+        return True
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    if cookie is not None and hmac.compare_digest(cookie.encode("utf-8"), token):
         return True
     if request.path in _QUERY_TOKEN_PATHS and request.method in _SAFE_METHODS:
         supplied = request.query.get("token")

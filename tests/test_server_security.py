@@ -113,6 +113,22 @@ def test_auth_token_is_required_everywhere(locked):
     assert requests.get(f"{locked.url}/view?filename=x.png&token=s3cret").status_code == 404
 
 
+def test_editor_page_with_the_token_sets_a_strict_cookie_that_authorizes_the_page(locked):
+    assert requests.get(f"{locked.url}/?token=nope").status_code == 401
+    browser = requests.Session()
+    page = browser.get(f"{locked.url}/?token=s3cret")
+    assert page.status_code == 200
+    cookie = page.headers["Set-Cookie"]
+    assert "latentgraph_token=s3cret" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    # The page's own requests now carry the cookie: API reads, and writes from its origin.
+    assert browser.get(f"{locked.url}/api/queue").status_code == 200
+    origin = {"Origin": f"http://127.0.0.1:{locked.port}"}
+    assert browser.post(f"{locked.url}/api/prompt", json={"prompt": value_prompt(1)}, headers=origin).status_code == 200
+    # The cookie does not lift the origin check, and a wrong cookie is no token.
+    assert browser.post(f"{locked.url}/api/interrupt", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert requests.get(f"{locked.url}/api/queue", cookies={"latentgraph_token": "nope"}).status_code == 401
+
+
 def test_auth_token_on_websocket(locked):
     with pytest.raises(InvalidStatus) as refused:
         connect(locked.ws_url)
