@@ -69,14 +69,17 @@ class HouseRunner:
     def generate(self, caption: str, seed: int, steps: int = 20, cfg: float = 5.0, sampler: str = "euler",
                  scheduler: str = "normal") -> np.ndarray:
         """``uint8 [128, 128, 3]`` pixels for one caption."""
-        document = txt2img_document(self.ckpt_name, caption, seed, steps, cfg, sampler, scheduler)
+        return self.run(txt2img_document(self.ckpt_name, caption, seed, steps, cfg, sampler, scheduler), "7")
+
+    def run(self, document: dict, save_node: str) -> np.ndarray:
+        """Run an API-format workflow; ``uint8 [H, W, 3]`` pixels of the one image ``save_node`` saved."""
         checked = prepare(document, self.registry, services=self.services)
         if not checked.ok:
             raise RuntimeError(f"workflow invalid: {checked.response()}")
         result = self.executor.execute(checked.plan)
         if result.status != "success":
             raise RuntimeError(f"generation failed: {result.error}")
-        (entry,) = result.outputs["7"]["images"]
+        (entry,) = result.outputs[save_node]["images"]
         path = self.folders.output / entry["subfolder"] / entry["filename"]
         return house_data.to_array(Image.open(path))
 

@@ -4,8 +4,10 @@ Three stages, each resumable (state under ``--workdir``; rerunning the command c
 where it stopped):
 
 1. ``vae``: an ``AutoencoderKL`` with SD's layout (downscale 8, 4 latent channels, small
-   widths) learns to reconstruct 48x48 crops of the drawn 128x128 images (L1 + MSE, a
-   fixed small latent noise and a light L2 pull on the latents).
+   widths) learns to reconstruct 48x48 crops of the drawn 128x128 images, most of them
+   centred on the shape (L1 + MSE, a fixed small latent noise and a light L2 pull on the
+   latents). Every 1000 steps, reconstructions of held-out scenes are read back with the
+   evaluation's pixel reader.
 2. ``latents``: ``--images`` drawings of training scenes are encoded once; their posterior
    means and scene ids are kept, so the diffusion stage never runs the encoder. The
    latent scale (SD's 0.18215) is measured here: ``1 / std`` of the latents.
@@ -143,9 +145,7 @@ def train_vae(workdir: Path, steps: int, seed: int, device: torch.device) -> Aut
         for group in opt.param_groups:
             group["lr"] = lr
         pixels = draw_batch(scenes, rng, 12)[0].to(device)
-        # Random 48x48 crops: the autoencoder is convolutional, and crops cost a seventh.
-        y, x = rng.randrange(0, 81, 8), rng.randrange(0, 81, 8)
-        pixels = pixels[:, :, y:y + 48, x:x + 48]
+        pixels = shape_crops(pixels, rng)
         # A nearly deterministic autoencoder: the posterior mean plus a fixed small noise
         # (LATENT_NOISE), which export writes into the posterior's log-variance, and a
         # light L2 pull on the latents instead of SD's KL term. Sampling with the
@@ -164,7 +164,65 @@ def train_vae(workdir: Path, steps: int, seed: int, device: torch.device) -> Aut
                 f"({(time.perf_counter() - start) / 60:.1f} min this run)")
         if step % 200 == 0 or step == steps:
             torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, path)
+        if step % 1000 == 0 or step == steps:
+            log(f"vae step {step} reconstructions read back: {format_accuracy(reconstruction_accuracy(vae, device))}")
+            vae.train()
     return vae.eval()
+
+
+CROP = 48  # px; a multiple of 8, so crops keep the full image's 8x8 latent grid
+
+
+def shape_crops(pixels: torch.Tensor, rng: random.Random, centred: float = 0.8) -> torch.Tensor:
+    """``[B, 3, CROP, CROP]`` crops of ``[B, 3, 128, 128]`` drawings, most of them around the shape.
+
+    The autoencoder is convolutional, so crops cost a seventh of whole images; centring most
+    of them on the shape (found as the pixels unlike the corner) spends the steps on edges and
+    small shapes, the hard part, instead of on plain background.
+    """
+    crops = []
+    limit = pixels.shape[-1] - CROP
+    for image in pixels:
+        if rng.random() < centred:
+            differs = (image - image[:, :1, :1]).abs().amax(dim=0) > 0.1
+            ys, xs = torch.nonzero(differs, as_tuple=True)
+            cy, cx = (int(ys.float().mean()), int(xs.float().mean())) if len(ys) else (64, 64)
+            y = min(max(cy - CROP // 2 + rng.randint(-12, 12), 0), limit) // 8 * 8
+            x = min(max(cx - CROP // 2 + rng.randint(-12, 12), 0), limit) // 8 * 8
+        else:
+            y, x = rng.randrange(0, limit + 1, 8), rng.randrange(0, limit + 1, 8)
+        crops.append(image[:, y:y + CROP, x:x + CROP])
+    return torch.stack(crops)
+
+
+def format_accuracy(accuracy: dict[str, float]) -> str:
+    return " ".join(f"{name} {value:.0%}" for name, value in accuracy.items())
+
+
+def read_back_accuracy(images: torch.Tensor, scenes: list) -> dict[str, float]:
+    """Share of ``images`` (``[B, 3, 128, 128]`` in [-1, 1]) whose pixels read back as ``scenes``."""
+    from tools import house_measure
+
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    fields = ("color", "background", "shape", "place", "size")
+    hits = dict.fromkeys(fields, 0)
+    for array, scene in zip(pixels, scenes, strict=True):
+        reading = house_measure.read_image(array)
+        for name in fields:
+            hits[name] += getattr(reading, name) == getattr(scene, name)
+    return {name: hits[name] / len(scenes) for name in fields}
+
+
+def reconstruction_accuracy(vae: AutoencoderKL, device: torch.device, count: int = 100) -> dict[str, float]:
+    """How well the autoencoder keeps what the evaluation measures: held-out scenes, full size."""
+    _, held_out = house_data.split_scenes()
+    scenes = held_out[:count]
+    rng = random.Random(12345)
+    pixels = images_to_tensor([house_data.render(s, rng) for s in scenes]).to(device)
+    vae.eval()
+    with torch.inference_mode():
+        recon = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mean).sample for chunk in pixels.split(25)])
+    return read_back_accuracy(recon, scenes)
 
 
 # ---------------------------------------------------------------- stage 2: latents
@@ -224,7 +282,8 @@ def build_diffusion_models(seed: int) -> tuple[UNet2DConditionModel, CLIPTextMod
     return unet, text
 
 
-def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int, device: torch.device) -> dict:
+def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int, device: torch.device,
+                    vae: AutoencoderKL | None = None, lr_peak: float = 4e-4) -> dict:
     """Train UNet + text encoder jointly (resumable); returns the EMA weights."""
     path = workdir / "diffusion.pt"
     unet, text = (m.to(device) for m in build_diffusion_models(seed))
@@ -249,7 +308,7 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
     text.train()
     start, losses = time.perf_counter(), []
     while step < steps:
-        lr = 4e-4 * min(1.0, (step + 1) / 300) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        lr = lr_peak * min(1.0, (step + 1) / 300) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, data["mean"].shape[0], (batch,), generator=gen)
@@ -289,7 +348,43 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
                      "ema": ema, "step": step}
             torch.save(state, workdir / "diffusion.tmp")
             (workdir / "diffusion.tmp").replace(path)
+        if vae is not None and (step % 1000 == 0 or step == steps):
+            accuracy = sample_accuracy(ema, vae, scale, seed, device)
+            log(f"diffusion step {step} held-out samples (EMA, 20 DDIM steps, cfg 5) read back: "
+                f"{format_accuracy(accuracy)}")
     return ema
+
+
+def sample_accuracy(ema: dict, vae: AutoencoderKL, scale: float, seed: int, device: torch.device,
+                    count: int = 50, steps: int = 20, cfg: float = 5.0) -> dict[str, float]:
+    """A quick look during training: sample held-out captions with the EMA weights (DDIM) and read them back.
+
+    The real evaluation (``tools/eval_house_model.py``) runs the exported checkpoint through the
+    engine; this one only tells whether training is getting there.
+    """
+    unet, text = (m.to(device).eval() for m in build_diffusion_models(seed))
+    unet.load_state_dict(ema["unet"])
+    text.load_state_dict(ema["text"])
+    _, held_out = house_data.split_scenes()
+    scenes = held_out[:: max(1, len(held_out) // count)][:count]  # sorted by shape: spread the pick
+    tokens = CaptionTokens()
+    ac = alphas_cumprod().to(device)
+    times = torch.linspace(TRAIN_STEPS - 1, 0, steps).round().long()
+    with torch.inference_mode():
+        ids = torch.tensor([tokens(s.caption()) for s in scenes] + [tokens("")], device=device)
+        states = text(input_ids=ids).last_hidden_state
+        context = torch.cat([states[:-1], states[-1:].expand(count, -1, -1)])
+        x = torch.randn(count, 4, house_data.SIZE // 8, house_data.SIZE // 8,
+                        generator=torch.Generator().manual_seed(seed + 99)).to(device)
+        for i, t in enumerate(times):
+            eps_cond, eps_uncond = unet(torch.cat([x, x]), t.to(device), encoder_hidden_states=context).sample.chunk(2)
+            eps = eps_uncond + cfg * (eps_cond - eps_uncond)
+            a = ac[t]
+            a_next = ac[times[i + 1]] if i + 1 < steps else torch.tensor(1.0, device=device)
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        images = torch.cat([vae.decode(chunk / scale).sample for chunk in x.split(20)])
+    return read_back_accuracy(images, scenes)
 
 
 # ---------------------------------------------------------------- export
@@ -331,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=30_000)
     parser.add_argument("--steps", type=int, default=5000, help="diffusion training steps")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=4e-4, help="peak learning rate of the diffusion stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -347,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             data = encode_dataset(args.workdir, vae, args.images, args.seed, device)
             log(f"latents ready after {(time.perf_counter() - began) / 60:.1f} min")
             if args.stage != "latents":
-                train_diffusion(args.workdir, data, args.steps, args.batch, args.seed, device)
+                train_diffusion(args.workdir, data, args.steps, args.batch, args.seed, device, vae=vae, lr_peak=args.lr)
                 log(f"diffusion done after {(time.perf_counter() - began) / 60:.1f} min")
     if args.stage in ("all", "export"):
         export(args.workdir, args.out, args.seed)
