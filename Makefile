@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# The demo: the house model's txt2img workflow (models/checkpoints/latentgraph-house-v1), then the server.
 run: $(STAMP)
-	$(PY) -m graph run workflows/demo_api.json
+	$(PY) -m graph run workflows/txt2img_api.json
 	$(PY) server.py --listen 127.0.0.1 --port 8188
 
 test: $(STAMP) chromium

@@ -1,6 +1,6 @@
 """The browser editor (web/) end to end: headless Debian Chromium driven by Playwright.
 
-One server (real nodes, the tiny SD1 checkpoint standing in for the house model) and one
+One server (real nodes, the committed house model) and one
 browser for the module; each test gets a fresh page with empty storage, so it opens
 on the default workflow.
 """
@@ -18,7 +18,6 @@ from tests.editor_support import CHROMIUM, Editor, launch_chromium
 from tests.server_support import REPO, ServerThread, make_config, wait_history
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-pytest_plugins = ["tests.fixtures.tiny_models"]
 if not CHROMIUM.exists():
     pytest.skip("needs /usr/bin/chromium (make test installs it)", allow_module_level=True)
 
@@ -26,10 +25,10 @@ HOUSE_MODEL = "latentgraph-house-v1.safetensors"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoints, tmp_path_factory):
+def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("editor")
     (root / "models" / "checkpoints").mkdir(parents=True)
-    shutil.copy(tiny_checkpoints.sd1, root / "models" / "checkpoints" / HOUSE_MODEL)
+    shutil.copy(REPO / "models" / "checkpoints" / HOUSE_MODEL, root / "models" / "checkpoints" / HOUSE_MODEL)
     config = make_config(root, cpu=True, node_packages=["nodes"], web_directory=REPO / "web")
     with ServerThread(config) as running:
         running.root = root
@@ -209,3 +208,18 @@ def test_the_editors_prompt_is_the_servers_conversion_of_its_workflow(editor, se
     converted = ui_to_api(built["workflow"], server.handlers.registry)
     strip = {key: {"class_type": node["class_type"], "inputs": node["inputs"]} for key, node in built["output"].items()}
     assert {key: {"class_type": n["class_type"], "inputs": n["inputs"]} for key, n in converted.items()} == strip
+
+
+def test_the_editor_opens_on_a_token_protected_server_from_its_token_link(browser, tmp_path):
+    config = make_config(tmp_path, cpu=True, node_packages=["nodes"], web_directory=REPO / "web",
+                         auth_token="s3cret")
+    with ServerThread(config) as locked:
+        context = browser.new_context()
+        page = context.new_page()
+        try:
+            assert page.goto(locked.url + "/").status == 401
+            opened = Editor(page, locked.url + "/?token=s3cret").open()  # scripts, /object_info, websocket
+            assert len(opened.nodes()) == 7 and not opened.errors
+            opened.page.wait_for_function("app.api.socket && app.api.socket.readyState === 1")
+        finally:
+            context.close()

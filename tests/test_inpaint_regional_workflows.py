@@ -242,8 +242,6 @@ def test_example_workflow_runs(env, capture, name):
         assert [extras["area"] for _, extras in positive] == [(16, 8, 0, 0), (16, 8, 0, 8)]
 
 
-@pytest.mark.skipif(not (ROOT / "models" / "checkpoints" / HOUSE).exists(),
-                    reason=f"the house model models/checkpoints/{HOUSE} is not in this checkout yet")
 def test_regional_prompt_with_the_house_model_gives_red_left_and_blue_right(tmp_path):
     document = _workflow("regional_prompt_api.json")
     services = {"folders": Folders.under(tmp_path), "models": ModelFolders(ROOT / "models")}

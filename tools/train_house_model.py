@@ -14,8 +14,11 @@ where it stopped):
 3. ``diffusion``: a small ``UNet2DConditionModel`` (eps prediction, SD's scaled-linear betas
    over 1000 steps) and a small CLIP-architecture text encoder on the real CLIP tokenizer are
    trained together; 10% of captions are dropped to "" for classifier-free guidance and 10%
-   are shortened (some attributes left out). Min-SNR loss weighting and a little offset noise
-   help such plain-coloured images; an EMA of the weights is what gets exported.
+   are shortened (some attributes left out). Min-SNR loss weighting with a floor, half of each
+   batch at the noisiest timesteps, extra weight on the shape's latent cells and a linear
+   caption probe on the text encoder (each explained where it is used) push the model to
+   learn kind and place, not only colours; a little offset noise helps such plain-coloured
+   images; an EMA of the weights is what gets exported.
 
 ``export`` writes ``models/checkpoints/latentgraph-house-v1.safetensors``: the SD1.x LDM key
 layout with the architecture config in the ``latentgraph.config`` metadata, weights stored
@@ -95,6 +98,9 @@ UNET_CONFIG = {
     "cross_attention_dim": TEXT_CONFIG["hidden_size"],
     "norm_num_groups": 4,  # wide groups keep a plain latent's level (see VAE_CONFIG)
 }
+LAYOUT_WEIGHT_FLOOR = 0.25  # least x0-loss weight of a diffusion step (see train_diffusion)
+HIGH_NOISE_FROM = 500  # half of each diffusion batch has timesteps from here to the last
+SHAPE_WEIGHT = 4.0  # extra loss weight of the latent cells the shape covers (see shape_weights)
 LATENT_NOISE = 0.05  # std of the noise the decoder is trained with (in unscaled latent units)
 # SD1's noise schedule: scaled-linear betas, 1000 training steps.
 BETA_START, BETA_END, TRAIN_STEPS = 0.00085, 0.012, 1000
@@ -275,11 +281,62 @@ def training_caption(scene: house_data.Scene, rng: random.Random) -> str:
     return scene.caption()
 
 
+# What a caption can say, in the order of CaptionProbe's outputs.
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": house_data.SHAPES, "color": tuple(house_data.COLORS), "background": tuple(house_data.COLORS),
+    "place": tuple(house_data.PLACES), "size": tuple(house_data.SIZES),
+}
+CAPTION_LOSS_WEIGHT = 0.05  # weight of CaptionProbe's loss beside the diffusion loss
+IGNORED = -100  # cross-entropy label of an attribute the caption does not say
+
+
+def caption_labels(caption: str, scene: house_data.Scene) -> list[int]:
+    """Per attribute of ``ATTRIBUTES``: the index of the scene's value where ``caption`` says it, else IGNORED."""
+    said = {
+        "shape": bool(caption), "color": bool(caption), "background": "background" in caption,
+        "place": ", " in caption, "size": caption.startswith(("a small", "a large")),
+    }
+    return [values.index(getattr(scene, name)) if said[name] else IGNORED for name, values in ATTRIBUTES.items()]
+
+
+class CaptionProbe(torch.nn.Module):
+    """A linear read-out of every attribute from the text encoder's pooled (end-of-text) state.
+
+    Trained beside the diffusion loss and thrown away at export. Without it the text encoder,
+    learning only from the UNet, kept the place words' states within ~5% of each other, so
+    the UNet never used them (place stayed at chance after 5,000 steps while colours reached
+    98%); a UNet cannot learn to use words the encoder does not tell apart.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.read_out = torch.nn.Linear(width, sum(len(v) for v in ATTRIBUTES.values()))
+
+    def loss(self, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of ``labels`` (``[B, len(ATTRIBUTES)]``) given ``pooled`` (``[B, width]``)."""
+        logits = self.read_out(pooled).split([len(v) for v in ATTRIBUTES.values()], dim=1)
+        return sum(F.cross_entropy(part, labels[:, i], ignore_index=IGNORED) for i, part in enumerate(logits))
+
+
 def build_diffusion_models(seed: int) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     text = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     return unet, text
+
+
+def shape_weights(x0: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, h, w]`` loss weights: 1 on the background, ``1 + SHAPE_WEIGHT`` where the shape is.
+
+    The shape covers a few percent of the latent, so where it goes (place) and its outline
+    (kind) are a small part of a plain loss; weighting its cells makes them count. The
+    background is the median of the latent's border cells; shape cells are those far from it.
+    """
+    border = torch.cat([x0[:, :, 0], x0[:, :, -1], x0[:, :, 1:-1, 0], x0[:, :, 1:-1, -1]], dim=2)
+    background = border.median(dim=2).values[:, :, None, None]
+    distance = (x0 - background).abs().amax(dim=1, keepdim=True)
+    shape = distance > 0.25 * distance.amax(dim=(2, 3), keepdim=True).clamp(min=1e-3)
+    return 1.0 + SHAPE_WEIGHT * shape.float()
 
 
 def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int, device: torch.device,
@@ -289,6 +346,8 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
     unet, text = (m.to(device) for m in build_diffusion_models(seed))
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=1e-4)
+    probe = CaptionProbe(TEXT_CONFIG["hidden_size"]).to(device)
+    probe_opt = torch.optim.AdamW(probe.parameters(), lr=4e-4, weight_decay=1e-4)
     ema = {"unet": copy.deepcopy(unet.state_dict()), "text": copy.deepcopy(text.state_dict())}
     step = 0
     if path.exists():
@@ -296,6 +355,9 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
         unet.load_state_dict(state["unet"])
         text.load_state_dict(state["text"])
         opt.load_state_dict(state["opt"])
+        if "probe" in state:  # checkpoints from before the probe start it fresh
+            probe.load_state_dict(state["probe"])
+            probe_opt.load_state_dict(state["probe_opt"])
         ema = {name: {k: v.to(device) for k, v in part.items()} for name, part in state["ema"].items()}
         step = state["step"]
     scenes, _ = house_data.split_scenes()
@@ -309,26 +371,41 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
     start, losses = time.perf_counter(), []
     while step < steps:
         lr = lr_peak * min(1.0, (step + 1) / 300) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        for group in opt.param_groups:
+        for group in (*opt.param_groups, *probe_opt.param_groups):
             group["lr"] = lr
         idx = torch.randint(0, data["mean"].shape[0], (batch,), generator=gen)
         noise0 = torch.randn(data["mean"][idx].shape, generator=gen)
         x0 = ((data["mean"][idx] + LATENT_NOISE * noise0) * scale).to(device)
-        captions = [training_caption(scenes[int(data["scene"][i])], rng) for i in idx]
+        shown = [scenes[int(data["scene"][i])] for i in idx]
+        captions = [training_caption(scene, rng) for scene in shown]
         ids = torch.tensor([tokens(c) for c in captions], device=device)
-        t = torch.randint(0, TRAIN_STEPS, (batch,), generator=gen).to(device)
+        labels = torch.tensor([caption_labels(c, scene) for c, scene in zip(captions, shown, strict=True)],
+                              device=device)
+        # Half of each batch at the noisiest steps, where place and kind are decided: drawn
+        # uniformly, the model learned colours within 3,000 steps but left place to the noise.
+        t = torch.randint(0, TRAIN_STEPS, (batch,), generator=gen)
+        noisiest = torch.randint(HIGH_NOISE_FROM, TRAIN_STEPS, (batch,), generator=gen)
+        t = torch.where(torch.arange(batch) < batch // 2, noisiest, t).to(device)
         noise = (torch.randn(x0.shape, generator=gen) + 0.05 * torch.randn(batch, 4, 1, 1, generator=gen)).to(device)
         a = ac[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        cond = text(input_ids=ids).last_hidden_state
-        pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        encoded = text(input_ids=ids)
+        pred = unet(noisy, t, encoder_hidden_states=encoded.last_hidden_state).sample
         snr = ac[t] / (1 - ac[t])
-        weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for eps prediction
-        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        # Min-SNR-5 in x0 terms, with a floor: an eps loss weighs the clean image by the SNR, which
+        # nearly vanishes at the noisiest steps, where the layout (place, kind) is decided. The floor
+        # (LAYOUT_WEIGHT_FLOOR) keeps those steps' x0 weight from falling below it.
+        weight = torch.clamp(snr, min=LAYOUT_WEIGHT_FLOOR, max=5.0) / snr
+        loss = (weight * (shape_weights(x0) * (pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        caption_loss = probe.loss(encoded.pooler_output, labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        probe_opt.zero_grad(set_to_none=True)
+        (loss + CAPTION_LOSS_WEIGHT * caption_loss).backward()
+        # Clipped apart, so the probe's early large gradients never shrink the UNet's steps.
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(text.parameters()) + list(probe.parameters()), 1.0)
         opt.step()
+        probe_opt.step()
         step += 1
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -338,14 +415,16 @@ def train_diffusion(workdir: Path, data: dict, steps: int, batch: int, seed: int
                         ema[name][key].mul_(decay).add_(value, alpha=1 - decay)
                     else:
                         ema[name][key].copy_(value)
-        losses.append(loss.item())
+        losses.append((loss.item(), caption_loss.item()))
         if step % 100 == 0 or step == steps:
             minutes = (time.perf_counter() - start) / 60
-            log(f"diffusion step {step}/{steps} loss {np.mean(losses):.4f} lr {lr:.2e} ({minutes:.1f} min this run)")
+            mean_loss, mean_caption = np.mean(losses, axis=0)
+            log(f"diffusion step {step}/{steps} loss {mean_loss:.4f} caption probe {mean_caption:.3f} lr {lr:.2e} "
+                f"({minutes:.1f} min this run)")
             losses = []
         if step % 500 == 0 or step == steps:
             state = {"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
-                     "ema": ema, "step": step}
+                     "probe": probe.state_dict(), "probe_opt": probe_opt.state_dict(), "ema": ema, "step": step}
             torch.save(state, workdir / "diffusion.tmp")
             (workdir / "diffusion.tmp").replace(path)
         if vae is not None and (step % 1000 == 0 or step == steps):
@@ -422,11 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "house")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--stage", choices=("all", "vae", "latents", "diffusion", "export"), default="all")
-    parser.add_argument("--vae-steps", type=int, default=6000)
+    parser.add_argument("--vae-steps", type=int, default=14000)
     parser.add_argument("--images", type=int, default=30_000)
-    parser.add_argument("--steps", type=int, default=5000, help="diffusion training steps")
+    parser.add_argument("--steps", type=int, default=16000, help="diffusion training steps")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=4e-4, help="peak learning rate of the diffusion stage")
+    parser.add_argument("--lr", type=float, default=6e-4, help="peak learning rate of the diffusion stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
