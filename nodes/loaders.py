@@ -25,18 +25,25 @@ def runtime_device(context: Any) -> tuple[Any, Any]:
     """The (device, dtype) models other than a checkpoint's parts load to (e.g. upscale
     models): ``services["device"]``/``["dtype"]`` or the best available; the per-part flags
     (``--bf16-unet``, ``--fp16-text-enc``...) do not apply."""
-    from nodes.sd.device import pick_device, resolve_dtype
+    from nodes.sd.device import resolve_dtype
 
-    device = context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
+    device = _load_device(context)
     return device, resolve_dtype(context.services.get("dtype"), device)
 
 
 def runtime_dtypes(context: Any) -> tuple[Any, dict[str, Any]]:
     """The device models load to and the dtype of each part (see ``nodes.sd.device.model_dtypes``)."""
-    from nodes.sd.device import model_dtypes, pick_device
+    from nodes.sd.device import model_dtypes
 
-    device = context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
+    device = _load_device(context)
     return device, model_dtypes(context.services, device)
+
+
+def _load_device(context: Any) -> Any:
+    """``services["device"]``, or the best available one (the CPU with ``--cpu``)."""
+    from nodes.sd.device import pick_device
+
+    return context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
 
 
 class CheckpointLoaderSimple(Node):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from nodes.models.loader import load_checkpoint
 from tools import house_data, house_measure
@@ -34,14 +36,8 @@ def test_the_house_model_is_a_plain_sd1_checkpoint():
     assert loaded.unet.config.in_channels == 4 and loaded.vae.config.latent_channels == 4
 
 
-def _held_out_sample(count: int) -> list[house_data.Scene]:
-    """``count`` held-out scenes spread over the list (it is sorted by shape, so every kind appears)."""
-    _, held_out = house_data.split_scenes()
-    return held_out[:: len(held_out) // count][:count]
-
-
 def test_held_out_captions_give_the_colours_kind_and_place_asked_for(runner):
-    scenes = _held_out_sample(10)
+    scenes = house_data.held_out_sample(10)
     readings = [house_measure.read_image(runner.generate(s.caption(), seed=2000 + i)) for i, s in enumerate(scenes)]
     wrong = {
         name: [(s.caption(), getattr(r, name)) for s, r in zip(scenes, readings, strict=True)
@@ -74,9 +70,6 @@ def test_the_default_workflow_makes_what_its_prompt_says(runner):
 
 def test_the_inpaint_workflow_paints_what_it_is_asked_inside_the_mask_only(runner):
     """workflows/inpaint_api.json as shipped, on a plain blue picture whose centre is transparent (the mask)."""
-    import numpy as np
-    from PIL import Image
-
     picture = np.zeros((128, 128, 4), dtype=np.uint8)
     picture[..., :3] = house_data.COLORS["blue"]
     picture[..., 3] = 255

@@ -60,3 +60,14 @@ def test_house_architecture_round_trips_through_the_checkpoint_loader(tmp_path):
         for key, value in theirs.state_dict().items():
             if key in ours:
                 assert torch.equal(ours[key], value), key
+
+
+def test_accuracy_counts_each_field_and_the_sample_spans_every_kind():
+    scenes = house_data.held_out_sample(10)
+    assert len(scenes) == 10 and {s.shape for s in scenes} == set(house_data.SHAPES)
+    rng = random.Random(4)
+    readings = [house_measure.read_image(house_data.to_array(house_data.render(s, rng))) for s in scenes]
+    assert house_measure.accuracy(readings, scenes) == dict.fromkeys(house_measure.FIELDS, 1.0)
+    wrong_place = [house_measure.Reading(r.background, r.color, r.shape, None, r.size) for r in readings[:5]]
+    accuracy = house_measure.accuracy(wrong_place + readings[5:], scenes)
+    assert accuracy["place"] == 0.5 and accuracy["color"] == 1.0

@@ -33,7 +33,6 @@ from nodes.model_folders import ModelFolders  # noqa: E402
 from tools import house_data, house_measure  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / "models" / "checkpoints" / "latentgraph-house-v1.safetensors"
-FIELDS = ("color", "background", "shape", "place", "size")
 
 
 def txt2img_document(ckpt_name: str, caption: str, seed: int, steps: int, cfg: float, sampler: str,
@@ -105,8 +104,7 @@ def caption_grid(images: list[np.ndarray], captions: list[str], columns: int = 6
 def evaluate(checkpoint: Path, count: int, seed: int, steps: int, cfg: float, grid: Path | None) -> dict:
     _, held_out = house_data.split_scenes()
     scenes = held_out[:count]
-    hits = dict.fromkeys(FIELDS, 0)
-    images, rows, seconds = [], [], []
+    images, readings, rows, seconds = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         runner = HouseRunner(checkpoint, Path(tmp))
         runner.generate("", seed)  # warm-up: loads the checkpoint once
@@ -115,11 +113,10 @@ def evaluate(checkpoint: Path, count: int, seed: int, steps: int, cfg: float, gr
             pixels = runner.generate(scene.caption(), seed + i, steps=steps, cfg=cfg)
             seconds.append(time.perf_counter() - start)
             reading = house_measure.read_image(pixels)
-            for name in FIELDS:
-                hits[name] += getattr(reading, name) == getattr(scene, name)
+            readings.append(reading)
             images.append(pixels)
             rows.append({"caption": scene.caption(), "read": reading.__dict__})
-    accuracy = {name: hits[name] / len(scenes) for name in FIELDS}
+    accuracy = house_measure.accuracy(readings, scenes)
     if grid is not None:
         grid.parent.mkdir(parents=True, exist_ok=True)
         caption_grid(images[:24], [s.caption() for s in scenes[:24]]).save(grid)

@@ -92,6 +92,13 @@ def split_scenes(seed: int = 0) -> tuple[list[Scene], list[Scene]]:
     return train, [scenes[i] for i in sorted(held)]
 
 
+def held_out_sample(count: int) -> list[Scene]:
+    """``count`` held-out scenes spread over the held-out list, which is sorted by shape, so
+    that every kind appears in a small sample."""
+    _, held_out = split_scenes()
+    return held_out[:: max(1, len(held_out) // count)][:count]
+
+
 def shape_outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
     """Polygon vertices for polygon shapes (square, triangle, star); None for round ones."""
     if shape == "square":

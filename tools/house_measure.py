@@ -34,6 +34,7 @@ UNIT_AREA = {
     "ring": math.pi * (1 - 0.55**2),
 }
 SIZE_THRESHOLD = (house_data.SIZES["small"][1] + house_data.SIZES["large"][0]) / 2  # px radius
+FIELDS = ("color", "background", "shape", "place", "size")  # what a Reading says of a Scene
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,11 @@ def read_image(pixels: np.ndarray) -> Reading:
     kind, radius = _kind(mask, cx, cy)
     size = "small" if radius < SIZE_THRESHOLD else "large"
     return Reading(background, color, kind, place_name(cx, cy, pixels.shape[1]), size)
+
+
+def accuracy(readings: list[Reading], scenes: list[house_data.Scene]) -> dict[str, float]:
+    """Per field of ``FIELDS``: the share of ``readings`` that say what their scene shows."""
+    return {
+        name: sum(getattr(r, name) == getattr(s, name) for r, s in zip(readings, scenes, strict=True)) / len(scenes)
+        for name in FIELDS
+    }

@@ -210,13 +210,7 @@ def read_back_accuracy(images: torch.Tensor, scenes: list) -> dict[str, float]:
     from tools import house_measure
 
     pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    fields = ("color", "background", "shape", "place", "size")
-    hits = dict.fromkeys(fields, 0)
-    for array, scene in zip(pixels, scenes, strict=True):
-        reading = house_measure.read_image(array)
-        for name in fields:
-            hits[name] += getattr(reading, name) == getattr(scene, name)
-    return {name: hits[name] / len(scenes) for name in fields}
+    return house_measure.accuracy([house_measure.read_image(array) for array in pixels], scenes)
 
 
 def reconstruction_accuracy(vae: AutoencoderKL, device: torch.device, count: int = 100) -> dict[str, float]:
@@ -444,8 +438,7 @@ def sample_accuracy(ema: dict, vae: AutoencoderKL, scale: float, seed: int, devi
     unet, text = (m.to(device).eval() for m in build_diffusion_models(seed))
     unet.load_state_dict(ema["unet"])
     text.load_state_dict(ema["text"])
-    _, held_out = house_data.split_scenes()
-    scenes = held_out[:: max(1, len(held_out) // count)][:count]  # sorted by shape: spread the pick
+    scenes = house_data.held_out_sample(count)
     tokens = CaptionTokens()
     ac = alphas_cumprod().to(device)
     times = torch.linspace(TRAIN_STEPS - 1, 0, steps).round().long()
