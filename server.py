@@ -23,6 +23,7 @@ from aiohttp import web
 
 from graph import Executor, Folders, NodeRegistry, is_ui_format, prepare
 from graph.cache import OutputCache
+from graph.host_memory import tune_allocator
 from latentgraph_server import views
 from latentgraph_server.config import ServerConfig, config_from_args
 from latentgraph_server.hub import Connection, Hub, encode_message
@@ -454,6 +455,7 @@ def create_app(config: ServerConfig) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     config = config_from_args(argv)
+    tune_allocator()  # before any thread starts (see graph.host_memory)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if config.cpu:
         # Set before torch is first imported (by the worker), so every node sees no GPU.

@@ -149,20 +149,28 @@ def phase_read(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, "bytes": done, "peak_rss_mb": peak_rss_mb()}
 
 
-def phase_load(args: argparse.Namespace) -> dict[str, Any]:
+def phase_load(args: argparse.Namespace, keep_file_precision: tuple[str, ...] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     import torch
 
-    from nodes.models.loader import load_checkpoint
+    from nodes.models.loader import PARTS, load_checkpoint
 
     imports = time.perf_counter() - started
     base = rss_mb()
     started = time.perf_counter()
-    loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
+    loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32,
+                             keep_file_precision=PARTS if keep_file_precision is None else keep_file_precision)
     seconds = time.perf_counter() - started
-    params = sum(p.numel() for m in (loaded.unet, loaded.vae, *loaded.text_encoders) for p in m.parameters())
+    modules = (loaded.unet, loaded.vae, *loaded.text_encoders)
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
     return {"seconds": seconds, "imports_seconds": imports, "params": params, "rss_after_imports_mb": base,
-            "peak_rss_mb": peak_rss_mb()}
+            "weights_mb": weight_bytes / 2**20, "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_load_converting(args: argparse.Namespace) -> dict[str, Any]:
+    """The load with ``--convert-weights-at-load``: every weight converted to fp32."""
+    return phase_load(args, keep_file_precision=())
 
 
 def diffusers_loop(unet: Any, vae: Any, latent_scale: float, context: Any, scheduler_config: dict[str, Any],
@@ -198,7 +206,10 @@ def _workflow(ckpt_name: str, size: int, steps: int, seed: int) -> dict[str, Any
     return document
 
 
-def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
+def phase_ours(args: argparse.Namespace, convert_weights: bool = False) -> dict[str, Any]:
+    from graph.host_memory import tune_allocator
+
+    tune_allocator()  # as the CLI and the server do at start-up
     import torch
 
     import nodes
@@ -209,6 +220,8 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     services = dict(runtime["services"], models=ModelFolders(work), device=torch.device("cpu"),
                     dtype=torch.float32)
+    if convert_weights:
+        services["keep_file_precision"] = ()  # --convert-weights-at-load
     folders = Folders.under(work / "run")
     services["folders"] = folders
     registry = build_registry("nodes", None, disable_plugins=True)
@@ -238,18 +251,26 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
     resettable = reset_peak_rss()
     reruns = [run(SEED + 1)]
     rerun_peak = peak_rss_mb() if resettable else None
-    # Pairs: our re-run, then the floor on the very same modules and text embeddings, alternating,
-    # so that both see the same machine load.
-    model, _, vae = _cached(executor, registry, services, args, "4")
+    # Pairs: our re-run, then the floor in this same process (so the same allocator settings and
+    # machine load), alternating. The floor gets the checkpoint's weights converted to fp32, as a
+    # bare diffusers program holds them, and our own text embeddings.
+    from nodes.models.loader import load_checkpoint
+
+    floor = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32, keep_file_precision=())
     cond, uncond = _cached(executor, registry, services, args, "6")[0][0][0], \
         _cached(executor, registry, services, args, "7")[0][0][0]
     paired_floor = []
     for i in range(args.repeat):
-        paired_floor.append(diffusers_loop(model.unet, vae.vae, model.latent_scale, torch.cat([uncond, cond]),
+        paired_floor.append(diffusers_loop(floor.unet, floor.vae, floor.vae_scale_factor, torch.cat([uncond, cond]),
                                            dict(SCHEDULER), args.size, args.steps, SEED + 1 + i))
         reruns.append(run(SEED + 2 + i))
     return {"first": first, "reruns": reruns, "rerun_peak_rss_mb": rerun_peak, "paired_floor": paired_floor,
             "rss_after_imports_mb": base}
+
+
+def phase_ours_converting(args: argparse.Namespace) -> dict[str, Any]:
+    """Our workflow with ``--convert-weights-at-load``."""
+    return phase_ours(args, convert_weights=True)
 
 
 def _cached(executor: Any, registry: Any, services: dict[str, Any], args: argparse.Namespace, node_id: str) -> Any:
@@ -264,13 +285,14 @@ def _cached(executor: Any, registry: Any, services: dict[str, Any], args: argpar
 
 
 def phase_diffusers(args: argparse.Namespace) -> dict[str, Any]:
-    """The floor: a bare diffusers loop on the same weights (loaded with our loader, untimed)."""
+    """The floor: a bare diffusers loop on the same weights (loaded with our loader, untimed, every
+    weight converted to fp32 as diffusers' own loading does), with glibc's default allocator."""
     import torch
 
     from nodes.models.loader import load_checkpoint
     from nodes.models.tokenizers import bundled_clip_tokenizer
 
-    loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
+    loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32, keep_file_precision=())
     tokenizer = bundled_clip_tokenizer("hf")
     reset_peak_rss()
     with torch.inference_mode():
@@ -281,7 +303,8 @@ def phase_diffusers(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "unet_calls": args.steps, "peak_rss_mb": peak_rss_mb()}
 
 
-PHASES = {"read": phase_read, "load": phase_load, "ours": phase_ours, "diffusers": phase_diffusers}
+PHASES = {"read": phase_read, "load": phase_load, "load_converting": phase_load_converting, "ours": phase_ours,
+          "ours_converting": phase_ours_converting, "diffusers": phase_diffusers}
 
 
 def run_phase(name: str, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -298,18 +321,30 @@ def run_phase(name: str, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]
 
 # -- report ------------------------------------------------------------------------------
 
-def report(name: str, path: Path, r: dict[str, dict[str, Any]]) -> str:
+def _ours_rows(label: str, ours: dict[str, Any], floor_total: float) -> list[str]:
     med = statistics.median
-    read, load, ours, floor = r["read"], r["load"], r["ours"], r["diffusers"]
     first, reruns, paired = ours["first"], ours["reruns"], ours["paired_floor"]
     rerun = med(x["seconds"] for x in reruns)
     sampler = med(x["per_node"].get("3", float("nan")) for x in reruns)
-    pair_ratio = med(ours_run["seconds"] / floor_run["seconds"] for ours_run, floor_run in zip(reruns[1:], paired, strict=True))
-    loop_ratio = med(ours_run["per_node"]["3"] / floor_run["loop_seconds"]
-                     for ours_run, floor_run in zip(reruns[1:], paired, strict=True))
+    pair_ratio = med(o["seconds"] / f["seconds"] for o, f in zip(reruns[1:], paired, strict=True))
+    loop_ratio = med(o["per_node"]["3"] / f["loop_seconds"] for o, f in zip(reruns[1:], paired, strict=True))
+    paired_total = med(x["seconds"] for x in paired)
+    return [
+        f"| {label}: first run (imports, load, encode, sample, decode, save) | {first['seconds']:.2f} | "
+        f"{first['peak_rss_mb']:.0f} | |",
+        f"| {label}: seed-only re-run (median of {len(reruns)}) | {rerun:.2f} | "
+        f"{ours['rerun_peak_rss_mb'] or float('nan'):.0f} | **{rerun / floor_total:.3f}x bare diffusers**; "
+        f"{pair_ratio:.3f}x the in-process floor |",
+        f"| {label}: - of which KSampler | {sampler:.2f} | | {loop_ratio:.3f}x the in-process floor's loop |",
+        f"| {label}: in-process floor, paired with the re-runs (median of {len(paired)}) | {paired_total:.2f} | | |",
+    ]
+
+
+def report(name: str, path: Path, r: dict[str, dict[str, Any]]) -> str:
+    med = statistics.median
+    read, load, load_wide, floor = r["read"], r["load"], r["load_converting"], r["diffusers"]
     floor_total = med(x["seconds"] for x in floor["runs"])
     floor_loop = med(x["loop_seconds"] for x in floor["runs"])
-    paired_total = med(x["seconds"] for x in paired)
     lines = [
         f"### {name}: `{path.name}` ({path.stat().st_size / 2**20:.0f} MiB on disk, "
         f"{load['params'] / 1e6:.0f}M parameters)",
@@ -317,25 +352,25 @@ def report(name: str, path: Path, r: dict[str, dict[str, Any]]) -> str:
         "| phase | seconds | peak RSS MiB | ratio |",
         "|---|---|---|---|",
         f"| read the file's bytes (page cache warm) | {read['seconds']:.2f} | {read['peak_rss_mb']:.0f} | |",
-        f"| our checkpoint load (to fp32) | {load['seconds']:.2f} | {load['peak_rss_mb']:.0f} | "
-        f"{load['seconds'] / read['seconds']:.2f}x read |",
+        f"| our checkpoint load (default: matrices keep the file's dtype, {load['weights_mb']:.0f} MiB of weights) | "
+        f"{load['seconds']:.2f} | {load['peak_rss_mb']:.0f} | **{load['seconds'] / read['seconds']:.2f}x read** |",
+        f"| our checkpoint load, `--convert-weights-at-load` (all fp32, {load_wide['weights_mb']:.0f} MiB) | "
+        f"{load_wide['seconds']:.2f} | {load_wide['peak_rss_mb']:.0f} | {load_wide['seconds'] / read['seconds']:.2f}x read |",
         f"| (imports before the load: torch, diffusers, transformers) | {load['imports_seconds']:.2f} | "
         f"{load['rss_after_imports_mb']:.0f} (after) | |",
-        f"| our first run (imports, load, encode, sample, decode, save) | {first['seconds']:.2f} | "
-        f"{first['peak_rss_mb']:.0f} | |",
-        f"| our seed-only re-run (median of {len(reruns)}) | {rerun:.2f} | "
-        f"{ours['rerun_peak_rss_mb'] or float('nan'):.0f} | {pair_ratio:.3f}x paired diffusers |",
-        f"| - of which KSampler | {sampler:.2f} | | {loop_ratio:.3f}x paired diffusers loop |",
-        f"| diffusers loop + decode, paired with our re-runs (median of {len(paired)}) | {paired_total:.2f} | | |",
-        f"| diffusers loop + decode, own process (median of {len(floor['runs'])}) | {floor_total:.2f} | "
-        f"{floor['peak_rss_mb']:.0f} | {rerun / floor_total:.3f}x (ours / this) |",
+        *_ours_rows("ours", r["ours"], floor_total),
+        *_ours_rows("ours, `--convert-weights-at-load`", r["ours_converting"], floor_total),
+        f"| bare diffusers: loop + decode, own process, default allocator (median of {len(floor['runs'])}) | "
+        f"{floor_total:.2f} | {floor['peak_rss_mb']:.0f} | |",
         f"| - of which the loop ({floor['unet_calls']} UNet calls, CFG batch 2) | {floor_loop:.2f} | | |",
         "",
-        f"First run per node (s): {json.dumps(first['per_node'])}. Re-runs executed {reruns[0]['executed']}: "
-        f"{[round(x['seconds'], 2) for x in reruns]} s; paired diffusers "
-        f"{[round(x['seconds'], 2) for x in paired]} s; own-process diffusers "
-        f"{[round(x['seconds'], 2) for x in floor['runs']]} s.",
     ]
+    for label, key in (("ours", "ours"), ("ours, converting", "ours_converting")):
+        first, reruns, paired = r[key]["first"], r[key]["reruns"], r[key]["paired_floor"]
+        lines.append(f"{label}: first run per node (s) {json.dumps(first['per_node'])}; re-runs executed "
+                     f"{reruns[0]['executed']}: {[round(x['seconds'], 2) for x in reruns]} s; in-process floor "
+                     f"{[round(x['seconds'], 2) for x in paired]} s.")
+    lines.append(f"Bare diffusers runs: {[round(x['seconds'], 2) for x in floor['runs']]} s.")
     return "\n".join(lines)
 
 
@@ -362,7 +397,7 @@ def main() -> None:
     for name, path in paths.items():
         warm_page_cache(path)
         results = {}
-        for phase in ("read", "load", "ours", "diffusers"):
+        for phase in ("read", "load", "load_converting", "ours", "ours_converting", "diffusers"):
             print(f"[{name}] {phase} ...", flush=True)
             results[phase] = run_phase(phase, path, args)
         print(report(name, path, results), flush=True)

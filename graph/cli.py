@@ -18,6 +18,7 @@ from graph import build_registry, is_ui_format, parse_workflow, prepare, ui_to_a
 from graph.cache import DEFAULT_BUDGET_BYTES, OutputCache
 from graph.context import Folders
 from graph.executor import ExecutionResult, Executor
+from graph.host_memory import tune_allocator
 from graph.registry import NodeRegistry
 from graph.runtime_flags import add_runtime_flags, runtime_services
 from graph.validate import ValidationResult
@@ -29,6 +30,7 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_allocator()
     registry = build_registry(args.nodes_package, args.custom_nodes, disable_plugins=args.disable_all_custom_nodes)
     for failure in registry.plugin_failures:
         print(f"warning: plugin {failure.name} failed to load and was skipped:\n{failure.traceback}", file=sys.stderr)

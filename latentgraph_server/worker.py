@@ -23,6 +23,7 @@ from typing import Any
 
 from graph import Executor, NodeRegistry, prepare
 from graph.cache import OutputCache
+from graph.host_memory import return_free_memory
 from latentgraph_server.queue_store import QueueItem, QueueStore
 
 log = logging.getLogger("latentgraph.worker")
@@ -142,6 +143,7 @@ class PromptWorker:
         if unload_models and device_models is not None:
             device_models.forget()
         gc.collect()
+        return_free_memory()
         empty_cache = self.services.get("empty_cache")
         if callable(empty_cache):
             try:

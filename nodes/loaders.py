@@ -39,6 +39,14 @@ def runtime_dtypes(context: Any) -> tuple[Any, dict[str, Any]]:
     return device, model_dtypes(context.services, device)
 
 
+def keep_file_precision(context: Any) -> tuple[str, ...]:
+    """The checkpoint parts (``"unet"``, ``"vae"``, ``"text"``) whose weight matrices stay in
+    the file's dtype when it is narrower than the compute dtype, cast layer by layer as they
+    run (``nodes.models.cast_weights``): ``services["keep_file_precision"]``, default all."""
+    value = context.services.get("keep_file_precision")
+    return ("unet", "vae", "text") if value is None else tuple(value)
+
+
 def _load_device(context: Any) -> Any:
     """``services["device"]``, or the best available one (the CPU with ``--cpu``)."""
     from nodes.sd.device import pick_device
@@ -60,26 +68,24 @@ class CheckpointLoaderSimple(Node):
     def execute(self, ckpt_name: str) -> tuple:
         from nodes.models.loader import load_checkpoint
         from nodes.sampling import DiscreteSchedule, scaled_linear_betas
-        from nodes.sd.device import load_dtype
         from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle
 
         device, dtypes = runtime_dtypes(self.context)
         path = models_of(self.context.services).resolve("checkpoints", ckpt_name)
-        loaded = load_checkpoint(path, device=device, dtype=load_dtype(dtypes))
-        for encoder in loaded.text_encoders:
-            encoder.to(dtypes["text"])
+        loaded = load_checkpoint(path, device=device, part_dtypes=dtypes,
+                                 keep_file_precision=keep_file_precision(self.context))
         config = loaded.scheduler_config
         schedule = DiscreteSchedule.from_betas(scaled_linear_betas(
             config.get("num_train_timesteps", 1000), config.get("beta_start", 0.00085), config.get("beta_end", 0.012)))
         model = ModelHandle(
-            unet=loaded.unet.to(dtypes["unet"]), family=loaded.family,
+            unet=loaded.unet, family=loaded.family,
             prediction="v" if loaded.prediction_type == "v_prediction" else "eps",
             schedule=schedule, latent_scale=loaded.vae_scale_factor, in_channels=loaded.in_channels,
             device=loaded.device, dtype=dtypes["unet"], source=path,
         )
         clip = ClipHandle(encoders=loaded.text_encoders, tokenizers=loaded.tokenizers,
                           layouts=loaded.text_encoder_layouts, family=loaded.family, device=loaded.device)
-        vae = VaeHandle(vae=loaded.vae.to(dtypes["vae"]), family=loaded.family, device=loaded.device,
+        vae = VaeHandle(vae=loaded.vae, family=loaded.family, device=loaded.device,
                         dtype=dtypes["vae"]) if loaded.vae is not None else None
         return (model, clip, vae)
 
@@ -101,7 +107,8 @@ class VAELoader(Node):
 
         device, dtypes = runtime_dtypes(self.context)
         dtype = dtypes["vae"]
-        vae = load_vae(models_of(self.context.services).resolve("vae", vae_name), device=device, dtype=dtype)
+        vae = load_vae(models_of(self.context.services).resolve("vae", vae_name), device=device, dtype=dtype,
+                       keep_file_precision="vae" in keep_file_precision(self.context))
         family = "sdxl" if abs(float(vae.config.get("scaling_factor", 0.18215)) - 0.13025) < 1e-6 else "sd1"
         return (VaeHandle(vae=vae, family=family, device=device, dtype=dtype),)
 

@@ -13,7 +13,7 @@ from graph import Executor, NodeRegistry, OutputCache, prepare
 from graph.cli import _parser as cli_parser
 from graph.runtime_flags import runtime_services
 from latentgraph_server.config import config_from_args
-from nodes.sd.device import load_dtype, model_dtypes, resolve_dtype
+from nodes.sd.device import model_dtypes, resolve_dtype
 from nodes.sd.memory import DeviceModels, choose_offload, on_device
 from tests.engine_nodes import TEST_NODES
 from tests.memory_nodes import FakeModel, FakeModelLoader, ModelName
@@ -196,8 +196,6 @@ def test_dtype_settings():
     assert set(model_dtypes({}, cuda).values()) == {torch.float16}
     mixed = model_dtypes({"dtype": "fp16", "unet_dtype": "bf16", "vae_dtype": "fp32"}, cpu)
     assert mixed == {"unet": torch.bfloat16, "vae": torch.float32, "text": torch.float16}
-    assert load_dtype(mixed) == torch.float32
-    assert load_dtype(model_dtypes({"dtype": "bf16"}, cuda)) == torch.bfloat16
     assert resolve_dtype(torch.float16, cpu) == torch.float16
     with pytest.raises(ValueError, match="fp8"):
         resolve_dtype("fp8", cpu)

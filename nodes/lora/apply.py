@@ -23,6 +23,7 @@ import torch
 from nodes.lora.keys import LoraGroup, parse_lora
 from nodes.lora.patch import LoraDelta, patched_view
 from nodes.lora.targets import encoder_aliases, unet_aliases
+from nodes.models import cast_weights
 from nodes.sd.handles import ClipHandle, ModelHandle
 
 log = logging.getLogger("latentgraph.lora")
@@ -146,9 +147,14 @@ def match_lora(state: Mapping[str, torch.Tensor], name: str, unet: torch.nn.Modu
     return match
 
 
-def _deltas(groups: Mapping[str, LoraGroup], strength: float, like: torch.Tensor) -> dict[str, LoraDelta]:
+def _deltas(groups: Mapping[str, LoraGroup], strength: float, module: torch.nn.Module) -> dict[str, LoraDelta]:
+    """The groups' tensors placed where ``module`` runs, in the dtype it computes in (not the
+    narrower one its weights may be stored in: ``cast_weights``)."""
+    device = next(p for p in module.parameters() if p.is_floating_point()).device
+    dtype = cast_weights.compute_dtype(module)
+
     def place(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.to(device=like.device, dtype=like.dtype)
+        return None if t is None else t.to(device=device, dtype=dtype)
 
     return {name: LoraDelta(place(g.down), place(g.up), strength * g.scale, place(g.mid))
             for name, g in groups.items()}
@@ -162,10 +168,6 @@ def _merge(applied: tuple[AppliedLora, ...]) -> dict[str, list[LoraDelta]]:
     return by_layer
 
 
-def _first_tensor(module: torch.nn.Module) -> torch.Tensor:
-    return next(p for p in module.parameters() if p.is_floating_point())
-
-
 def apply_to_model(model: ModelHandle, match: LoraMatch, strength: float) -> ModelHandle:
     """``model`` with the matched UNet layers of a LoRA added at ``strength``.
 
@@ -174,7 +176,7 @@ def apply_to_model(model: ModelHandle, match: LoraMatch, strength: float) -> Mod
     if strength == 0 or not match.unet:
         return model
     base = model.original_unet
-    lora = AppliedLora(match.name, strength, _deltas(match.unet, strength, _first_tensor(base)))
+    lora = AppliedLora(match.name, strength, _deltas(match.unet, strength, base))
     patches = (*model.patches, lora)
     return replace(model, unet=patched_view(base, _merge(patches)), patches=patches, base_unet=base)
 
@@ -190,7 +192,7 @@ def apply_to_clip(clip: ClipHandle, match: LoraMatch, strength: float) -> ClipHa
     bases = clip.original_encoders
     previous = clip.patches or tuple(() for _ in bases)
     patches = tuple(
-        (*old, AppliedLora(match.name, strength, _deltas(groups, strength, _first_tensor(enc))))
+        (*old, AppliedLora(match.name, strength, _deltas(groups, strength, enc)))
         if groups else old
         for enc, groups, old in zip(bases, match.encoders, previous, strict=True))
     encoders = tuple(patched_view(enc, _merge(p)) if p else enc for enc, p in zip(bases, patches, strict=True))

@@ -14,6 +14,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from nodes.models import cast_weights
 from nodes.models.errors import ModelLoadError
 
 TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
@@ -57,12 +58,14 @@ def _materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
 
 
 def fill(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], device: torch.device | str
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], device: torch.device | str, dtype: torch.dtype
 ) -> torch.nn.Module:
     """Assign ``state`` into a meta-built ``model`` (all keys required), ready for inference.
 
-    Returns the model in eval mode with gradients off. Raises ``ModelLoadError`` listing
-    missing or unexpected keys, or shape mismatches.
+    ``dtype`` is the dtype the model computes in: weights ``state`` holds in a narrower
+    dtype stay so and are cast per layer (``cast_weights.install``); any other floating
+    tensor not in ``dtype`` is converted. Returns the model in eval mode with gradients off.
+    Raises ``ModelLoadError`` listing missing or unexpected keys, or shape mismatches.
     """
     try:
         result = model.load_state_dict(dict(state), strict=False, assign=True)
@@ -76,4 +79,5 @@ def fill(
     if problems:
         raise ModelLoadError(f"{type(model).__name__}: " + "; ".join(problems))
     _materialize_buffers(model, torch.device(device))
+    cast_weights.install(model, dtype)
     return model.eval().requires_grad_(False)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nodes.models import build
+from nodes.models import build, cast_weights
 from nodes.models.bundle import LoadedCheckpoint
 from nodes.models.detect import normalize_prediction_type
 from nodes.models.errors import ModelLoadError, UnknownCheckpointError
@@ -54,8 +54,10 @@ def _fill_part(
     part: Path,
     device: torch.device | str,
     dtype: torch.dtype,
+    keep_narrow: bool,
     candidates: Callable[[str], list[str]],
 ) -> torch.nn.Module:
+    narrow = cast_weights.keep_narrow_keys(model) if keep_narrow else set()
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_state(f, device, dtype)) for f in weight_files(part)]
         owner = {k: s for s in sources for k in s.shapes}
@@ -64,8 +66,8 @@ def _fill_part(
             found = next((c for c in candidates(key) if c in owner), None)
             if found is None:
                 raise ModelLoadError(f"{part}: weights lack {key!r}")
-            state[key] = owner[found].read(found)
-        return build.fill(model, state, device)
+            state[key] = owner[found].read(found, dtype, keep_narrow=key in narrow)
+        return build.fill(model, state, device, dtype)
 
 
 def _same_key(key: str) -> list[str]:
@@ -93,10 +95,13 @@ def load_diffusers_folder(
     root: str | Path,
     *,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtypes: Mapping[str, torch.dtype],
+    narrow: Mapping[str, bool],
     prediction_type: str | None = None,
 ) -> LoadedCheckpoint:
-    """Load a diffusers folder; arguments and result as ``loader.load_checkpoint``."""
+    """Load a diffusers folder; result as ``loader.load_checkpoint``. ``dtypes``/``narrow``:
+    each part's (``"unet"``, ``"vae"``, ``"text"``) compute dtype and whether its weight
+    matrices may keep the files' narrower dtype."""
     root = Path(root)
     for needed in ("unet", "text_encoder"):
         if not (root / needed / "config.json").is_file():
@@ -121,15 +126,16 @@ def load_diffusers_folder(
     )
     scheduler["prediction_type"] = pred
 
-    unet = _fill_part(build.empty_unet(unet_cfg), root / "unet", device, dtype, _same_key)
+    unet = _fill_part(build.empty_unet(unet_cfg), root / "unet", device, dtypes["unet"], narrow["unet"],
+                      _same_key)
     vae = None
     vae_scale = VAE_SCALE_FACTORS[family]
     if (root / "vae" / "config.json").is_file():
         vae_cfg = _read_json(root / "vae" / "config.json")
-        vae = _fill_part(build.empty_vae(vae_cfg), root / "vae", device, dtype, _same_key)
+        vae = _fill_part(build.empty_vae(vae_cfg), root / "vae", device, dtypes["vae"], narrow["vae"], _same_key)
         vae_scale = float(vae_cfg.get("scaling_factor", vae_scale))
     encoders = tuple(
-        _fill_part(build.empty_text_encoder(cfg), root / d, device, dtype, _clip_keys)
+        _fill_part(build.empty_text_encoder(cfg), root / d, device, dtypes["text"], narrow["text"], _clip_keys)
         for d, cfg in zip(enc_dirs, enc_cfgs, strict=True)
     )
     tok_dirs = ("tokenizer", "tokenizer_2")
@@ -147,7 +153,7 @@ def load_diffusers_folder(
         scheduler_config=scheduler,
         vae_scale_factor=vae_scale,
         in_channels=int(unet_cfg.get("in_channels", 4)),
-        dtype=dtype,
+        dtype=dtypes["unet"],
         device=torch.device(device),
         source=root,
     )

@@ -1,10 +1,11 @@
 """Open a weights file as a key -> tensor reader, refusing unsafe formats.
 
-``.safetensors`` files are memory-mapped (``safe_open``): only requested tensors are read,
-each placed straight on the target device. Tensors already in the target dtype stay
-zero-copy views of the (copy-on-write) mapping; tensors needing a dtype conversion on the
-CPU are read with a plain file read instead (``safetensors_direct``), so that the file's
-pages do not stay resident next to the converted copy. ``.ckpt``/``.pt``/``.pth`` pickles
+``.safetensors`` files: only requested tensors are read, each placed straight on the
+target device. For the CPU every tensor is read with a plain file read into memory of its
+own (``safetensors_direct``), converted on the way when its dtype changes: no page of the
+file stays mapped, so the process holds one copy of each weight, and a checkpoint file
+rewritten in place while loaded cannot pull pages from under the model. For CUDA,
+``safe_open`` maps the file and places tensors on the GPU directly. ``.ckpt``/``.pt``/``.pth`` pickles
 are read only through ``torch.load(weights_only=True)``, which refuses arbitrary objects.
 Anything else is refused.
 """
@@ -44,17 +45,29 @@ class StateSource:
     _reader: ConvertingReader | None = field(repr=False, default=None)
     _index: dict[str, TensorEntry] = field(repr=False, default_factory=dict)
 
-    def read(self, key: str) -> torch.Tensor:
-        """The tensor stored under ``key`` on ``device`` (floats in ``dtype``); KeyError if absent."""
+    def read(self, key: str, dtype: torch.dtype | None = None, keep_narrow: bool = False) -> torch.Tensor:
+        """The tensor stored under ``key`` on ``device``; KeyError if absent.
+
+        Floating tensors come in ``dtype`` (default: the source's ``dtype``), except with
+        ``keep_narrow`` when the stored dtype has fewer bits: then they keep it (see
+        ``cast_weights``). Integer tensors keep their dtype.
+        """
         if key not in self.shapes:
             raise KeyError(key)
+        wanted = dtype or self.dtype
         entry = self._index.get(key)
-        if entry is not None and entry.dtype.is_floating_point and entry.dtype != self.dtype:
-            return self._reader.read(entry, self.dtype)
+        if entry is not None:  # a safetensors file read to the CPU: plain reads, no memory map
+            return self._reader.read(entry, _target_dtype(entry.dtype, wanted, keep_narrow))
         tensor = self._tensors[key] if self._tensors is not None else self._handle.get_tensor(key)
-        if tensor.is_floating_point():
-            return tensor.to(device=self.device, dtype=self.dtype)
-        return tensor.to(device=self.device)
+        return tensor.to(device=self.device, dtype=_target_dtype(tensor.dtype, wanted, keep_narrow))
+
+
+def _target_dtype(stored: torch.dtype, wanted: torch.dtype, keep_narrow: bool) -> torch.dtype:
+    if not stored.is_floating_point:
+        return stored
+    if keep_narrow and torch.finfo(stored).bits < torch.finfo(wanted).bits:
+        return stored
+    return wanted
 
 
 def _torch_load_safely(path: Path) -> dict[str, torch.Tensor]:

@@ -52,9 +52,3 @@ def model_dtypes(services: Mapping[str, Any], device: torch.device) -> dict[str,
 
     return {"unet": part("unet_dtype"), "vae": part("vae_dtype"), "text": part("text_enc_dtype")}
 
-
-def load_dtype(dtypes: Mapping[str, torch.dtype]) -> torch.dtype:
-    """The dtype to read a checkpoint in so that every part can be cast to its own without
-    losing precision: the common dtype, or fp32 when the parts differ."""
-    distinct = set(dtypes.values())
-    return distinct.pop() if len(distinct) == 1 else torch.float32
