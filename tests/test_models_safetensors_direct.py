@@ -58,3 +58,20 @@ def test_converting_reader_equals_read_then_convert(tmp_path):
         for name in ("small", "big", "after_big", "empty", "scalar", "small"):  # the buffer grows, then is reused
             got = reader.read(index[name], torch.float32)
             assert got.dtype == torch.float32 and torch.equal(got, tensors[name].float()), name
+
+
+def test_keep_narrow_keeps_only_a_narrower_stored_dtype(tmp_path):
+    """``keep_narrow``: an fp16 tensor wanted in fp32 stays fp16 (a view of the file's mapping,
+    see ``cast_weights``); a wider stored dtype is still converted down; integers never change."""
+    path = tmp_path / "t.safetensors"
+    w = torch.randn(4, 4)
+    save_file({"w": w, "h": w.half(), "b": w.bfloat16(), "ids": torch.arange(3)}, str(path))
+    with open_state(path, dtype=torch.float32) as src:
+        assert src.read("h", keep_narrow=True).dtype == torch.float16
+        assert torch.equal(src.read("h", keep_narrow=True), w.half())
+        assert src.read("b", keep_narrow=True).dtype == torch.bfloat16
+        assert src.read("h", torch.float16, keep_narrow=True).dtype == torch.float16
+        assert src.read("w", torch.float16, keep_narrow=True).dtype == torch.float16
+        assert src.read("h", torch.bfloat16, keep_narrow=True).dtype == torch.bfloat16  # same width: converted
+        assert src.read("ids", keep_narrow=True).dtype == torch.int64
+        assert src.read("h").dtype == torch.float32

@@ -68,9 +68,9 @@ def read_tensor(fh: BinaryIO, entry: TensorEntry) -> torch.Tensor:
 
 
 class ConvertingReader:
-    """Reads tensors of one open file into fresh CPU tensors, converting dtypes through one reused buffer.
+    """Reads tensors of one open file converted to another dtype, through one reused buffer.
 
-    A tensor wanted in its stored dtype is read straight into its new tensor. Otherwise its bytes are read into a scratch buffer (kept, grown to the largest tensor
+    Each tensor's bytes are read into a scratch buffer (kept, grown to the largest tensor
     so far, never zero-filled) and converted in one pass into a fresh uninitialised tensor
     of the target dtype: one read and one conversion per tensor, and no per-tensor
     temporary allocation whose pages the kernel must fault in and release again.
@@ -81,19 +81,10 @@ class ConvertingReader:
         self._scratch = torch.empty(0, dtype=torch.uint8)
 
     def read(self, entry: TensorEntry, dtype: torch.dtype) -> torch.Tensor:
-        """The tensor at ``entry`` as a new CPU tensor of ``dtype``.
-
-        In its stored dtype the bytes are read straight into the new tensor; otherwise
-        through the scratch buffer and one conversion pass.
-        """
+        """The tensor at ``entry`` as a new CPU tensor of ``dtype``."""
         out = torch.empty(entry.shape, dtype=dtype)
         size = entry.end - entry.begin
         if size == 0:
-            return out
-        if dtype == entry.dtype:
-            self._fh.seek(entry.begin)
-            if self._fh.readinto(out.view(-1).view(torch.uint8).numpy()) != size:
-                raise OSError("safetensors file is truncated")
             return out
         if self._scratch.numel() < size:
             self._scratch = torch.empty(size, dtype=torch.uint8)

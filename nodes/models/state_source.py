@@ -1,11 +1,17 @@
 """Open a weights file as a key -> tensor reader, refusing unsafe formats.
 
-``.safetensors`` files: only requested tensors are read, each placed straight on the
-target device. For the CPU every tensor is read with a plain file read into memory of its
-own (``safetensors_direct``), converted on the way when its dtype changes: no page of the
-file stays mapped, so the process holds one copy of each weight, and a checkpoint file
-rewritten in place while loaded cannot pull pages from under the model. For CUDA,
-``safe_open`` maps the file and places tensors on the GPU directly. ``.ckpt``/``.pt``/``.pth`` pickles
+``.safetensors`` files are memory-mapped (``safe_open``): only requested tensors are read,
+each placed straight on the target device. On the CPU, a tensor kept in its stored dtype
+(every weight matrix of an fp16 file computing in fp32, see ``cast_weights``, or every
+tensor of an fp32 file) is a zero-copy view of the (copy-on-write) mapping: the load reads
+nothing, pages come in from the page cache as the model first runs, the process shares
+them with the page cache instead of holding a second copy, and under memory pressure the
+kernel can drop them and read them again. (The price: a checkpoint rewritten *in place*
+while loaded changes, or on truncation faults, under the model; tools that write a new
+file and rename it are safe.) A tensor whose dtype changes on the CPU is read with a plain
+file read instead (``safetensors_direct``), so that the file's pages do not stay resident
+next to the converted copy.
+``.ckpt``/``.pt``/``.pth`` pickles
 are read only through ``torch.load(weights_only=True)``, which refuses arbitrary objects.
 Anything else is refused.
 """
@@ -56,7 +62,7 @@ class StateSource:
             raise KeyError(key)
         wanted = dtype or self.dtype
         entry = self._index.get(key)
-        if entry is not None:  # a safetensors file read to the CPU: plain reads, no memory map
+        if entry is not None and _target_dtype(entry.dtype, wanted, keep_narrow) != entry.dtype:
             return self._reader.read(entry, _target_dtype(entry.dtype, wanted, keep_narrow))
         tensor = self._tensors[key] if self._tensors is not None else self._handle.get_tensor(key)
         return tensor.to(device=self.device, dtype=_target_dtype(tensor.dtype, wanted, keep_narrow))
