@@ -162,6 +162,16 @@ def test_widget_to_input_and_back_with_undo(editor):
     editor.page.click("#redo-button")
     editor.page.wait_for_function(f"!app.graph.getNodeById({latent}).inputs.find(s => s.name === 'width').widget")
 
+    # Right after an undo or redo (no animation frame in between), the canvas hit-tests the
+    # restored nodes, not the replaced ones: a click there must reach the node as it is now.
+    assert editor.js("""() => {
+        const fresh = () => app.canvas.visible_nodes.length > 0
+            && app.canvas.visible_nodes.every((n) => app.graph._nodes.includes(n));
+        app.undo.undo();
+        const afterUndo = fresh();
+        app.undo.redo();
+        return afterUndo && fresh();
+    }""") is True
     editor.page.mouse.click(*editor.title_point(latent), button="right")
     editor.page.locator(".litecontextmenu .litemenu-entry", has_text="Convert width to widget").click()
     assert editor.js(f"app.graph.getNodeById({latent}).widgets.find(w => w.name === 'width').hidden") is False

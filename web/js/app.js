@@ -109,7 +109,10 @@ export class App {
   #configure(workflow) {
     this.graph.configure(structuredClone(workflow));
     const missing = this.graph._nodes.filter((n) => n.has_errors && !n.constructor.nodeDef).map((n) => n.type);
-    this.canvas.setDirty(true, true);
+    // Draw now, not at the next frame: litegraph finds the node under the mouse among the
+    // nodes of its last drawing, which until then are the replaced ones (a right-click right
+    // after an undo would open the menu of the node as it was before).
+    this.canvas.draw(true, true);
     return missing;
   }
 
