@@ -43,8 +43,10 @@ def keep_file_precision(context: Any) -> tuple[str, ...]:
     """The checkpoint parts (``"unet"``, ``"vae"``, ``"text"``) whose weight matrices stay in
     the file's dtype when it is narrower than the compute dtype, cast layer by layer as they
     run (``nodes.models.cast_weights``): ``services["keep_file_precision"]``, default all."""
+    from nodes.models.loader import PARTS
+
     value = context.services.get("keep_file_precision")
-    return ("unet", "vae", "text") if value is None else tuple(value)
+    return PARTS if value is None else tuple(value)
 
 
 def _load_device(context: Any) -> Any:

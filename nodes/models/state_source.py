@@ -10,10 +10,8 @@ kernel can drop them and read them again. (The price: a checkpoint rewritten *in
 while loaded changes, or on truncation faults, under the model; tools that write a new
 file and rename it are safe.) A tensor whose dtype changes on the CPU is read with a plain
 file read instead (``safetensors_direct``), so that the file's pages do not stay resident
-next to the converted copy.
-``.ckpt``/``.pt``/``.pth`` pickles
-are read only through ``torch.load(weights_only=True)``, which refuses arbitrary objects.
-Anything else is refused.
+next to the converted copy. ``.ckpt``/``.pt``/``.pth`` pickles are read only through
+``torch.load(weights_only=True)``, which refuses arbitrary objects. Anything else is refused.
 """
 
 from __future__ import annotations
@@ -62,8 +60,10 @@ class StateSource:
             raise KeyError(key)
         wanted = dtype or self.dtype
         entry = self._index.get(key)
-        if entry is not None and _target_dtype(entry.dtype, wanted, keep_narrow) != entry.dtype:
-            return self._reader.read(entry, _target_dtype(entry.dtype, wanted, keep_narrow))
+        if entry is not None:  # a safetensors file read to the CPU
+            target = _target_dtype(entry.dtype, wanted, keep_narrow)
+            if target != entry.dtype:
+                return self._reader.read(entry, target)
         tensor = self._tensors[key] if self._tensors is not None else self._handle.get_tensor(key)
         return tensor.to(device=self.device, dtype=_target_dtype(tensor.dtype, wanted, keep_narrow))
 
