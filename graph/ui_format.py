@@ -11,6 +11,7 @@ each of their inputs through to the outputs of the same type. Frontend-only node
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from graph.node import NodeDefinition
@@ -91,18 +92,22 @@ class _Converter:
                 name = widget["name"]
             if not isinstance(name, str):
                 continue
-            # An input whose link ends at a muted node or a frontend PrimitiveNode keeps its
-            # widget value, if it has one; a missing required input is reported by validation.
+            # An input whose link ends at a muted node keeps its widget value, if it has one;
+            # a missing required input is reported by validation. One fed by a frontend
+            # PrimitiveNode takes the primitive's value, as ComfyUI's frontend does on load.
             link = self._resolve(entry.get("link"))
-            if link is not None:
+            if isinstance(link, _PrimitiveValue):
+                spec.inputs[name] = link.value
+            elif link is not None:
                 spec.inputs[name] = link
         return spec
 
-    def _resolve(self, link_id: Any) -> Link | None:
+    def _resolve(self, link_id: Any) -> Link | _PrimitiveValue | None:
         """Follows a link through reroutes and bypassed nodes to the node that produces it.
 
-        Returns None when it ends at a muted node, nowhere, or at a frontend PrimitiveNode
-        (whose value the target already holds in its widgets_values).
+        Returns the value of a frontend PrimitiveNode it ends at, or None when it ends at a
+        muted node, nowhere, or at a primitive without a value (the target's own widget
+        value stands).
         """
         for _ in range(_MAX_LINK_HOPS):
             found = self.links.get(str(link_id))
@@ -114,7 +119,8 @@ class _Converter:
                 return Link(source_id, slot)  # validation reports the missing node
             source_type = source.get("type")
             if source_type == "PrimitiveNode" and source_type not in self.registry:
-                return None
+                values = source.get("widgets_values")
+                return _PrimitiveValue(values[0]) if isinstance(values, list) and values else None
             if source_type == "Reroute" and source_type not in self.registry:
                 link_id = _first_input_link(source, 0)
             elif source.get("mode") == MODE_MUTED:
@@ -126,6 +132,13 @@ class _Converter:
             if link_id is None:
                 return None
         return None
+
+
+@dataclass(frozen=True)
+class _PrimitiveValue:
+    """What a frontend PrimitiveNode feeds into the widget inputs it is linked to."""
+
+    value: Any
 
 
 def _parse_link(link: Any) -> tuple[str, str, int, str] | None:

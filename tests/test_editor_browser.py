@@ -7,6 +7,7 @@ on the default workflow.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -14,6 +15,8 @@ import pytest
 import requests
 from PIL import Image
 
+from graph import build_registry
+from graph.ui_format import ui_to_api
 from tests.editor_support import CHROMIUM, Editor, launch_chromium
 from tests.server_support import REPO, ServerThread, make_config, wait_history
 
@@ -233,3 +236,89 @@ def test_the_editor_opens_on_a_token_protected_server_from_its_token_link(browse
             opened.page.wait_for_function("app.api.socket && app.api.socket.readyState === 1")
         finally:
             context.close()
+
+
+# -- frontend-only nodes: Reroute and PrimitiveNode ------------------------------------------
+
+def comfy_workflow_with_reroute_and_primitive() -> dict:
+    """workflows/txt2img.json as ComfyUI saves it after two edits: the MODEL link runs through
+    two chained Reroutes, and a PrimitiveNode (1234, fixed) drives KSampler's seed."""
+    doc = copy.deepcopy(json.loads((REPO / "workflows" / "txt2img.json").read_text()))
+    nodes = {n["id"]: n for n in doc["nodes"]}
+    sampler, loader = nodes[3], nodes[4]
+    sampler["widgets_values"][2] = 3  # steps: quick on a busy CPU
+    doc["links"] = [link for link in doc["links"] if link[0] != 1]
+    doc["links"] += [[10, 4, 0, 20, 0, "MODEL"], [11, 20, 0, 21, 0, "MODEL"], [12, 21, 0, 3, 0, "MODEL"],
+                     [13, 22, 0, 3, 4, "INT"]]
+    loader["outputs"][0]["links"] = [10]
+    sampler["inputs"][0]["link"] = 12
+    sampler["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 13})
+    doc["nodes"] += [
+        {"id": 20, "type": "Reroute", "pos": [300, 40], "size": [75, 26], "mode": 0,
+         "inputs": [{"name": "", "type": "*", "link": 10}],
+         "outputs": [{"name": "", "type": "MODEL", "links": [11]}], "properties": {"showOutputText": False}},
+        {"id": 21, "type": "Reroute", "pos": [500, 40], "size": [75, 26], "mode": 0,
+         "inputs": [{"name": "", "type": "*", "link": 11}],
+         "outputs": [{"name": "", "type": "MODEL", "links": [12]}], "properties": {"showOutputText": False}},
+        {"id": 22, "type": "PrimitiveNode", "pos": [300, 400], "size": [210, 82], "mode": 0,
+         "outputs": [{"name": "INT", "type": "INT", "links": [13], "widget": {"name": "seed"}}],
+         "widgets_values": [1234, "fixed"], "properties": {"Run widget replace on values": False}},
+    ]
+    doc["last_node_id"], doc["last_link_id"] = 22, 13
+    return doc
+
+
+def test_a_comfyui_workflow_with_reroutes_and_a_primitive_opens_converts_and_runs(editor):
+    doc = comfy_workflow_with_reroute_and_primitive()
+    editor.js("(doc) => app.loadWorkflow(doc)", doc)
+    assert editor.js("app.graph.getNodeById(20).outputs[0].type") == "MODEL"
+    assert editor.js("app.graph.getNodeById(22).widgets.map(w => w.value)") == [1234, "fixed"]
+    assert editor.js("app.graph.getNodeById(3).widgets.find(w => w.name === 'seed').value") == 1234
+    prompt = editor.js("app.buildPrompt().output")
+    expected = ui_to_api(doc, build_registry("nodes", None, disable_plugins=True))
+    assert set(prompt) == set(expected) == {"3", "4", "5", "6", "7", "8", "9"}  # no frontend nodes
+    assert prompt["3"]["inputs"]["model"] == ["4", 0]
+    assert prompt["3"]["inputs"]["seed"] == 1234
+    for node_id, node in expected.items():
+        assert prompt[node_id]["inputs"] == node["inputs"], node_id
+
+    # The primitive's value is what runs: change it, and the sampler's seed follows.
+    editor.js("""(() => { const w = app.graph.getNodeById(22).widgets[0]; w.value = 77; w.callback(77); })()""")
+    assert editor.js("app.graph.getNodeById(3).widgets.find(w => w.name === 'seed').value") == 77
+    assert editor.js("app.buildPrompt().output")["3"]["inputs"]["seed"] == 77
+
+    editor.page.click("#queue-button")
+    image = editor.wait_for_image(9)
+    assert (image["width"], image["height"]) == (128, 128)
+    saved = editor.js("app.graph.serialize()")
+    assert {n["type"] for n in saved["nodes"]} >= {"Reroute", "PrimitiveNode"}  # kept in the workflow
+
+
+def test_a_reroute_takes_the_type_of_its_source(editor):
+    loader, sampler = editor.node_id("CheckpointLoaderSimple"), editor.node_id("KSampler")
+    decode = editor.node_id("VAEDecode")
+    reroute = editor.add_by_search("reroute", editor.canvas_point(0.35, 0.08), "Reroute")
+    assert editor.js(f"app.graph.getNodeById({reroute}).outputs[0].type") == "*"
+    editor.js(f"app.graph.getNodeById({loader}).connect(0, app.graph.getNodeById({reroute}), 0)")
+    assert editor.js(f"app.graph.getNodeById({reroute}).outputs[0].type") == "MODEL"
+    # MODEL does not go into a VAE input, through a reroute either; into KSampler's model it does.
+    vae_slot = editor.js(f"app.graph.getNodeById({decode}).inputs.findIndex(s => s.name === 'vae')")
+    refused = editor.js(f"app.graph.getNodeById({reroute}).connect(0, app.graph.getNodeById({decode}), {vae_slot})")
+    assert not refused
+    assert editor.js(f"app.graph.getNodeById({reroute}).connect(0, app.graph.getNodeById({sampler}), 0)")
+    assert editor.js("app.buildPrompt().output")[str(sampler)]["inputs"]["model"] == [str(loader), 0]
+
+
+def test_a_new_primitive_takes_the_widget_it_is_linked_to(editor):
+    sampler = editor.node_id("KSampler")
+    primitive = editor.add_by_search("primitive", editor.canvas_point(0.35, 0.85), "PrimitiveNode")
+    assert editor.js(f"app.graph.getNodeById({primitive}).widgets?.length ?? 0") == 0
+    steps_slot = editor.js(f"app.graph.getNodeById({sampler}).inputs.findIndex(s => s.widget?.name === 'steps')")
+    assert editor.js(f"!!app.graph.getNodeById({primitive}).connect(0, app.graph.getNodeById({sampler}), {steps_slot})")
+    node = editor.js(f"""(() => {{ const n = app.graph.getNodeById({primitive});
+        return {{type: n.outputs[0].type, widgets: n.widgets.map(w => [w.name, w.value])}}; }})()""")
+    assert node == {"type": "INT", "widgets": [["steps", 20]]}  # the sampler's own value
+    editor.js(f"(() => {{ const w = app.graph.getNodeById({primitive}).widgets[0]; w.value = 4; w.callback(4); }})()")
+    assert editor.js("app.buildPrompt().output")[str(sampler)]["inputs"]["steps"] == 4
+    editor.js(f"app.graph.getNodeById({sampler}).disconnectInput({steps_slot})")
+    assert editor.js(f"app.graph.getNodeById({primitive}).outputs[0].type") == "*"

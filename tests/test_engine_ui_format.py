@@ -68,7 +68,7 @@ def test_reroutes_primitives_and_notes_are_frontend_only(registry):
         [ui_node(1, "NumberSource", [5], outputs=[("INT", "INT", [1])]),
          ui_node(2, "Reroute", inputs=[("", "*", 1)], outputs=[("", "INT", [2])]),
          ui_node(3, "PrimitiveNode", [11, "fixed"], outputs=[("INT", "INT", [3])]),
-         ui_node(4, "AddInts", [0, 11], inputs=[("a", "INT", 2), ("b", "INT", 3)], outputs=[("INT", "INT", [4])]),
+         ui_node(4, "AddInts", [0, 3], inputs=[("a", "INT", 2), ("b", "INT", 3)], outputs=[("INT", "INT", [4])]),
          ui_node(5, "ShowValue", inputs=[("value", "*", 4)]),
          ui_node(6, "Note", ["remember to check the seed"])],
         [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 4, 0, "INT"], [3, 3, 0, 4, 1, "INT"], [4, 4, 0, 5, 0, "INT"]],
@@ -76,7 +76,7 @@ def test_reroutes_primitives_and_notes_are_frontend_only(registry):
     doc["nodes"][3]["inputs"][1]["widget"] = {"name": "b"}
     api = ui_to_api(doc, registry)
     assert set(api) == {"1", "4", "5"}
-    assert api["4"]["inputs"] == {"a": ["1", 0], "b": 11}
+    assert api["4"]["inputs"] == {"a": ["1", 0], "b": 11}  # the primitive's value, not the stale widget's
 
 
 def test_ui_format_runs_through_prepare(registry, runner):

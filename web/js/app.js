@@ -5,7 +5,8 @@ import { LGraph, LGraphCanvas, LGraphGroup, LiteGraph } from "../vendor/litegrap
 import { Api } from "./api.js";
 import { ErrorDisplay } from "./errors.js";
 import { ExecutionView } from "./execution.js";
-import { FRONTEND_DEFS, registerNodeDefs } from "./nodes.js";
+import { FRONTEND_DEFS, registerFrontendNodes } from "./frontend_nodes.js";
+import { registerNodeDefs } from "./nodes.js";
 import { NodeSearch, Palette, acceptsInput, providesOutput } from "./palette.js";
 import { MODE_BYPASSED, MODE_MUTED, graphToPrompt, loadApiPrompt } from "./prompt.js";
 import { QueuePanel } from "./queue_panel.js";
@@ -99,6 +100,7 @@ export class App {
       toast(`Cannot load the node definitions: ${error.message}`, "error", 10);
       return;
     }
+    registerFrontendNodes(this);
     registerNodeDefs(this.defs, this, this.graph);
     this.palette.setDefinitions(this.defs);
     this.canvas.setDirty(true, true);
@@ -107,7 +109,13 @@ export class App {
   // -- loading and saving -------------------------------------------------------------------
 
   #configure(workflow) {
-    this.graph.configure(structuredClone(workflow));
+    this.graph.configuringWorkflow = true;
+    try {
+      this.graph.configure(structuredClone(workflow));
+    } finally {
+      this.graph.configuringWorkflow = false;
+    }
+    for (const node of this.graph._nodes) node.onGraphConfigured?.();
     const missing = this.graph._nodes.filter((n) => n.has_errors && !n.constructor.nodeDef).map((n) => n.type);
     // Draw now, not at the next frame: litegraph finds the node under the mouse among the
     // nodes of its last drawing, which until then are the replaced ones (a right-click right

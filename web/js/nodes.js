@@ -7,7 +7,7 @@
 // Nodes draw their output images, the running outline and their errors.
 
 import { LGraphNode, LiteGraph } from "../vendor/litegraph/litegraph.es.js";
-import { addInputWidget, setComboValues, textareaWidget, widgetKind } from "./widgets.js";
+import { addInputWidget, setComboValues, widgetKind } from "./widgets.js";
 
 const OPTIONAL_SHAPE = 7; // RenderShape.HollowCircle, as ComfyUI marks optional inputs
 const LIST_SHAPE = 6; // RenderShape.GRID, for list outputs
@@ -224,37 +224,11 @@ export class ApiNode extends LGraphNode {
   }
 }
 
-/** Frontend-only nodes: kept in the workflow, never sent to the server. */
-export const FRONTEND_DEFS = {
-  Note: {
-    name: "Note", display_name: "Note", category: "utils", frontendOnly: true,
-    description: "A text note on the canvas; it does not run.", input: { required: {} }, output: [],
-  },
-};
-
-function registerNote(app) {
-  if (LiteGraph.registered_node_types.Note) return;
-  class Note extends LGraphNode {
-    constructor(title) {
-      super(title);
-      this.serialize_widgets = true;
-      this.color = "#432";
-      this.bgcolor = "#653";
-      textareaWidget(this, "text", "", app);
-      this.setSize([360, 130]);
-    }
-  }
-  Note.title = "Note";
-  LiteGraph.registerNodeType("Note", Note);
-  Note.category = "utils";
-}
-
 /**
  * Registers (or updates) one node type per definition. Existing nodes keep working; their
  * combo widgets get the new choices (model lists refreshed).
  */
 export function registerNodeDefs(defs, app, graph) {
-  registerNote(app);
   for (const [name, def] of Object.entries(defs)) {
     if (def.frontendOnly) continue;
     const existing = LiteGraph.registered_node_types[name];

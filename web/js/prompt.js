@@ -3,7 +3,8 @@
 // graphToPrompt: the UI-format workflow (graph.serialize()) plus the API prompt the server
 // runs, built the way ComfyUI's frontend does: widget values by input name, links as
 // [source_id, slot], muted nodes (mode 2) left out, bypassed nodes (mode 4) passing a
-// same-typed input through. loadApiPrompt: builds a graph from an API prompt (examples,
+// same-typed input through, reroutes followed, primitives' values taken from the widgets
+// they fill (frontend_nodes.js). loadApiPrompt: builds a graph from an API prompt (examples,
 // dropped files), placing nodes in columns by their depth.
 
 import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
@@ -11,6 +12,7 @@ import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
 export const MODE_MUTED = 2;
 export const MODE_BYPASSED = 4;
 const MAX_HOPS = 256;
+const PRIMITIVE = "primitive";
 
 /** A link of the graph by id (LGraph keeps them in a Map). */
 export function linkById(graph, linkId) {
@@ -18,13 +20,21 @@ export function linkById(graph, linkId) {
   return links instanceof Map ? links.get(linkId) : links?.[linkId];
 }
 
-/** The output a link really reads, following bypassed nodes: [node, slot] or null. */
+/**
+ * The output a link really reads, following reroutes and bypassed nodes: [node, slot],
+ * PRIMITIVE for a PrimitiveNode (the target's own widget holds its value), or null.
+ */
 function resolveOrigin(graph, linkId) {
   for (let hops = 0; hops < MAX_HOPS && linkId != null; hops++) {
     const link = linkById(graph, linkId);
     if (!link) return null;
     const origin = graph.getNodeById(link.origin_id);
     if (!origin || origin.mode === MODE_MUTED) return null;
+    if (origin.type === "PrimitiveNode") return PRIMITIVE;
+    if (origin.type === "Reroute") {
+      linkId = origin.inputs?.[0]?.link ?? null;
+      continue;
+    }
     if (origin.mode !== MODE_BYPASSED) return [origin, link.origin_slot];
     const type = origin.outputs?.[link.origin_slot]?.type ?? link.type;
     const candidates = (origin.inputs || [])
@@ -42,6 +52,7 @@ function constant(value) {
 
 /** {workflow, output}: the UI-format document and the API-format prompt. */
 export function graphToPrompt(graph) {
+  for (const node of graph._nodes) if (node.type === "PrimitiveNode") node.pushValue();
   const workflow = graph.serialize();
   const output = {};
   for (const node of graph.computeExecutionOrder(false) || graph._nodes) {
@@ -55,6 +66,7 @@ export function graphToPrompt(graph) {
       if (input.link == null) continue;
       const name = input.widget?.name || input.name;
       const origin = resolveOrigin(graph, input.link);
+      if (origin === PRIMITIVE) continue;
       if (origin) inputs[name] = [String(origin[0].id), origin[1]];
       else if (!input.widget) delete inputs[name];
     }
