@@ -1,25 +1,31 @@
 """txt2img end to end (issue 3): our workflow vs a bare diffusers denoising loop, same weights.
 
 Two checkpoints, generated once and kept under ``--work`` (default ``temp/bench``, not
-committed): the tiny SD1 test model, and an SD1.5-shaped checkpoint with random weights
-(the bundled SD1 configs: 860M-parameter UNet, 123M CLIP-L with the real 49408-token
-vocabulary, 84M VAE) written in the LDM single-file layout, fp16 on disk (``sd15``, so the
-load converts every tensor to fp32) or fp32 (``sd15_fp32``, the layout of the original
-``v1-5-pruned-emaonly`` release, which loads as zero-copy views of the memory map). Each phase runs in its own subprocess so that its peak RSS
-(``VmHWM``) is its own:
+committed): the tiny SD1 test model (fp32), and an SD1.5-shaped checkpoint with random
+weights (the bundled SD1 configs: 860M-parameter UNet, 123M CLIP-L with the real
+49408-token vocabulary, 84M VAE) written in the LDM single-file layout, fp16 on disk
+(``sd15``, as most shared checkpoints are) or fp32 (``sd15_fp32``, the layout of the
+original ``v1-5-pruned-emaonly`` release). Each phase runs in its own subprocess so that
+its peak RSS (``VmHWM``) is its own:
 
-  read      read the checkpoint file's bytes into memory (the floor for loading)
-  load      ``load_checkpoint`` (detect, build on meta, read each tensor once, fp16 -> fp32)
-  ours      the txt2img workflow through the engine (parse, validate, plan, execute under
-            ``torch.inference_mode`` as the CLI and server do): the first run (load, encode,
-            sample, decode, save PNG), then seed-only re-runs (only KSampler, VAEDecode and
-            SaveImage run); per-node times from the ``executing`` events
-  diffusers the floor: the same weights, the same text embeddings, diffusers'
-            ``EulerDiscreteScheduler`` with the same number of UNet calls, CFG as one batch of
-            2, then ``AutoencoderKL.decode``
+  read             read the checkpoint file's bytes into memory (the floor for loading)
+  load             ``load_checkpoint`` as the loader node does by default: weight matrices
+                   stay in the file's dtype (zero-copy views of the memory map), the rest is
+                   converted to fp32 (``nodes/models/cast_weights.py``)
+  load_converting  the same with ``--convert-weights-at-load``: every tensor to fp32
+  ours             the txt2img workflow through the engine (parse, validate, plan, execute
+                   under ``torch.inference_mode`` with the allocator settings of the CLI and
+                   server): the first run (load, encode, sample, decode, save PNG), then
+                   seed-only re-runs (only KSampler, VAEDecode and SaveImage run), alternating
+                   with the floor run in the same process on an fp32 copy of the weights
+  ours_converting  the same with ``--convert-weights-at-load``
+  diffusers        the floor, in a process of its own with glibc's default allocator: the
+                   same weights converted to fp32, the same text embeddings, diffusers'
+                   ``EulerDiscreteScheduler`` with the same number of UNet calls, CFG as one
+                   batch of 2, then ``AutoencoderKL.decode``
 
 The page cache is warmed by reading the file once before the phases, so every phase reads
-from memory, not the disk. Everything runs on the CPU in fp32.
+from memory, not the disk. Everything computes on the CPU in fp32.
 
     PYTHONPATH=. python bench/txt2img.py [--size 256] [--steps 4] [--repeat 3] [--models tiny,sd15]
 """
