@@ -6,12 +6,15 @@ to widget inputs in declaration order, and a seed-like INT with
 ``control_after_generate`` is followed by one extra entry ("fixed", "randomize", ...)
 that is not an input. Muted nodes (mode 2) are dropped; bypassed nodes (mode 4) pass
 each of their inputs through to the outputs of the same type. Frontend-only nodes
-(Reroute, PrimitiveNode, notes) are resolved away.
+(Reroute, PrimitiveNode, notes) are resolved away. Subgraph instances (nodes whose type is
+the id of one of the document's ``definitions.subgraphs``) are flattened into their inner
+nodes, whose ids in the prompt are the instance path and the node's id joined by ":"
+(``"10:3"``), as ComfyUI's frontend names them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graph.node import NodeDefinition
@@ -23,6 +26,10 @@ MODE_BYPASSED = 4
 _CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize", "increment-wrap"}
 _NOTE_TYPES = {"Note", "MarkdownNote"}
 _MAX_LINK_HOPS = 256
+_MAX_SUBGRAPH_DEPTH = 32
+# The ids litegraph gives a subgraph's own input and output sides in its links.
+_SUBGRAPH_INPUT_ID = -10
+_SUBGRAPH_OUTPUT_ID = -20
 
 
 def is_ui_format(document: Any) -> bool:
@@ -41,42 +48,108 @@ def ui_to_api(document: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
     return ui_to_workflow(document, registry).to_api()
 
 
+def _node_table(nodes: Any) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for node in nodes if isinstance(nodes, list) else []:
+        if isinstance(node, dict) and isinstance(node.get("id"), (int, str)) and not isinstance(node.get("id"), bool):
+            table[str(node["id"])] = node
+    return table
+
+
+def _link_table(links: Any) -> dict[str, tuple[str, int, str]]:
+    """link id -> (source id, source slot, link type)."""
+    table: dict[str, tuple[str, int, str]] = {}
+    for link in links if isinstance(links, list) else []:
+        parsed = _parse_link(link)
+        if parsed:
+            link_id, source, slot, link_type = parsed
+            table[link_id] = (source, slot, link_type)
+    return table
+
+
+@dataclass
+class _Graph:
+    """The nodes and links of the workflow, or of one subgraph instance inside it.
+
+    ``path``: the ids of the subgraph instances it lies in (empty for the workflow itself);
+    a node's id in the prompt is the path and its own id joined by ":", as in ComfyUI.
+    ``outputs``: for a subgraph, which inner link feeds each of its outputs.
+    ``instance``: the graph holding the instance node, and that node.
+    """
+
+    nodes: dict[str, dict[str, Any]]
+    links: dict[str, tuple[str, int, str]]
+    path: tuple[str, ...] = ()
+    outputs: dict[int, str] = field(default_factory=dict)
+    instance: tuple[_Graph, dict[str, Any]] | None = None
+
+    def node_id(self, node_id: str) -> str:
+        return ":".join((*self.path, node_id))
+
+
 class _Converter:
     def __init__(self, document: dict[str, Any], registry: NodeRegistry) -> None:
         self.registry = registry
-        self.nodes: dict[str, dict[str, Any]] = {}
-        for node in document.get("nodes") or []:
-            if isinstance(node, dict) and isinstance(node.get("id"), (int, str)) and not isinstance(node.get("id"), bool):
-                self.nodes[str(node["id"])] = node
-        # link id -> (source id, source slot, link type)
-        self.links: dict[str, tuple[str, int, str]] = {}
-        raw_links = document.get("links") or []
-        for link in raw_links if isinstance(raw_links, list) else []:
-            parsed = _parse_link(link)
-            if parsed:
-                link_id, source, slot, link_type = parsed
-                self.links[link_id] = (source, slot, link_type)
+        self.root = _Graph(_node_table(document.get("nodes")), _link_table(document.get("links")))
+        definitions = document.get("definitions")
+        subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+        self.subgraphs = {d["id"]: d for d in subgraphs if isinstance(d, dict) and isinstance(d.get("id"), str)} \
+            if isinstance(subgraphs, list) else {}
 
     def convert(self) -> Workflow:
         specs: dict[str, NodeSpec] = {}
-        for node_id, node in self.nodes.items():
+        self._convert_graph(self.root, specs)
+        return Workflow(specs)
+
+    def _convert_graph(self, graph: _Graph, specs: dict[str, NodeSpec]) -> None:
+        for node_id, node in graph.nodes.items():
             node_type = node.get("type")
+            full_id = graph.node_id(node_id)
             if not isinstance(node_type, str):
-                spec = NodeSpec(node_id, "")
-                spec.parse_errors.append(("invalid_prompt", f"node {node_id} has no type", None))
-                specs[node_id] = spec
+                spec = NodeSpec(full_id, "")
+                spec.parse_errors.append(("invalid_prompt", f"node {full_id} has no type", None))
+                specs[full_id] = spec
                 continue
             if self._is_virtual(node) or node.get("mode") in (MODE_MUTED, MODE_BYPASSED):
                 continue
-            specs[node_id] = self._convert_node(node_id, node, node_type)
-        return Workflow(specs)
+            if self._is_instance(node_type):
+                inner = self._enter(graph, node_id)
+                if inner is None:
+                    spec = NodeSpec(full_id, node_type)
+                    spec.parse_errors.append(("invalid_prompt", f"subgraph {node_type} is nested in itself", None))
+                    specs[full_id] = spec
+                else:
+                    self._convert_graph(inner, specs)
+                continue
+            specs[full_id] = self._convert_node(graph, node_id, node, node_type)
 
     def _is_virtual(self, node: dict[str, Any]) -> bool:
         node_type = node.get("type")
         return node_type in _NOTE_TYPES or node_type in ("Reroute", "PrimitiveNode") and node_type not in self.registry
 
-    def _convert_node(self, node_id: str, node: dict[str, Any], node_type: str) -> NodeSpec:
-        spec = NodeSpec(node_id, node_type)
+    def _is_instance(self, node_type: Any) -> bool:
+        return node_type in self.subgraphs and node_type not in self.registry
+
+    def _enter(self, graph: _Graph, node_id: str) -> _Graph | None:
+        """The graph inside the subgraph instance ``node_id`` of ``graph`` (None when the
+        subgraph contains itself)."""
+        node = graph.nodes[node_id]
+        definition = self.subgraphs[node["type"]]
+        outer, containing = graph, []
+        while outer.instance is not None:
+            outer, holder = outer.instance
+            containing.append(holder.get("type"))
+        if node["type"] in containing or len(containing) >= _MAX_SUBGRAPH_DEPTH:
+            return None
+        links = _link_table(definition.get("links"))
+        outputs = {}
+        for link in definition.get("links") or []:
+            if isinstance(link, dict) and link.get("target_id") == _SUBGRAPH_OUTPUT_ID:
+                outputs[link.get("target_slot")] = str(link.get("id"))
+        return _Graph(_node_table(definition.get("nodes")), links, (*graph.path, node_id), outputs, (graph, node))
+
+    def _convert_node(self, graph: _Graph, node_id: str, node: dict[str, Any], node_type: str) -> NodeSpec:
+        spec = NodeSpec(graph.node_id(node_id), node_type)
         title = node.get("title")
         if isinstance(title, str):
             spec.title = title
@@ -95,28 +168,37 @@ class _Converter:
             # An input whose link ends at a muted node keeps its widget value, if it has one;
             # a missing required input is reported by validation. One fed by a frontend
             # PrimitiveNode takes the primitive's value, as ComfyUI's frontend does on load.
-            link = self._resolve(entry.get("link"))
+            link = self._resolve(graph, entry.get("link"))
             if isinstance(link, _PrimitiveValue):
                 spec.inputs[name] = link.value
             elif link is not None:
                 spec.inputs[name] = link
         return spec
 
-    def _resolve(self, link_id: Any) -> Link | _PrimitiveValue | None:
-        """Follows a link through reroutes and bypassed nodes to the node that produces it.
+    def _resolve(self, graph: _Graph, link_id: Any) -> Link | _PrimitiveValue | None:
+        """Follows a link through reroutes, bypassed nodes and subgraph boundaries to the
+        node that produces it.
 
         Returns the value of a frontend PrimitiveNode it ends at, or None when it ends at a
         muted node, nowhere, or at a primitive without a value (the target's own widget
         value stands).
         """
         for _ in range(_MAX_LINK_HOPS):
-            found = self.links.get(str(link_id))
+            found = graph.links.get(str(link_id))
             if found is None:
                 return None
             source_id, slot, link_type = found
-            source = self.nodes.get(source_id)
+            if source_id == str(_SUBGRAPH_INPUT_ID):  # a subgraph input: continue outside
+                if graph.instance is None:
+                    return None
+                graph, instance = graph.instance
+                link_id = _first_input_link(instance, slot)
+                if link_id is None:
+                    return None
+                continue
+            source = graph.nodes.get(source_id)
             if source is None:
-                return Link(source_id, slot)  # validation reports the missing node
+                return Link(graph.node_id(source_id), slot)  # validation reports the missing node
             source_type = source.get("type")
             if source_type == "PrimitiveNode" and source_type not in self.registry:
                 values = source.get("widgets_values")
@@ -127,8 +209,13 @@ class _Converter:
                 return None
             elif source.get("mode") == MODE_BYPASSED:
                 link_id = _bypass_input_link(source, slot, link_type)
+            elif self._is_instance(source_type):  # a subgraph output: continue inside
+                inner = self._enter(graph, source_id)
+                if inner is None:  # nested in itself: the instance carries the error
+                    return Link(graph.node_id(source_id), slot)
+                graph, link_id = inner, inner.outputs.get(slot)
             else:
-                return Link(source_id, slot)
+                return Link(graph.node_id(source_id), slot)
             if link_id is None:
                 return None
         return None

@@ -102,3 +102,55 @@ def test_dict_links_and_dict_widgets_of_newer_frontends(registry):
     doc["nodes"][0]["widgets_values"] = {"value": 12}
     assert ui_to_api(doc, registry) == {"1": {"class_type": "NumberSource", "inputs": {"value": 12}},
                                         "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+
+
+def subgraph(subgraph_id, nodes, links, inputs=(), outputs=()):
+    """A ``definitions.subgraphs`` entry as litegraph saves it: dict links, its own input side
+    as node -10 and output side as node -20."""
+    return {"id": subgraph_id, "name": subgraph_id, "nodes": nodes, "widgets": [],
+            "inputNode": {"id": -10, "bounding": [0, 0, 75, 100]}, "outputNode": {"id": -20, "bounding": [0, 0, 75, 100]},
+            "inputs": [{"id": f"in{i}", "name": n, "type": t, "linkIds": []} for i, (n, t) in enumerate(inputs)],
+            "outputs": [{"id": f"out{i}", "name": n, "type": t, "linkIds": []} for i, (n, t) in enumerate(outputs)],
+            "links": [{"id": i, "origin_id": o, "origin_slot": os, "target_id": t, "target_slot": ts, "type": ty}
+                      for i, o, os, t, ts, ty in links]}
+
+
+def test_subgraph_instances_are_flattened_with_path_ids(registry, runner):
+    """Outer NumberSource(5) -> instance 7 of "add" (a + 3, with an instance of "inc" inside:
+    +1) -> ShowValue. Inner ids become "7:1", "7:2:1"; links cross both boundaries."""
+    inc = subgraph("inc", [ui_node(1, "AddInts", [0, 1], inputs=[("a", "INT", 1)], outputs=[("INT", "INT", [2])])],
+                   [(1, -10, 0, 1, 0, "INT"), (2, 1, 0, -20, 0, "INT")], inputs=[("x", "INT")], outputs=[("y", "INT")])
+    add = subgraph("add", [ui_node(1, "AddInts", [0, 3], inputs=[("a", "INT", 1)], outputs=[("INT", "INT", [2])]),
+                           ui_node(2, "inc", inputs=[("x", "INT", 2)], outputs=[("y", "INT", [3])]),
+                           ui_node(3, "Note", ["inside"])],
+                   [(1, -10, 0, 1, 0, "INT"), (2, 1, 0, 2, 0, "INT"), (3, 2, 0, -20, 0, "INT")],
+                   inputs=[("x", "INT")], outputs=[("y", "INT")])
+    doc = document(
+        [ui_node(1, "NumberSource", [5], outputs=[("INT", "INT", [1])]),
+         ui_node(7, "add", inputs=[("x", "INT", 1)], outputs=[("y", "INT", [2])]),
+         ui_node(3, "ShowValue", inputs=[("value", "*", 2)])],
+        [[1, 1, 0, 7, 0, "INT"], [2, 7, 0, 3, 0, "INT"]],
+    )
+    doc["definitions"] = {"subgraphs": [add, inc]}
+    api = ui_to_api(doc, registry)
+    assert {key: node["inputs"] for key, node in api.items()} == {
+        "1": {"value": 5},
+        "7:1": {"a": ["1", 0], "b": 3},
+        "7:2:1": {"a": ["7:1", 0], "b": 1},
+        "3": {"value": ["7:2:1", 0]},
+    }
+    assert runner.run(doc).outputs == {"3": {"value": [9]}}
+
+
+def test_a_muted_instance_and_a_subgraph_inside_itself(registry):
+    loop = subgraph("loop", [ui_node(1, "loop", outputs=[("y", "INT", [1])])], [(1, 1, 0, -20, 0, "INT")],
+                    outputs=[("y", "INT")])
+    doc = document([ui_node(1, "loop", outputs=[("y", "INT", [5])]),
+                    ui_node(2, "loop", outputs=[("y", "INT", [6])], mode=2),
+                    ui_node(3, "ShowValue", inputs=[("value", "*", 5)]),
+                    ui_node(4, "ShowValue", inputs=[("value", "*", 6)], mode=2)],
+                   [[5, 1, 0, 3, 0, "INT"], [6, 2, 0, 4, 0, "INT"]])
+    doc["definitions"] = {"subgraphs": [loop]}
+    checked = prepare(doc, registry)
+    assert set(checked.node_errors) == {"1:1"}  # the muted instance and its consumer are dropped whole
+    assert "nested in itself" in checked.node_errors["1:1"]["errors"][0]["message"]

@@ -7,6 +7,7 @@ import { ErrorDisplay } from "./errors.js";
 import { ExecutionView } from "./execution.js";
 import { FRONTEND_DEFS, registerFrontendNodes } from "./frontend_nodes.js";
 import { registerNodeDefs } from "./nodes.js";
+import { SubgraphView, registerSubgraphTypes } from "./subgraphs.js";
 import { NodeSearch, Palette, acceptsInput, providesOutput } from "./palette.js";
 import { MODE_BYPASSED, MODE_MUTED, graphToPrompt, loadApiPrompt } from "./prompt.js";
 import { QueuePanel } from "./queue_panel.js";
@@ -60,6 +61,7 @@ export class App {
     LiteGraph.release_link_on_empty_shows_menu = false;
     LiteGraph.alwaysSnapToGrid = false;
     this.graph = new LGraph();
+    registerSubgraphTypes(this.graph);
     const element = $("graph-canvas");
     this.canvas = new LGraphCanvas(element, this.graph);
     this.canvas.allow_searchbox = false;
@@ -85,6 +87,7 @@ export class App {
       if (subType === "after-change") this.changed();
     });
     this.canvas.linkConnector.events.addEventListener("dropped-on-canvas", (event) => this.#linkDropped(event.detail));
+    this.subgraphView = new SubgraphView(this.canvas, this.graph);
     // Most edits end with a pointer or key release: take an undo snapshot then.
     window.addEventListener("pointerup", () => this.changed());
     window.addEventListener("keyup", (event) => event.target === document.body && this.changed());
@@ -109,6 +112,7 @@ export class App {
   // -- loading and saving -------------------------------------------------------------------
 
   #configure(workflow) {
+    this.subgraphView.showRoot();
     this.graph.configuringWorkflow = true;
     try {
       this.graph.configure(structuredClone(workflow));
@@ -150,6 +154,7 @@ export class App {
   /** Loads an API-format prompt, laying its nodes out in columns. */
   loadApiPrompt(prompt, name = null) {
     this.errors?.clear();
+    this.subgraphView.showRoot();
     this.graph.clear();
     const problems = loadApiPrompt(this.graph, prompt);
     if (problems.length) toast(problems.join("; "), "error", 8);
@@ -198,6 +203,7 @@ export class App {
   }
 
   newWorkflow() {
+    this.subgraphView.showRoot();
     this.graph.clear();
     this.canvas.ds.scale = 1;
     this.canvas.ds.offset = [40, 60];
@@ -269,7 +275,7 @@ export class App {
 
   nodeAt(event) {
     const [x, y] = this.canvasPosition(event);
-    return this.graph.getNodeOnPos(x, y);
+    return this.viewedGraph.getNodeOnPos(x, y);
   }
 
   /** Adds a node of `type` at `pos` (graph coordinates; default: the view's centre). */
@@ -285,7 +291,7 @@ export class App {
       pos = [centre[0] - node.size[0] / 2, centre[1] - node.size[1] / 2];
     }
     node.pos = [pos[0], pos[1]];
-    this.graph.add(node);
+    this.viewedGraph.add(node);
     this.canvas.selectNode(node);
     this.changed();
     return node;
@@ -298,7 +304,8 @@ export class App {
 
   /** Zooms and pans so that every node is in view. */
   fitView() {
-    const items = [...this.graph._nodes, ...(this.graph._groups || [])];
+    const graph = this.viewedGraph;
+    const items = [...graph._nodes, ...(graph._groups || [])];
     const rect = this.canvas.canvas.getBoundingClientRect();
     if (!items.length || !rect.width) return;
     const title = LiteGraph.NODE_TITLE_HEIGHT;
@@ -353,7 +360,7 @@ export class App {
       return;
     }
     const group = new LGraphGroup("Group");
-    this.graph.add(group);
+    this.viewedGraph.add(group);
     group.resizeTo(nodes, 10);
     this.canvas.setDirty(true, true);
     this.changed();
@@ -417,6 +424,11 @@ export class App {
   }
 
   /** Shows an input-folder image on a LoadImage-like node. */
+  /** The graph on the canvas: the workflow itself, or a subgraph opened inside it. */
+  get viewedGraph() {
+    return this.canvas.graph || this.graph;
+  }
+
   showInputImage(node, name) {
     if (!name) return;
     const parts = String(name).split("/");
@@ -436,6 +448,7 @@ export class App {
     on("library-save-button", () => this.files.saveToLibrary());
     on("export-button", () => this.files.exportApi());
     on("default-button", () => this.loadDefault());
+    on("subgraph-exit-button", () => this.subgraphView.leave());
     on("undo-button", () => this.undo.undo());
     on("redo-button", () => this.undo.redo());
     on("group-button", () => this.groupSelected());

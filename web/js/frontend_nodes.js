@@ -7,8 +7,9 @@
 //   written into each target's own widget, and that is what the prompt sends; the link
 //   itself is left out (graph/ui_format.py reads saved workflows the same way).
 //
-// graphToPrompt (prompt.js) follows links through reroutes, skips links from primitives
-// and first has each primitive push its value. While a workflow loads, the app sets
+// All three are virtual nodes (litegraph's isVirtualNode): graphToPrompt (prompt.js) sends
+// none of them, follows links through reroutes and leaves links from primitives out, having
+// first had each primitive push its value. While a workflow loads, the app sets
 // graph.configuringWorkflow and afterwards calls onGraphConfigured() on every node: the
 // types and widgets are worked out once every node and link is in place.
 
@@ -75,6 +76,7 @@ class Reroute extends LGraphNode {
     super(title);
     this.addInput("", ANY);
     this.addOutput("", ANY);
+    this.isVirtualNode = true; // litegraph's execution view passes its input through
     this.setSize([80, 26]);
   }
 
@@ -93,6 +95,7 @@ class PrimitiveNode extends LGraphNode {
   constructor(title) {
     super(title);
     this.addOutput("connect to widget input", ANY);
+    this.isVirtualNode = true;
     this.serialize_widgets = true;
     this.savedValues = null;
   }
@@ -178,6 +181,7 @@ class Note extends LGraphNode {
   constructor(title) {
     super(title);
     this.serialize_widgets = true;
+    this.isVirtualNode = true;
     this.color = "#432";
     this.bgcolor = "#653";
     textareaWidget(this, "text", "", Note.app);

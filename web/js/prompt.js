@@ -4,15 +4,14 @@
 // runs, built the way ComfyUI's frontend does: widget values by input name, links as
 // [source_id, slot], muted nodes (mode 2) left out, bypassed nodes (mode 4) passing a
 // same-typed input through, reroutes followed, primitives' values taken from the widgets
-// they fill (frontend_nodes.js). loadApiPrompt: builds a graph from an API prompt (examples,
+// they fill (frontend_nodes.js), and subgraph instances flattened into their inner nodes
+// (ids "instance:node"). loadApiPrompt: builds a graph from an API prompt (examples,
 // dropped files), placing nodes in columns by their depth.
 
-import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
+import { ExecutableNodeDTO, LiteGraph } from "../vendor/litegraph/litegraph.es.js";
 
 export const MODE_MUTED = 2;
 export const MODE_BYPASSED = 4;
-const MAX_HOPS = 256;
-const PRIMITIVE = "primitive";
 
 /** A link of the graph by id (LGraph keeps them in a Map). */
 export function linkById(graph, linkId) {
@@ -20,57 +19,60 @@ export function linkById(graph, linkId) {
   return links instanceof Map ? links.get(linkId) : links?.[linkId];
 }
 
-/**
- * The output a link really reads, following reroutes and bypassed nodes: [node, slot],
- * PRIMITIVE for a PrimitiveNode (the target's own widget holds its value), or null.
- */
-function resolveOrigin(graph, linkId) {
-  for (let hops = 0; hops < MAX_HOPS && linkId != null; hops++) {
-    const link = linkById(graph, linkId);
-    if (!link) return null;
-    const origin = graph.getNodeById(link.origin_id);
-    if (!origin || origin.mode === MODE_MUTED) return null;
-    if (origin.type === "PrimitiveNode") return PRIMITIVE;
-    if (origin.type === "Reroute") {
-      linkId = origin.inputs?.[0]?.link ?? null;
-      continue;
-    }
-    if (origin.mode !== MODE_BYPASSED) return [origin, link.origin_slot];
-    const type = origin.outputs?.[link.origin_slot]?.type ?? link.type;
-    const candidates = (origin.inputs || [])
-      .map((input, index) => ({ input, index }))
-      .filter(({ input }) => input.link != null && input.type === type)
-      .sort((a, b) => (a.index !== link.origin_slot) - (b.index !== link.origin_slot) || a.index - b.index);
-    linkId = candidates[0]?.input.link ?? null;
-  }
-  return null;
-}
-
 function constant(value) {
   return Array.isArray(value) ? { __value__: value } : value;
 }
 
+/** Every node of `graph` and of the subgraph definitions it holds. */
+function allNodes(graph) {
+  return [graph, ...(graph.subgraphs?.values() || [])].flatMap((g) => g._nodes);
+}
+
+/**
+ * The graph's nodes flattened for execution, by execution id: a node inside a subgraph
+ * instance gets the id path "instance:node" (nested: "outer:inner:node"), as in ComfyUI.
+ * litegraph's ExecutableNodeDTO resolves each input through subgraph boundaries, bypassed
+ * nodes and virtual nodes (Reroute; a PrimitiveNode resolves to nothing).
+ */
+function executableNodes(graph) {
+  const byId = new Map();
+  for (const node of graph.computeExecutionOrder(false) || graph._nodes) {
+    const dto = new ExecutableNodeDTO(node, [], byId);
+    for (const inner of dto.getInnerNodes()) byId.set(inner.id, inner);
+    byId.set(dto.id, dto);
+  }
+  return byId;
+}
+
 /** {workflow, output}: the UI-format document and the API-format prompt. */
 export function graphToPrompt(graph) {
-  for (const node of graph._nodes) if (node.type === "PrimitiveNode") node.pushValue();
+  for (const node of allNodes(graph)) if (node.type === "PrimitiveNode") node.pushValue();
   const workflow = graph.serialize();
   const output = {};
-  for (const node of graph.computeExecutionOrder(false) || graph._nodes) {
-    const def = node.constructor.nodeDef;
-    if (!def || node.mode === MODE_MUTED || node.mode === MODE_BYPASSED) continue;
+  for (const dto of executableNodes(graph).values()) {
+    const { node } = dto;
+    if (!node.constructor.nodeDef || dto.mode === MODE_MUTED || dto.mode === MODE_BYPASSED) continue;
     const inputs = {};
     for (const widget of node.inputWidgets()) {
       inputs[widget.name] = constant(widget.value);
     }
-    for (const input of node.inputs || []) {
-      if (input.link == null) continue;
+    (node.inputs || []).forEach((input, slot) => {
+      if (input.link == null) return;
       const name = input.widget?.name || input.name;
-      const origin = resolveOrigin(graph, input.link);
-      if (origin === PRIMITIVE) continue;
-      if (origin) inputs[name] = [String(origin[0].id), origin[1]];
-      else if (!input.widget) delete inputs[name];
-    }
-    output[String(node.id)] = { class_type: node.type, inputs, _meta: { title: node.title } };
+      let resolved;
+      try {
+        resolved = dto.resolveInput(slot);
+      } catch (error) {
+        // A broken link (e.g. a cycle through reroutes): leave the input out, and the
+        // server names it as missing on the node.
+        console.warn(`input ${name} of node ${dto.id}: ${error.message}`);
+        return;
+      }
+      if (resolved?.widgetInfo) inputs[name] = constant(resolved.widgetInfo.value); // a subgraph's own widget
+      else if (resolved && resolved.node.mode !== MODE_MUTED) inputs[name] = [String(resolved.origin_id), resolved.origin_slot];
+      else if (resolved && !input.widget) delete inputs[name]; // fed by a muted node: left out
+    });
+    output[dto.id] = { class_type: node.type, inputs, _meta: { title: node.title } };
   }
   return { workflow, output };
 }
