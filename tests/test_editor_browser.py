@@ -371,3 +371,29 @@ def test_a_subgraph_opens_closes_converts_like_the_server_and_runs(editor, serve
     editor.page.click("#queue-button")
     image = editor.wait_for_image(9)
     assert (image["width"], image["height"]) == (128, 128)
+
+
+def test_a_widget_shown_on_a_subgraph_node_edits_the_inner_widget(editor, server):
+    """KSampler's seed fed from outside (a Primitive), KSampler packed into a subgraph, then
+    the outside link removed: the subgraph node shows the seed widget. Editing it changes
+    the inner KSampler's seed, which is what the editor sends and the server reads."""
+    instance = editor.js("""(() => {
+        const g = app.graph;
+        const primitive = app.addNode('PrimitiveNode', [600, 500]);
+        const sampler = g.getNodeById(3);
+        primitive.connect(0, sampler, sampler.inputs.findIndex((s) => s.widget?.name === 'seed'));
+        g.convertToSubgraph(new Set([sampler]));
+        const node = g._nodes.find((n) => n.isSubgraphNode());
+        node.disconnectInput(node.inputs.findIndex((s) => s.name === 'seed'));
+        g.remove(primitive);
+        return node.id;
+    })()""")
+    assert editor.js(f"app.graph.getNodeById({instance}).widgets.map((w) => [w.name, w.value])") == [["seed", 42]]
+    editor.js(f"""(() => {{ const node = app.graph.getNodeById({instance});
+        node.widgets[0].setValue(7, {{ e: null, node, canvas: app.canvas }}); }})()""")
+    assert editor.js(f"""app.graph.getNodeById({instance}).subgraph.getNodeById(3)
+        .widgets.find((w) => w.name === 'seed').value""") == 7
+    built = json.loads(editor.js("JSON.stringify(app.buildPrompt())"))
+    assert built["output"][f"{instance}:3"]["inputs"]["seed"] == 7
+    converted = ui_to_api(built["workflow"], server.handlers.registry)
+    assert converted[f"{instance}:3"]["inputs"]["seed"] == 7

@@ -20,10 +20,31 @@ export function registerSubgraphTypes(rootGraph) {
       constructor() {
         super(rootGraph, rootGraph.subgraphs.get(id), {});
       }
+
+      // A subgraph input left unconnected outside shows the inner widget it feeds on this
+      // node (litegraph copies it). That copy is not saved and the prompt reads the inner
+      // widget, so an edit here is written through to the inner widgets.
+      onWidgetChanged(name, value) {
+        for (const widget of innerWidgets(this.subgraph, name)) widget.value = value;
+      }
     };
     LiteGraph.registerNodeType(id, cls);
     cls.category = "subgraphs";
   });
+}
+
+/** The widgets inside `subgraph` that its input `name` feeds. */
+function innerWidgets(subgraph, name) {
+  const slot = subgraph.inputNode.slots.find((s) => s.name === name);
+  const widgets = [];
+  for (const linkId of slot?.linkIds || []) {
+    const link = subgraph.getLink(linkId);
+    const node = link && subgraph.getNodeById(link.target_id);
+    const input = node?.inputs?.[link.target_slot];
+    const widget = input && node.widgets?.find((w) => w.name === (input.widget?.name || input.name));
+    if (widget) widgets.push(widget);
+  }
+  return widgets;
 }
 
 /** Which graph the canvas shows: double-clicking a subgraph node opens it (litegraph); the
