@@ -397,3 +397,20 @@ def test_a_widget_shown_on_a_subgraph_node_edits_the_inner_widget(editor, server
     assert built["output"][f"{instance}:3"]["inputs"]["seed"] == 7
     converted = ui_to_api(built["workflow"], server.handlers.registry)
     assert converted[f"{instance}:3"]["inputs"]["seed"] == 7
+
+
+def test_an_error_inside_a_subgraph_marks_its_subgraph_node(editor):
+    instance = editor.js("""(() => {
+        const g = app.graph;
+        g.convertToSubgraph(new Set([3, 5].map((id) => g.getNodeById(id))));
+        const node = g._nodes.find((n) => n.isSubgraphNode());
+        const sampler = node.subgraph.getNodeById(3);
+        sampler.disconnectInput(sampler.inputs.findIndex((s) => s.name === 'latent_image'));
+        return node.id;
+    })()""")
+    editor.page.click("#queue-button")
+    item = editor.page.locator(f"#error-panel li.error-item[data-node='{instance}:3']")
+    item.wait_for()
+    assert "Required input is missing" in item.inner_text()
+    assert editor.js(f"app.graph.getNodeById({instance}).has_errors") is True
+    assert editor.js(f"app.errors.forNode({instance}).map((e) => e.message)") == ["Required input is missing"]

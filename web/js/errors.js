@@ -1,6 +1,8 @@
 // Validation and execution errors, shown on the offending node and input and listed in a
-// panel (a click on an entry brings the node into view).
+// panel (a click on an entry brings the node into view). An error of a node inside a
+// subgraph ("10:3") is listed under its own id and marks the subgraph node that holds it.
 
+import { displayedNode } from "./subgraphs.js";
 import { h } from "./ui.js";
 
 export class ErrorDisplay {
@@ -20,14 +22,17 @@ export class ErrorDisplay {
 
   /** Errors recorded for a node: [{message, details, input}] (input may be null). */
   forNode(nodeId) {
-    return this.byNode.get(String(nodeId)) || [];
+    const own = this.byNode.get(String(nodeId)) || [];
+    const inner = [...this.byNode].filter(([key]) => key.startsWith(`${nodeId}:`))
+      .flatMap(([, errors]) => errors.map((error) => ({ ...error, input: null }))); // inputs of inner nodes
+    return [...own, ...inner];
   }
 
   #add(nodeId, error) {
     const key = String(nodeId);
     if (!this.byNode.has(key)) this.byNode.set(key, []);
     this.byNode.get(key).push(error);
-    const node = this.app.graph.getNodeById(nodeId) || this.app.graph.getNodeById(Number(nodeId));
+    const node = displayedNode(this.app.graph, nodeId);
     if (node) node.has_errors = true;
   }
 
@@ -62,7 +67,7 @@ export class ErrorDisplay {
   #render(title, summary, details) {
     const items = [];
     for (const [nodeId, errors] of this.byNode) {
-      const node = this.app.graph.getNodeById(nodeId) || this.app.graph.getNodeById(Number(nodeId));
+      const node = displayedNode(this.app.graph, nodeId);
       const label = node ? `${node.title} (#${nodeId})` : `node #${nodeId}`;
       for (const error of errors) {
         items.push(h("li.error-item", {

@@ -1,6 +1,9 @@
 // Following a running prompt through the websocket: the running node is outlined, its
 // sampler progress drawn on it and in the top bar, live previews shown on it, and
-// output images shown on the nodes that produced them (SaveImage, PreviewImage...).
+// output images shown on the nodes that produced them (SaveImage, PreviewImage...). A node
+// running inside a subgraph is shown on the subgraph node that holds it.
+
+import { displayedNode } from "./subgraphs.js";
 
 export class ExecutionView {
   constructor(app, { bar, label }) {
@@ -27,8 +30,7 @@ export class ExecutionView {
   }
 
   #node(id) {
-    if (id == null) return null;
-    return this.app.graph.getNodeById(id) || this.app.graph.getNodeById(Number(id));
+    return displayedNode(this.app.graph, id);
   }
 
   #start({ prompt_id: promptId }) {
@@ -94,7 +96,7 @@ export class ExecutionView {
 
   /** Outlines the running node (called from each node's foreground drawing). */
   draw(node, ctx, titleHeight) {
-    if (String(node.id) !== this.runningNodeId) return;
+    if (this.#node(this.runningNodeId) !== node) return;
     ctx.save();
     ctx.strokeStyle = "#3fd46b";
     ctx.lineWidth = 3;

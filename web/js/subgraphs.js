@@ -33,6 +33,16 @@ export function registerSubgraphTypes(rootGraph) {
   });
 }
 
+/**
+ * The node of `rootGraph` that stands for an execution id: the node itself, or for a node
+ * inside subgraphs ("10:3", "10:4:2") the subgraph node of the workflow that holds it.
+ */
+export function displayedNode(rootGraph, executionId) {
+  if (executionId == null) return null;
+  const first = String(executionId).split(":")[0];
+  return rootGraph.getNodeById(first) || rootGraph.getNodeById(Number(first));
+}
+
 /** The widgets inside `subgraph` that its input `name` feeds. */
 function innerWidgets(subgraph, name) {
   const slot = subgraph.inputNode.slots.find((s) => s.name === name);
