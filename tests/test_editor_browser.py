@@ -339,6 +339,7 @@ def test_a_subgraph_opens_closes_converts_like_the_server_and_runs(editor, serve
     })()""")
     assert sorted(n["type"] for n in editor.nodes() if n["id"] != instance) == sorted(
         ["CheckpointLoaderSimple", "CLIPTextEncode", "VAEDecode", "SaveImage"])
+    assert editor.js(f"app.graph.getNodeById({instance}).title") == "New Subgraph"  # litegraph's default name
 
     middle = editor.js(f"""(() => {{ const n = app.graph.getNodeById({instance});
         return app.toScreen([n.pos[0] + n.size[0] / 2, n.pos[1] + n.size[1] / 2]); }})()""")
@@ -368,6 +369,7 @@ def test_a_subgraph_opens_closes_converts_like_the_server_and_runs(editor, serve
 
     editor.js("(doc) => app.loadWorkflow(doc)", built["workflow"])  # a saved file opened again
     assert json.loads(editor.js("JSON.stringify(app.buildPrompt().output)")) == prompt
+    assert editor.js(f"app.graph.getNodeById({instance}).title") == "New Subgraph"
     editor.page.click("#queue-button")
     image = editor.wait_for_image(9)
     assert (image["width"], image["height"]) == (128, 128)

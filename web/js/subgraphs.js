@@ -28,6 +28,7 @@ export function registerSubgraphTypes(rootGraph) {
         for (const widget of innerWidgets(this.subgraph, name)) widget.value = value;
       }
     };
+    cls.title = event.detail.subgraph.name; // the title of instances saved without one
     LiteGraph.registerNodeType(id, cls);
     cls.category = "subgraphs";
   });
