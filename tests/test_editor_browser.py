@@ -416,3 +416,25 @@ def test_an_error_inside_a_subgraph_marks_its_subgraph_node(editor):
     assert "Required input is missing" in item.inner_text()
     assert editor.js(f"app.graph.getNodeById({instance}).has_errors") is True
     assert editor.js(f"app.errors.forNode({instance}).map((e) => e.message)") == ["Required input is missing"]
+
+
+@pytest.mark.parametrize("mode", [2, 4])
+def test_a_muted_or_bypassed_subgraph_node_takes_its_inner_nodes_along(editor, server, mode):
+    """Muted (2): nothing inside runs, and what it fed loses that input. Bypassed (4): its
+    IMAGE input passes through to its IMAGE output. As the server converts the same file."""
+    editor.page.click("#new-button")
+    ids = editor.js("""(() => {
+        const add = (type, x) => { const n = app.addNode(type, [x, 100]); return n; };
+        const source = add('EmptyImage', 0), invert = add('ImageInvert', 300), save = add('SaveImage', 600);
+        source.connect(0, invert, 0);
+        invert.connect(0, save, 0);
+        app.graph.convertToSubgraph(new Set([invert]));
+        return {source: source.id, save: save.id, instance: app.graph._nodes.find((n) => n.isSubgraphNode()).id};
+    })()""")
+    editor.js(f"app.graph.getNodeById({ids['instance']}).mode = {mode}")
+    built = json.loads(editor.js("JSON.stringify(app.buildPrompt())"))
+    assert set(built["output"]) == {str(ids["source"]), str(ids["save"])}  # nothing from inside
+    images = built["output"][str(ids["save"])]["inputs"].get("images")
+    assert images == ([str(ids["source"]), 0] if mode == 4 else None)
+    converted = ui_to_api(built["workflow"], server.handlers.registry)
+    assert {k: n["inputs"] for k, n in converted.items()} == {k: n["inputs"] for k, n in built["output"].items()}

@@ -49,9 +49,15 @@ export function graphToPrompt(graph) {
   for (const node of allNodes(graph)) if (node.type === "PrimitiveNode") node.pushValue();
   const workflow = graph.serialize();
   const output = {};
-  for (const dto of executableNodes(graph).values()) {
+  const nodes = [...executableNodes(graph).values()];
+  // A muted or bypassed subgraph node takes its inner nodes with it (bypassed, its inputs
+  // pass through to its outputs of the same type).
+  const switchedOff = nodes.filter((dto) => dto.node.isSubgraphNode() && [MODE_MUTED, MODE_BYPASSED].includes(dto.mode))
+    .map((dto) => `${dto.id}:`);
+  const inside = (id) => switchedOff.some((prefix) => String(id).startsWith(prefix));
+  for (const dto of nodes) {
     const { node } = dto;
-    if (!node.constructor.nodeDef || dto.mode === MODE_MUTED || dto.mode === MODE_BYPASSED) continue;
+    if (!node.constructor.nodeDef || dto.mode === MODE_MUTED || dto.mode === MODE_BYPASSED || inside(dto.id)) continue;
     const inputs = {};
     for (const widget of node.inputWidgets()) {
       inputs[widget.name] = constant(widget.value);
@@ -68,9 +74,13 @@ export function graphToPrompt(graph) {
         console.warn(`input ${name} of node ${dto.id}: ${error.message}`);
         return;
       }
-      if (resolved?.widgetInfo) inputs[name] = constant(resolved.widgetInfo.value); // a subgraph's own widget
-      else if (resolved && resolved.node.mode !== MODE_MUTED) inputs[name] = [String(resolved.origin_id), resolved.origin_slot];
-      else if (resolved && !input.widget) delete inputs[name]; // fed by a muted node: left out
+      if (resolved?.widgetInfo) {
+        inputs[name] = constant(resolved.widgetInfo.value); // a subgraph node's own widget
+      } else if (resolved && resolved.node.mode !== MODE_MUTED && !inside(resolved.origin_id)) {
+        inputs[name] = [String(resolved.origin_id), resolved.origin_slot];
+      } else if (resolved && !input.widget) {
+        delete inputs[name]; // fed by a muted node (or one inside a muted subgraph node): left out
+      }
     });
     output[dto.id] = { class_type: node.type, inputs, _meta: { title: node.title } };
   }
