@@ -10,7 +10,8 @@ the server. Names follow ComfyUI's ``cli_args``; the values reach the nodes thro
 - ``--fp32-text-enc`` / ``--fp16-text-enc`` / ``--bf16-text-enc``: the text encoders' dtype
   (``"text_enc_dtype"``).
 - ``--convert-weights-at-load``: store every weight in its part's compute dtype (an fp16
-  file running in fp32 takes twice the memory; about 10 % faster per step on the CPU)
+  file running in fp32 takes twice the memory; UNet calls 3-27 % faster on the CPU, most
+  at small image sizes: bench/RESULTS.md)
   instead of keeping weight matrices in the file's narrower dtype and casting them layer
   by layer (``services["keep_file_precision"] = ()``; see ``nodes.models.cast_weights``).
 - ``--reserve-vram GB``: VRAM kept free for other programs and working memory when models
@@ -45,8 +46,8 @@ def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> N
             group.add_argument(f"--{name}-{flag}", dest=dest, action="store_const", const=name,
                                help=f"run {what} in {name}")
     parser.add_argument("--convert-weights-at-load", action="store_true",
-                        help="store weights in the compute dtype (fp16 files on the CPU: 2x the memory, ~10%% "
-                             "faster steps) instead of the file's dtype cast layer by layer")
+                        help="store weights in the compute dtype (fp16 files on the CPU: 2x the memory, 3-27%% "
+                             "faster UNet calls) instead of the file's dtype cast layer by layer")
     parser.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
                         help="VRAM in GB to keep free when moving models to the GPU (default 0.5)")
 
