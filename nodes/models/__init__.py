@@ -3,7 +3,8 @@
 Public API (import the submodules lazily, inside a node's ``execute``)::
 
     from nodes.models.loader import load_checkpoint, load_vae
-    ckpt = load_checkpoint(path, device="cpu", dtype=torch.float32, prediction_type=None)
+    ckpt = load_checkpoint(path, device="cpu", dtype=torch.float32, part_dtypes=None,
+                           keep_file_precision=("unet", "vae", "text"), prediction_type=None)
     vae = load_vae(path, device="cpu", dtype=torch.float32)
 
     from nodes.models.detect import detect_file          # header only, no tensor data
@@ -22,6 +23,8 @@ Public API (import the submodules lazily, inside a node's ``execute``)::
   LDM/OpenCLIP <-> diffusers/transformers key maps.
 - ``state_source``: memory-mapped safetensors reader; pickles only via ``weights_only``.
 - ``build``: meta-device model construction and in-place weight assignment.
+- ``cast_weights``: weight matrices kept in the file's narrower dtype (fp16 on the CPU),
+  cast layer by layer to the compute dtype as they run.
 - ``loader`` (single files, VAE files), ``diffusers_folder`` (diffusers folders).
 - ``tokenizers`` + ``tokenizer/``: CLIP BPE files (regenerate: ``tools/make_clip_tokenizer.py``).
 - ``ldm_writer``: write models back in the LDM single-file layout (tests, checkpoint save).
