@@ -62,6 +62,47 @@ class CLIPSetLastLayer(Node):
         return (clip.with_last_layer(stop_at_clip_layer),)
 
 
+SIZE = {"min": 0, "max": MAX_RESOLUTION}
+
+
+class CLIPTextEncodeSDXL(Node):
+    """Encodes SDXL's two prompts separately, ``text_l`` for CLIP-L and ``text_g`` for
+    OpenCLIP bigG, with the size conditioning SDXL was trained on: the original image size,
+    the crop's top-left corner and the target size, in pixels."""
+
+    category = "advanced/conditioning"
+    clip = Input("CLIP")
+    width = Input("INT", default=1024, **SIZE)
+    height = Input("INT", default=1024, **SIZE)
+    crop_w = Input("INT", default=0, **SIZE)
+    crop_h = Input("INT", default=0, **SIZE)
+    target_width = Input("INT", default=1024, **SIZE)
+    target_height = Input("INT", default=1024, **SIZE)
+    text_g = Input("STRING", multiline=True, default="", tooltip="the prompt for OpenCLIP bigG")
+    text_l = Input("STRING", multiline=True, default="", tooltip="the prompt for CLIP-L")
+    outputs = (Output("CONDITIONING"),)
+
+    @classmethod
+    def fingerprint(cls, context: Any, text_g: str | None = None, text_l: str | None = None, **_: Any) -> list | None:
+        """The embedding files the prompts name (every embedding file when one is linked)."""
+        text = f"{text_g} {text_l}" if isinstance(text_g, str) and isinstance(text_l, str) else None
+        return CLIPTextEncode.fingerprint(context, text=text)
+
+    def execute(self, clip: Any, width: int, height: int, crop_w: int, crop_h: int, target_width: int,
+                target_height: int, text_g: str, text_l: str) -> tuple:
+        from nodes.sd.memory import on_device
+        from nodes.sd.text_encode import encode_prompt
+
+        if clip.family != "sdxl" or len(clip.encoders) != 2:
+            raise ValueError(f"CLIPTextEncodeSDXL needs an SDXL CLIP (two text encoders); this one is {clip.family}")
+        on_device(self.context, clip.device, *clip.encoders)
+        services = self.context.services if self.context is not None else {}
+        cond, pooled = encode_prompt(clip, text_l, models_of(services).folders("embeddings"), texts=(text_l, text_g))
+        extras = {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
+                  "target_width": target_width, "target_height": target_height}
+        return ([[cond, extras]],)
+
+
 def _with_options(conditioning: list, **options: Any) -> list:
     """A copy of a CONDITIONING list with ``options`` set in every entry's extras."""
     return [[cond, {**extras, **options}] for cond, extras in conditioning]

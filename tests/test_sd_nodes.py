@@ -294,3 +294,56 @@ def test_example_workflows_run(env, name):
     saved = Image.open(folders.output / entry["subfolder"] / entry["filename"])
     expected = {"txt2img": (128, 128), "img2img": (96, 64), "hires_fix": (192, 192)}
     assert saved.size == expected[name.removesuffix(".json").removesuffix("_api")]
+
+
+def sdxl_encode(text_g, text_l, **sizes):
+    inputs = {"clip": ["1", 1], "width": 1024, "height": 1024, "crop_w": 0, "crop_h": 0, "target_width": 1024,
+              "target_height": 1024, "text_g": text_g, "text_l": text_l}
+    return {"class_type": "CLIPTextEncodeSDXL", "inputs": {**inputs, **sizes}}
+
+
+def test_clip_text_encode_sdxl_prompts_and_size_conditioning(env):
+    """The same prompt for both encoders equals CLIPTextEncode; each half of the result is
+    its own encoder's prompt (the shorter padded with the empty prompt's chunk); the size
+    inputs reach the UNet's time ids, and the sizes of the latent are the defaults."""
+    capture = Capture(env)
+    long_l = ", ".join(["a red circle on a blue background"] * 12)  # two chunks for CLIP-L
+    document = txt2img("tiny_sdxl.safetensors", size=64)
+    document["s1"] = sdxl_encode("a red circle", "a red circle", width=64, height=64, target_width=64,
+                                 target_height=64)
+    document["s2"] = sdxl_encode("a red circle", long_l)
+    document["g"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["1", 1]}}
+    document["l"] = {"class_type": "CLIPTextEncode", "inputs": {"text": long_l, "clip": ["1", 1]}}
+    document["s3"] = sdxl_encode("a red circle", "a red circle", width=2048, height=512, crop_w=32, crop_h=64)
+    for node in ("s1", "s3", "s2", "g", "l"):  # a sampler each, so that every encoder runs
+        document[f"k{node}"] = {"class_type": "KSampler", "inputs": dict(document["5"]["inputs"], positive=[node, 0])}
+        document[f"d{node}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"k{node}", 0], "vae": ["1", 2]}}
+        document[f"v{node}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"d{node}", 0]}}
+    result = capture.run(document)
+    assert result.status == "success", result.error
+
+    ((same, extras),) = capture.output("s1")
+    ((plain, plain_extras),) = capture.output("2")
+    assert torch.equal(same, plain) and torch.equal(extras["pooled_output"], plain_extras["pooled_output"])
+    assert (extras["width"], extras["crop_h"], extras["target_height"]) == (64, 0, 64)
+    # Same sizes as the latent's defaults: the same samples as the plain prompt.
+    assert torch.equal(capture.output("ks1")["samples"], capture.output("5")["samples"])
+    assert not torch.allclose(capture.output("ks3")["samples"], capture.output("5")["samples"])  # sizes reach the UNet
+
+    ((mixed, mixed_extras),) = capture.output("s2")
+    ((g_only, g_extras),) = capture.output("g")
+    ((l_only, _),) = capture.output("l")
+    width_l = 32  # CLIP-L's width in the tiny SDXL; then bigG's
+    assert mixed.shape == (1, 154, 64) and l_only.shape == (1, 154, 64)
+    assert torch.equal(mixed[:, :, :width_l], l_only[:, :, :width_l])  # CLIP-L: the long prompt
+    assert torch.equal(mixed[:, :77, width_l:], g_only[:, :, width_l:])  # bigG: the short one, then padding
+    assert torch.equal(mixed_extras["pooled_output"], g_extras["pooled_output"])  # pooled comes from bigG
+
+
+def test_clip_text_encode_sdxl_refuses_an_sd1_clip(env):
+    capture = Capture(env)
+    document = txt2img("tiny_sd1.safetensors")
+    document["s"] = sdxl_encode("a", "a")
+    document["5"]["inputs"]["positive"] = ["s", 0]
+    result = capture.run(document)
+    assert result.status == "error" and "needs an SDXL CLIP" in result.error["exception_message"]

@@ -135,24 +135,30 @@ def load_prompt_embeddings(clip: ClipHandle, text: str,
     return {name: load_embedding(folders, name, clip.family, widths) for name in embedding_names(text)}
 
 
-def encode_prompt(clip: ClipHandle, text: str,
-                  embedding_folders: Sequence[Path] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_prompt(clip: ClipHandle, text: str, embedding_folders: Sequence[Path] | None = None,
+                  texts: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encodes a prompt: ``(cond [1, 77 * chunks, D], pooled [1, P] or None)``, float32 on CPU.
 
     ``D`` is the text width (SDXL: both encoders' widths concatenated); ``pooled`` is the
     projected end-token embedding of the last encoder that has one (SDXL's OpenCLIP bigG),
-    taken from the first chunk. ``embedding_folders`` (default: the handle's) are searched
-    for ``embedding:NAME`` files; names not found are left out with a logged warning.
+    taken from the first chunk. ``texts``: one prompt per encoder instead of ``text`` for all
+    (CLIPTextEncodeSDXL's ``text_l`` and ``text_g``); an encoder whose prompt needs fewer
+    77-token chunks gets the empty prompt's chunk appended until the counts match, as in
+    ComfyUI. ``embedding_folders`` (default: the handle's) are searched for
+    ``embedding:NAME`` files; names not found are left out with a logged warning.
     """
+    texts = list(texts) if texts is not None else [text] * len(clip.encoders)
+    if len(texts) != len(clip.encoders):
+        raise ValueError(f"{len(texts)} prompts for {len(clip.encoders)} text encoders")
     folders = tuple(clip.embedding_folders if embedding_folders is None else embedding_folders)
-    embeddings = load_prompt_embeddings(clip, text, folders)
-    per_encoder = []
+    embeddings = load_prompt_embeddings(clip, " ".join(texts), folders)
+    per_encoder, empty_chunks = [], []
     pooled_first: torch.Tensor | None = None
-    for index, (encoder, tokenizer, layout) in enumerate(
-            zip(clip.encoders, clip.tokenizers, clip.layouts, strict=True)):
+    for index, (encoder, tokenizer, layout, prompt) in enumerate(
+            zip(clip.encoders, clip.tokenizers, clip.layouts, texts, strict=True)):
         pad_id = PAD_IDS[layout]
         vectors = {name: e.vectors[index] if e is not None else None for name, e in embeddings.items()}
-        chunks = chunk_tokens(tokenize_weighted(tokenizer, text, vectors), pad_id)
+        chunks = chunk_tokens(tokenize_weighted(tokenizer, prompt, vectors), pad_id)
         rows, inserted = _ids_and_vectors([c[0] for c in chunks])
         weights = torch.tensor([c[1] for c in chunks], dtype=torch.float32)
         rows.append([BOS, EOS] + [pad_id] * CHUNK)  # the empty prompt, for weights
@@ -163,7 +169,10 @@ def encode_prompt(clip: ClipHandle, text: str,
         z, z_empty = hidden[:-1], hidden[-1:]
         if bool((weights != 1.0).any()):
             z = z_empty + (z - z_empty) * weights.unsqueeze(-1)
-        per_encoder.append(z.reshape(1, -1, z.shape[-1]))
+        per_encoder.append(z)
+        empty_chunks.append(z_empty)
         if pooled is not None:
             pooled_first = pooled[:1].float().cpu()
-    return torch.cat(per_encoder, dim=-1), pooled_first
+    count = max(z.shape[0] for z in per_encoder)
+    padded = [torch.cat([z, empty.expand(count - z.shape[0], -1, -1)]) for z, empty in zip(per_encoder, empty_chunks, strict=True)]
+    return torch.cat([z.reshape(1, -1, z.shape[-1]) for z in padded], dim=-1), pooled_first

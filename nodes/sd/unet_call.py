@@ -40,8 +40,9 @@ def unet_function(model: ModelHandle) -> Callable[..., torch.Tensor]:
 def entry_kwargs(cond: torch.Tensor, extras: dict, model: ModelHandle, latent: torch.Tensor) -> dict[str, torch.Tensor]:
     """One CONDITIONING entry ``[cond [1, T, D], extras]`` -> the keyword tensors of the UNet call.
 
-    SDXL adds ``text_embeds`` (the entry's pooled embedding) and ``time_ids`` (the latent's
-    size in pixels, uncropped).
+    SDXL adds ``text_embeds`` (the entry's pooled embedding) and ``time_ids``: the entry's
+    ``height``, ``width``, ``crop_h``, ``crop_w``, ``target_height``, ``target_width``
+    (CLIPTextEncodeSDXL), each defaulting to the latent's size in pixels (crops to 0).
     """
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
         raise ValueError("a conditioning entry must hold a [batch, tokens, width] tensor")
@@ -50,10 +51,11 @@ def entry_kwargs(cond: torch.Tensor, extras: dict, model: ModelHandle, latent: t
         pooled = extras.get("pooled_output")
         if pooled is None:
             raise ValueError("SDXL needs the pooled text embedding: encode the prompt with an SDXL CLIP")
-        height, width = latent.shape[-2] * 8, latent.shape[-1] * 8
+        height, width = extras.get("height", latent.shape[-2] * 8), extras.get("width", latent.shape[-1] * 8)
+        sizes = [height, width, extras.get("crop_h", 0), extras.get("crop_w", 0),
+                 extras.get("target_height", height), extras.get("target_width", width)]
         kwargs["text_embeds"] = pooled.to(latent.device)
-        kwargs["time_ids"] = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32,
-                                          device=latent.device)
+        kwargs["time_ids"] = torch.tensor([[float(v) for v in sizes]], dtype=torch.float32, device=latent.device)
     return kwargs
 
 
