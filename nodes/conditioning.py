@@ -108,6 +108,21 @@ def _with_options(conditioning: list, **options: Any) -> list:
     return [[cond, {**extras, **options}] for cond, extras in conditioning]
 
 
+class ConditioningSetTimestepRange(Node):
+    """Lets the conditioning take part only between two points of the sampling, as fractions
+    of the way from the first step (0) to the last (1): e.g. one prompt for the composition
+    (0 to 0.4) and another for the details (0.4 to 1), combined."""
+
+    category = "advanced/conditioning"
+    conditioning = Input("CONDITIONING")
+    start = Input("FLOAT", default=0.0, min=0.0, max=1.0, step=0.001)
+    end = Input("FLOAT", default=1.0, min=0.0, max=1.0, step=0.001)
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning: list, start: float, end: float) -> tuple:
+        return (_with_options(conditioning, start_percent=start, end_percent=end),)
+
+
 class ConditioningCombine(Node):
     """Joins two conditionings: the sampler evaluates every entry and averages the
     predictions per pixel, each over its own area or mask."""

@@ -153,3 +153,32 @@ def test_conditioning_average_blends_tokens_and_pooled_and_pads_short_sources():
     assert torch.allclose(extras["pooled_output"], torch.full((1, 4), 5.0))
     with pytest.raises(ValueError, match="width"):
         ConditioningAverage().execute(to, [[torch.zeros(1, 77, 3), {}]], 0.5)
+
+
+def test_timestep_range_takes_an_entry_out_of_the_steps_outside_it():
+    """ConditioningSetTimestepRange: an entry takes part only while sigma lies between the
+    sigmas of its start and end fractions (ComfyUI's percent_to_sigma on the model's schedule)."""
+    from dataclasses import replace
+
+    from nodes.conditioning import ConditioningSetTimestepRange
+    from nodes.sampling import DiscreteSchedule, scaled_linear_betas
+
+    schedule = DiscreteSchedule.from_betas(scaled_linear_betas(1000, 0.00085, 0.012))
+    assert schedule.percent_to_sigma(0.0) == float("inf") and schedule.percent_to_sigma(1.0) == 0.0
+    middle = schedule.percent_to_sigma(0.5)
+    assert schedule.sigma_min < middle < schedule.sigma_max
+    (early,) = ConditioningSetTimestepRange().execute([[text(2.0), {}]], 0.0, 0.5)
+    (late,) = ConditioningSetTimestepRange().execute([[text(5.0), {}]], 0.5, 1.0)
+    assert early[0][1] == {"start_percent": 0.0, "end_percent": 0.5}
+    cond = []
+    for conditioning in (early, late):
+        (region,) = regions(conditioning, 4, 4)
+        extras = conditioning[0][1]
+        cond.append(replace(region, sigma_range=(schedule.percent_to_sigma(extras["start_percent"]),
+                                                 schedule.percent_to_sigma(extras["end_percent"]))))
+    assert not cond[0].is_plain
+    denoiser = CFGDenoiser(RecordingDenoiser(), cond, None, cfg=1.0)
+    x = torch.zeros(1, 4, 4, 4)
+    assert torch.all(denoiser(x, torch.tensor([middle * 2])) == 2.0)  # early: only the first entry
+    assert torch.all(denoiser(x, torch.tensor([middle / 2])) == 5.0)  # late: only the second
+    assert torch.all(denoiser(x, torch.tensor([middle])) == 3.5)  # at the boundary both (averaged)

@@ -347,3 +347,29 @@ def test_clip_text_encode_sdxl_refuses_an_sd1_clip(env):
     document["5"]["inputs"]["positive"] = ["s", 0]
     result = capture.run(document)
     assert result.status == "error" and "needs an SDXL CLIP" in result.error["exception_message"]
+
+
+def test_conditioning_timestep_range_through_the_sampler(env):
+    """A range covering all of sampling changes nothing; red for the first half and blue for
+    the second gives neither the all-red nor the all-blue result."""
+    capture = Capture(env)
+    document = txt2img(steps=4)
+    document["b"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a blue square", "clip": ["1", 1]}}
+    document["all"] = {"class_type": "ConditioningSetTimestepRange",
+                       "inputs": {"conditioning": ["2", 0], "start": 0.0, "end": 1.0}}
+    document["r1"] = {"class_type": "ConditioningSetTimestepRange",
+                      "inputs": {"conditioning": ["2", 0], "start": 0.0, "end": 0.5}}
+    document["b2"] = {"class_type": "ConditioningSetTimestepRange",
+                      "inputs": {"conditioning": ["b", 0], "start": 0.5, "end": 1.0}}
+    document["split"] = {"class_type": "ConditioningCombine",
+                         "inputs": {"conditioning_1": ["r1", 0], "conditioning_2": ["b2", 0]}}
+    for node in ("all", "split", "b"):
+        document[f"k{node}"] = {"class_type": "KSampler", "inputs": dict(document["5"]["inputs"], positive=[node, 0])}
+        document[f"d{node}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"k{node}", 0], "vae": ["1", 2]}}
+        document[f"v{node}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"d{node}", 0]}}
+    result = capture.run(document)
+    assert result.status == "success", result.error
+    red, blue = capture.output("5")["samples"], capture.output("kb")["samples"]
+    assert torch.allclose(capture.output("kall")["samples"], red, atol=1e-6)
+    split = capture.output("ksplit")["samples"]
+    assert (split - red).abs().max() > 1e-3 and (split - blue).abs().max() > 1e-3

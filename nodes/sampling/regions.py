@@ -43,6 +43,8 @@ class CondRegion:
     its multiplier over the area, [1 or B, 1, height, width], or None for 1 everywhere.
     ``explicit_area``: the entry named an area (directly or by its mask's bounds), which
     makes the opposite list get a twin over the same area (see :func:`add_area_twins`).
+    ``sigma_range``: ``(high, low)``, the noise levels between which the entry takes part
+    (ConditioningSetTimestepRange), or None for every step.
     """
 
     cond: dict[str, torch.Tensor]
@@ -50,11 +52,17 @@ class CondRegion:
     weight: torch.Tensor | None = None
     explicit_area: bool = False
     extras: Mapping[str, Any] = field(default_factory=dict)
+    sigma_range: tuple[float, float] | None = None
 
     @property
     def is_plain(self) -> bool:
-        """True for an entry over the whole latent with weight 1 (the classic single prompt)."""
-        return not self.explicit_area and self.weight is None
+        """True for an entry over the whole latent with weight 1 at every step (the classic
+        single prompt)."""
+        return not self.explicit_area and self.weight is None and self.sigma_range is None
+
+    def active_at(self, sigma: float) -> bool:
+        """Whether the entry takes part in the step at noise level ``sigma``."""
+        return self.sigma_range is None or self.sigma_range[1] <= sigma <= self.sigma_range[0]
 
 
 def _clamp_area(area: Sequence[float], height: int, width: int) -> Area:
@@ -185,16 +193,19 @@ def predict_regions(denoiser: Callable[..., torch.Tensor], x: torch.Tensor, sigm
     """One combined x0 prediction [B, C, H, W] per group of regions (e.g. uncond, cond).
 
     Regions of every group whose crops share a size and keys go through ``denoiser`` in
-    one call; ``concat(conds, batch)`` joins their keyword tensors along the batch.
+    one call; ``concat(conds, batch)`` joins their keyword tensors along the batch. Regions
+    not active at this step's ``sigma`` are left out (where none is, the prediction is 0,
+    as in ComfyUI).
     """
     batch = x.shape[0]
     totals = [torch.zeros_like(x) for _ in groups]
     counts = [torch.zeros_like(x[:, :1]) for _ in groups]
     buckets: dict[tuple, list[tuple[int, CondRegion]]] = {}
+    step_sigma = float(sigma.reshape(-1)[0])
     for index, regions in enumerate(groups):
         for region in regions:
             h, w = region.area[:2]
-            if h == 0 or w == 0:
+            if h == 0 or w == 0 or not region.active_at(step_sigma):
                 continue
             buckets.setdefault((h, w, tuple(sorted(region.cond))), []).append((index, region))
     for jobs in buckets.values():

@@ -82,6 +82,16 @@ class DiscreteSchedule:
         w = t - low.float()
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
+    def percent_to_sigma(self, percent: float) -> float:
+        """The noise level at a fraction of the way through sampling, ComfyUI's convention:
+        0 is before any noise is removed (infinite, so that every sigma is at or below it),
+        1 the end (0), and in between the sigma of timestep ``(1 - percent) * (N - 1)``."""
+        if percent <= 0.0:
+            return float("inf")
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma((1.0 - percent) * (self.num_timesteps - 1)))
+
     def timestep(self, sigma: torch.Tensor | float, quantize: bool = True) -> torch.Tensor:
         """The timestep the UNet is given for noise level ``sigma`` (float32, same shape).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -83,7 +84,12 @@ def conditioning_regions(conditioning: list, model: ModelHandle, latent: torch.T
             kwargs["concat"] = inpaint_concat(image, extras.get("concat_mask"))
         elif concat is not None:
             kwargs["concat"] = concat
-        regions.append(make_region(kwargs, extras, height, width))
+        region = make_region(kwargs, extras, height, width)
+        if "start_percent" in extras or "end_percent" in extras:  # ConditioningSetTimestepRange
+            schedule = model.schedule
+            region = replace(region, sigma_range=(schedule.percent_to_sigma(float(extras.get("start_percent", 0.0))),
+                                                  schedule.percent_to_sigma(float(extras.get("end_percent", 1.0)))))
+        regions.append(region)
     return regions
 
 
