@@ -108,6 +108,35 @@ def _with_options(conditioning: list, **options: Any) -> list:
     return [[cond, {**extras, **options}] for cond, extras in conditioning]
 
 
+class ConditioningConcat(Node):
+    """Appends the tokens of ``conditioning_from`` (its first entry) to every entry of
+    ``conditioning_to``: one cross-attention over both prompts, rather than two predictions
+    averaged (ConditioningCombine). The entries keep ``conditioning_to``'s options."""
+
+    category = "conditioning"
+    conditioning_to = Input("CONDITIONING")
+    conditioning_from = Input("CONDITIONING")
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning_to: list, conditioning_from: list) -> tuple:
+        import torch
+
+        if not conditioning_from:
+            return (list(conditioning_to),)
+        if len(conditioning_from) > 1:
+            logger.warning("ConditioningConcat: conditioning_from has %d entries; only the first is used",
+                           len(conditioning_from))
+        extra = conditioning_from[0][0]
+        joined = []
+        for cond, extras in conditioning_to:
+            if cond.shape[-1] != extra.shape[-1]:
+                raise ValueError(f"cannot join conditionings of widths {cond.shape[-1]} and {extra.shape[-1]} "
+                                 "(from different text encoders?)")
+            joined.append([torch.cat([cond, extra.to(cond.device, cond.dtype).expand(cond.shape[0], -1, -1)], dim=1),
+                           dict(extras)])
+        return (joined,)
+
+
 class ConditioningSetTimestepRange(Node):
     """Lets the conditioning take part only between two points of the sampling, as fractions
     of the way from the first step (0) to the last (1): e.g. one prompt for the composition

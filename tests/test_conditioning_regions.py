@@ -182,3 +182,15 @@ def test_timestep_range_takes_an_entry_out_of_the_steps_outside_it():
     assert torch.all(denoiser(x, torch.tensor([middle * 2])) == 2.0)  # early: only the first entry
     assert torch.all(denoiser(x, torch.tensor([middle / 2])) == 5.0)  # late: only the second
     assert torch.all(denoiser(x, torch.tensor([middle])) == 3.5)  # at the boundary both (averaged)
+
+
+def test_conditioning_concat_appends_the_first_entry_of_from_to_every_entry():
+    from nodes.conditioning import ConditioningConcat
+
+    to = [[text(1.0), {"strength": 0.5}], [text(2.0), {}]]
+    (joined,) = ConditioningConcat().execute(to, [[text(7.0, tokens=154), {"area": (1, 1, 0, 0)}], [text(9.0), {}]])
+    assert [c.shape for c, _ in joined] == [(1, 231, 8), (1, 231, 8)]
+    assert torch.all(joined[0][0][:, :77] == 1.0) and torch.all(joined[0][0][:, 77:] == 7.0)
+    assert joined[0][1] == {"strength": 0.5} and joined[1][1] == {}  # the options of conditioning_to
+    with pytest.raises(ValueError, match="widths 8 and 4"):
+        ConditioningConcat().execute(to, [[torch.zeros(1, 77, 4), {}]])
