@@ -202,7 +202,7 @@ def test_the_editors_prompt_is_the_servers_conversion_of_its_workflow(editor, se
 
     editor.page.click("#new-button")
     source = editor.add_by_search("empty image", editor.canvas_point(0.1, 0.2), "EmptyImage")
-    invert = editor.add_by_search("invert", editor.canvas_point(0.35, 0.2), "ImageInvert")
+    invert = editor.add_by_search("invert image", editor.canvas_point(0.35, 0.2), "ImageInvert")
     scale = editor.add_by_search("image scale by", editor.canvas_point(0.35, 0.6), "ImageScaleBy")
     save = editor.add_by_search("save image", editor.canvas_point(0.6, 0.2), "SaveImage")
     editor.add_by_search("note", editor.canvas_point(0.6, 0.7), "Note")
