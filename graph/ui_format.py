@@ -141,9 +141,10 @@ class _Converter:
             containing.append(holder.get("type"))
         if node["type"] in containing or len(containing) >= _MAX_SUBGRAPH_DEPTH:
             return None
-        links = _link_table(definition.get("links"))
+        raw_links = definition.get("links")
+        links = _link_table(raw_links)
         outputs = {}
-        for link in definition.get("links") or []:
+        for link in raw_links if isinstance(raw_links, list) else []:
             if isinstance(link, dict) and link.get("target_id") == _SUBGRAPH_OUTPUT_ID:
                 outputs[link.get("target_slot")] = str(link.get("id"))
         return _Graph(_node_table(definition.get("nodes")), links, (*graph.path, node_id), outputs, (graph, node))

@@ -78,3 +78,40 @@ def test_random_ui_documents_never_raise(registry, nodes, links):
                        mode=mode)
         ui_nodes.append(node)
     check_outcome(prepare(document(ui_nodes, links), registry))
+
+
+subgraph_ids = st.sampled_from(["sg-a", "sg-b"])
+subgraph_links = st.lists(st.fixed_dictionaries({
+    "id": st.integers(1, 6), "origin_id": st.sampled_from([-10, 1, 2, 3]), "origin_slot": st.integers(-1, 2),
+    "target_id": st.sampled_from([-20, 1, 2, 3]), "target_slot": st.integers(-1, 2), "type": st.just("INT")}),
+    max_size=5)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(1, 4), st.sampled_from([*CLASS_NAMES, "sg-a", "sg-b"]),
+                          st.lists(json_values, max_size=3), st.sampled_from([0, 2, 4]),
+                          st.lists(st.integers(1, 6) | st.none(), max_size=2)), max_size=4),
+       ui_links,
+       st.lists(st.tuples(subgraph_ids, st.lists(st.tuples(st.integers(1, 3), st.sampled_from([*CLASS_NAMES, "sg-a", "sg-b"]),
+                                                           st.lists(st.integers(1, 6) | st.none(), max_size=2)),
+                                                 max_size=3),
+                          subgraph_links | json_values), max_size=2),
+       json_values)
+def test_random_ui_documents_with_subgraphs_never_raise(registry, nodes, links, definitions, garbage):
+    """Instances, nested and self-nesting subgraphs, broken boundary links, malformed definitions."""
+    ui_nodes = [ui_node(node_id, node_type, widgets, inputs=[(f"in{i}", "INT", link) for i, link in enumerate(ins)],
+                        outputs=[("out", "INT", [1, 2])], mode=mode)
+                for node_id, node_type, widgets, mode, ins in nodes]
+    subgraphs = []
+    for subgraph_id, inner, inner_links in definitions:
+        subgraphs.append({"id": subgraph_id, "nodes": [ui_node(i, t, inputs=[(f"in{k}", "INT", link)
+                                                                            for k, link in enumerate(ins)])
+                                                      for i, t, ins in inner],
+                          "links": inner_links})
+    # Always an instance of "sg-a" feeding an output, so that its definition is entered.
+    ui_nodes += [ui_node(9, "sg-a", outputs=[("out", "INT", [7])]), ui_node(8, "ShowValue", inputs=[("value", "*", 7)])]
+    doc = document(ui_nodes, [*links, [7, 9, 0, 8, 0, "INT"]])
+    if not any(d["id"] == "sg-a" for d in subgraphs):
+        subgraphs.append({"id": "sg-a", "nodes": [], "links": garbage})
+    doc["definitions"] = {"subgraphs": subgraphs + ([garbage] if garbage is not None else [])}
+    check_outcome(prepare(doc, registry))
