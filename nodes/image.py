@@ -82,6 +82,23 @@ class ImageScaleBy(Node):
         return (resize_images(image, new_w, new_h, upscale_method),)
 
 
+class ImageScaleToTotalPixels(Node):
+    """Resizes images to about ``megapixels`` million pixels, keeping the aspect ratio."""
+
+    category = "image/upscaling"
+    image = Input("IMAGE")
+    upscale_method = Input(choices=UPSCALE_METHODS, default="nearest-exact")
+    megapixels = Input("FLOAT", default=1.0, min=0.01, max=16.0, step=0.01)
+    outputs = (Output("IMAGE"),)
+
+    def execute(self, image: Any, upscale_method: str, megapixels: float) -> tuple:
+        _, height, width, _ = image.shape
+        total = int(megapixels * 1024 * 1024)  # ComfyUI counts 1024 * 1024 pixels per megapixel
+        scale = (total / (width * height)) ** 0.5
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        return (resize_images(image, new_w, new_h, upscale_method),)
+
+
 class ImageBatch(Node):
     """Joins two image batches into one; ``image2`` is first resized (bilinear,
     centre-cropped to the aspect) to ``image1``'s size when they differ."""
