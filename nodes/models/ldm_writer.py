@@ -50,19 +50,27 @@ def ldm_state_dict(
     unet: UNet2DConditionModel,
     vae: AutoencoderKL | None,
     text_encoders: Sequence[TextEncoder],
+    *,
+    replaced: Mapping[str, torch.Tensor] | None = None,
+    replaced_encoders: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint in LDM layout (``family``: ``sd1``, ``sd2`` or ``sdxl``)."""
+    """All tensors of a checkpoint in LDM layout (``family``: ``sd1``, ``sd2`` or ``sdxl``).
+
+    ``replaced`` / ``replaced_encoders[i]``: tensors to write instead of the UNet's / the
+    i-th text encoder's own, by their state-dict keys (e.g. weights with a LoRA merged in).
+    """
     slots = ENCODER_SLOTS[family]
     if len(text_encoders) != len(slots):
         raise ValueError(f"{family} has {len(slots)} text encoders, got {len(text_encoders)}")
     out: dict[str, torch.Tensor] = {}
-    unet_state = _state(unet)
+    unet_state = _state(unet) | dict(replaced or {})
     out.update(scatter(with_prefix(unet_key_map(unet_state, unet.config), UNET), unet_state))
     if vae is not None:
         vae_state = _state(vae)
         out.update(scatter(with_prefix(vae_key_map(vae_state, vae.config), VAE), vae_state))
-    for (prefix, layout), encoder in zip(slots, text_encoders, strict=True):
-        state = _state(encoder)
+    encoder_replacements = list(replaced_encoders or [None] * len(text_encoders))
+    for (prefix, layout), encoder, extra in zip(slots, text_encoders, encoder_replacements, strict=True):
+        state = _state(encoder) | dict(extra or {})
         key_map = hf_clip_key_map(state) if layout == "hf" else open_clip_key_map(state)
         out.update(scatter(with_prefix(key_map, prefix), state))
         if layout == "hf":
@@ -101,16 +109,20 @@ def save_ldm_checkpoint(
     metadata: Mapping[str, str] | None = None,
     store_arch_config: bool = False,
     prediction_type: str | None = None,
+    replaced: Mapping[str, torch.Tensor] | None = None,
+    replaced_encoders: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
 ) -> Path:
     """Save the models as one LDM-layout ``.safetensors`` file and return its path.
 
     ``store_arch_config`` writes the architecture (``arch_config``) into the metadata under
     ``latentgraph.config`` so non-standard sizes load back; ``prediction_type`` is stored there
-    too. Extra string ``metadata`` is written as given.
+    too. Extra string ``metadata`` is written as given. ``replaced``/``replaced_encoders``:
+    as :func:`ldm_state_dict`.
     """
     meta = dict(metadata or {})
     if store_arch_config:
         meta[CONFIG_METADATA_KEY] = json.dumps(arch_config(unet, vae, text_encoders, prediction_type))
     path = Path(path)
-    save_file(ldm_state_dict(family, unet, vae, text_encoders), str(path), metadata=meta)
+    tensors = ldm_state_dict(family, unet, vae, text_encoders, replaced=replaced, replaced_encoders=replaced_encoders)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
     return path
