@@ -20,18 +20,12 @@ from graph import Input, Node, NodeResult
 from graph.paths import safe_join
 
 
-def _by_layer(patches: tuple[Any, ...]) -> dict[str, list[Any]]:
-    layers: dict[str, list[Any]] = {}
-    for lora in patches:
-        for name, delta in lora.deltas.items():
-            layers.setdefault(name, []).append(delta)
-    return layers
-
-
 def _merge(module: Any, patches: tuple[Any, ...]) -> dict[str, Any]:
     """The merged ``weight`` tensors of ``module``'s layers that ``patches`` change."""
+    from nodes.lora.apply import deltas_by_layer
+
     out = {}
-    for name, deltas in _by_layer(patches).items():
+    for name, deltas in deltas_by_layer(patches).items():
         weight = module.get_submodule(name).weight
         total = weight.detach().float()
         for delta in deltas:

@@ -77,9 +77,7 @@ class ImageScaleBy(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, upscale_method: str, scale_by: float) -> tuple:
-        _, height, width, _ = image.shape
-        new_w, new_h = max(1, round(width * scale_by)), max(1, round(height * scale_by))
-        return (resize_images(image, new_w, new_h, upscale_method),)
+        return (scale_images(image, scale_by, upscale_method),)
 
 
 class ImageScaleToTotalPixels(Node):
@@ -94,9 +92,13 @@ class ImageScaleToTotalPixels(Node):
     def execute(self, image: Any, upscale_method: str, megapixels: float) -> tuple:
         _, height, width, _ = image.shape
         total = int(megapixels * 1024 * 1024)  # ComfyUI counts 1024 * 1024 pixels per megapixel
-        scale = (total / (width * height)) ** 0.5
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        return (resize_images(image, new_w, new_h, upscale_method),)
+        return (scale_images(image, (total / (width * height)) ** 0.5, upscale_method),)
+
+
+def scale_images(image: Any, scale: float, method: str) -> Any:
+    """Images [B, H, W, C] resized by ``scale`` (each side rounded, at least 1 pixel)."""
+    _, height, width, _ = image.shape
+    return resize_images(image, max(1, round(width * scale)), max(1, round(height * scale)), method)
 
 
 class ImageBatch(Node):

@@ -160,7 +160,8 @@ def _deltas(groups: Mapping[str, LoraGroup], strength: float, module: torch.nn.M
             for name, g in groups.items()}
 
 
-def _merge(applied: tuple[AppliedLora, ...]) -> dict[str, list[LoraDelta]]:
+def deltas_by_layer(applied: tuple[AppliedLora, ...]) -> dict[str, list[LoraDelta]]:
+    """``{module name: [delta, ...]}`` of a sequence of applied LoRAs, in order."""
     by_layer: dict[str, list[LoraDelta]] = {}
     for lora in applied:
         for name, delta in lora.deltas.items():
@@ -178,7 +179,7 @@ def apply_to_model(model: ModelHandle, match: LoraMatch, strength: float) -> Mod
     base = model.original_unet
     lora = AppliedLora(match.name, strength, _deltas(match.unet, strength, base))
     patches = (*model.patches, lora)
-    return replace(model, unet=patched_view(base, _merge(patches)), patches=patches, base_unet=base)
+    return replace(model, unet=patched_view(base, deltas_by_layer(patches)), patches=patches, base_unet=base)
 
 
 def apply_to_clip(clip: ClipHandle, match: LoraMatch, strength: float) -> ClipHandle:
@@ -195,5 +196,5 @@ def apply_to_clip(clip: ClipHandle, match: LoraMatch, strength: float) -> ClipHa
         (*old, AppliedLora(match.name, strength, _deltas(groups, strength, enc)))
         if groups else old
         for enc, groups, old in zip(bases, match.encoders, previous, strict=True))
-    encoders = tuple(patched_view(enc, _merge(p)) if p else enc for enc, p in zip(bases, patches, strict=True))
+    encoders = tuple(patched_view(enc, deltas_by_layer(p)) if p else enc for enc, p in zip(bases, patches, strict=True))
     return replace(clip, encoders=encoders, patches=patches, base_encoders=bases)
