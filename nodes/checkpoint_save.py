@@ -11,13 +11,11 @@ the dtype it is held in (an fp16 file's matrices stay fp16, see
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any
 
 from graph import Input, Node, NodeResult
-from graph.paths import safe_join
+from nodes.io import next_counter, output_target, workflow_metadata
 
 
 def _merge(module: Any, patches: tuple[Any, ...]) -> dict[str, Any]:
@@ -32,12 +30,6 @@ def _merge(module: Any, patches: tuple[Any, ...]) -> dict[str, Any]:
             total = total + delta.weight_delta(weight.shape).to(total.device)
         out[f"{name}.weight"] = total.to(weight.dtype)
     return out
-
-
-def _next_counter(folder: Path, prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"_(\d+)_\.safetensors$")
-    found = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
-    return max(found, default=0) + 1
 
 
 class CheckpointSave(Node):
@@ -56,16 +48,9 @@ class CheckpointSave(Node):
 
         if model.family != clip.family:
             raise ValueError(f"the MODEL is {model.family} but the CLIP is {clip.family}")
-        subfolder, _, prefix = filename_prefix.replace("\\", "/").rpartition("/")
-        prefix = prefix or "checkpoint"
-        folder = safe_join(Path(self.context.folders.output), subfolder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{prefix}_{_next_counter(folder, prefix):05}_.safetensors"
-        metadata = {}
-        if self.context.prompt is not None:
-            metadata["prompt"] = json.dumps(self.context.prompt)
-        for key, value in (self.context.extra_data.get("extra_pnginfo") or {}).items():
-            metadata[str(key)] = json.dumps(value)
+        folder, subfolder, prefix = output_target(Path(self.context.folders.output), filename_prefix, "checkpoint")
+        path = folder / f"{prefix}_{next_counter(folder, prefix, '.safetensors'):05}_.safetensors"
+        metadata = workflow_metadata(self.context.prompt, self.context.extra_data.get("extra_pnginfo") or {})
         base_encoders = clip.original_encoders
         encoder_patches = clip.patches or tuple(() for _ in base_encoders)
         save_ldm_checkpoint(

@@ -14,13 +14,7 @@ from typing import Any
 
 from graph import Input, Node, Output
 from nodes.image import MAX_RESOLUTION
-
-
-def _mask_4d(mask: Any) -> Any:
-    """MASK [H, W] or [B, H, W] (or [B, 1, H, W]) -> float [B, 1, H, W]."""
-    if mask.ndim not in (2, 3, 4):
-        raise ValueError(f"a MASK must be [H, W] or [B, H, W], got shape {tuple(mask.shape)}")
-    return mask.float().reshape(-1, 1, mask.shape[-2], mask.shape[-1])
+from nodes.masks import mask_4d
 
 
 def _centre_crop_to_8(pixels: Any, mask: Any) -> tuple[Any, Any]:
@@ -29,7 +23,7 @@ def _centre_crop_to_8(pixels: Any, mask: Any) -> tuple[Any, Any]:
     import torch.nn.functional as F
 
     _, height, width, _ = pixels.shape
-    mask = F.interpolate(_mask_4d(mask), size=(height, width), mode="bilinear", align_corners=False)
+    mask = F.interpolate(mask_4d(mask), size=(height, width), mode="bilinear", align_corners=False)
     crop_h, crop_w = height // 8 * 8, width // 8 * 8
     if crop_h == 0 or crop_w == 0:
         raise ValueError(f"the image is {width}x{height}; the VAE needs at least 8x8 pixels")
@@ -59,7 +53,7 @@ class SetLatentNoiseMask(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, samples: dict, mask: Any) -> tuple:
-        return (dict(samples, noise_mask=_mask_4d(mask)),)
+        return (dict(samples, noise_mask=mask_4d(mask)),)
 
 
 class VAEEncodeForInpaint(Node):
@@ -164,7 +158,7 @@ class ImageCompositeMasked(Node):
         if mask is None:
             weight = src.new_ones((batch, 1, src_h, src_w))
         else:
-            weight = F.interpolate(_mask_4d(mask), size=(src_h, src_w), mode="bilinear", align_corners=False)
+            weight = F.interpolate(mask_4d(mask), size=(src_h, src_w), mode="bilinear", align_corners=False)
             weight = fit_batch(weight, batch)
         visible_h, visible_w = max(0, min(src_h, dest_h - y)), max(0, min(src_w, dest_w - x))
         if visible_h == 0 or visible_w == 0:

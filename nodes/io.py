@@ -146,16 +146,11 @@ def save_png_batch(images: Any, folder: Path, filename_prefix: str, folder_type:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    subfolder, _, prefix = filename_prefix.replace("\\", "/").rpartition("/")
-    prefix = prefix or "image"
-    target = safe_join(folder, subfolder)
-    target.mkdir(parents=True, exist_ok=True)
+    target, subfolder, prefix = output_target(folder, filename_prefix, "image")
     counter = next_counter(target, prefix)
     metadata = PngInfo()
-    if prompt is not None:
-        metadata.add_text("prompt", json.dumps(prompt))
-    for key, value in extra_pnginfo.items():
-        metadata.add_text(str(key), json.dumps(value))
+    for key, text in workflow_metadata(prompt, extra_pnginfo).items():
+        metadata.add_text(key, text)
     saved = []
     for frame in images:
         filename = f"{prefix}_{counter:05}_.png"
@@ -165,9 +160,27 @@ def save_png_batch(images: Any, folder: Path, filename_prefix: str, folder_type:
     return saved
 
 
-def next_counter(folder: Path, prefix: str) -> int:
-    """One more than the highest counter among ``{prefix}_NNNNN_.png`` files in ``folder``."""
-    pattern = re.compile(re.escape(prefix) + r"_(\d+)_\.png$")
+def output_target(folder: Path, filename_prefix: str, default_prefix: str) -> tuple[Path, str, str]:
+    """Where an output named by ``filename_prefix`` goes: ``(folder it is written to,
+    subfolder, file prefix)``. The prefix may name a subfolder, which must stay inside
+    ``folder`` (``safe_join``); it is created."""
+    subfolder, _, prefix = filename_prefix.replace("\\", "/").rpartition("/")
+    target = safe_join(folder, subfolder)
+    target.mkdir(parents=True, exist_ok=True)
+    return target, subfolder, prefix or default_prefix
+
+
+def workflow_metadata(prompt: dict | None, extra_pnginfo: dict) -> dict[str, str]:
+    """The text entries an output file carries: ``prompt`` (API format) and one JSON entry
+    per key of ``extra_pnginfo`` (the editor sends ``workflow``)."""
+    entries = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+    entries.update({str(key): json.dumps(value) for key, value in extra_pnginfo.items()})
+    return entries
+
+
+def next_counter(folder: Path, prefix: str, suffix: str = ".png") -> int:
+    """One more than the highest counter among ``{prefix}_NNNNN_{suffix}`` files in ``folder``."""
+    pattern = re.compile(re.escape(prefix) + r"_(\d+)_" + re.escape(suffix) + "$")
     highest = 0
     for path in folder.iterdir():
         match = pattern.match(path.name)

@@ -14,8 +14,11 @@ from nodes.image import MAX_RESOLUTION
 CHANNELS = ["red", "green", "blue", "alpha"]
 
 
-def _batched(mask: Any) -> Any:
-    return mask.unsqueeze(0) if mask.ndim == 2 else mask
+def mask_4d(mask: Any) -> Any:
+    """MASK [H, W] or [B, H, W] (or [B, 1, H, W]) -> float [B, 1, H, W]."""
+    if mask.ndim not in (2, 3, 4):
+        raise ValueError(f"a MASK must be [H, W] or [B, H, W], got shape {tuple(mask.shape)}")
+    return mask.float().reshape(-1, 1, mask.shape[-2], mask.shape[-1])
 
 
 class SolidMask(Node):
@@ -79,7 +82,7 @@ class MaskToImage(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, mask: Any) -> tuple:
-        return (_batched(mask).unsqueeze(-1).expand(-1, -1, -1, 3).clone(),)
+        return (mask_4d(mask)[:, 0, :, :, None].expand(-1, -1, -1, 3).clone(),)
 
 
 class GrowMask(Node):
@@ -97,24 +100,18 @@ class GrowMask(Node):
     outputs = (Output("MASK"),)
 
     def execute(self, mask: Any, expand: int, tapered_corners: bool) -> tuple:
+        import torch
         import torch.nn.functional as F
 
-        grown = _batched(mask).float().unsqueeze(1)  # [B, 1, H, W]
+        grown = mask_4d(mask)
         sign = 1.0 if expand >= 0 else -1.0
         grown = grown * sign  # shrinking is growing the negated mask
         for _ in range(abs(expand)):
             if tapered_corners:
                 padded = F.pad(grown, (1, 1, 1, 1), mode="replicate")
-                grown = _elementwise_max(padded[..., 1:-1, 1:-1], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
-                                  padded[..., 1:-1, :-2], padded[..., 1:-1, 2:])
+                grown = torch.stack([padded[..., 1:-1, 1:-1], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
+                                     padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]).amax(0)
             else:
                 grown = F.max_pool2d(F.pad(grown, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         return ((grown * sign).squeeze(1),)
 
-
-def _elementwise_max(*tensors: Any) -> Any:
-    """Elementwise maximum of several same-shaped tensors."""
-    result = tensors[0]
-    for tensor in tensors[1:]:
-        result = result.maximum(tensor)
-    return result

@@ -6,9 +6,10 @@ fp16, 3.3 GiB in fp32) and the load's time goes into writing that copy. Instead,
 weight matrices and kernels of ``Linear``, ``Conv2d`` and ``Embedding`` layers stay in the
 file's dtype, and each layer casts its weight to the compute dtype as it runs. An fp16 ->
 fp32 cast is exact, so the results are the same as with converted weights; the cast copy
-of one layer lives only while that layer runs. (On this project's 2-core CPU box an SD1.5
-UNet call at 256x256 was faster this way, about 1.7 s against 2.0 s: the layer reads half
-the bytes from memory and its fp32 copy is still in cache when the matmul reads it.)
+of one layer lives only while that layer runs. The casts cost time, most where a layer has
+least compute per weight: on this project's 2-core CPU box an SD1.5 UNet call at 256x256
+took 1.67 s against 1.50 s converted, an SDXL one 1.27x at 256x256 and 1.03x at 512x512
+(bench/RESULTS.md; ``--convert-weights-at-load`` converts instead).
 
 Only those three layer types, and only their ``weight``, are kept narrow: biases, norm
 scales and every other tensor are small and are converted at load. Code that inspects a
@@ -96,7 +97,7 @@ def compute_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype ``model`` computes in: that of its casting layers, else of its first floating parameter."""
     fallback = None
     for module in model.modules():
-        if isinstance(module, (CastLinear, CastConv2d, CastEmbedding)):
+        if isinstance(module, tuple(CASTING.values())):
             return module.compute_dtype
         if fallback is None:
             fallback = next((p.dtype for p in module.parameters(recurse=False) if p.is_floating_point()), None)

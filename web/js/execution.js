@@ -96,7 +96,8 @@ export class ExecutionView {
 
   /** Outlines the running node (called from each node's foreground drawing). */
   draw(node, ctx, titleHeight) {
-    if (this.#node(this.runningNodeId) !== node) return;
+    // Called for every node every frame: compare ids, no lookup ("10:3" shows on node 10).
+    if (this.runningNodeId == null || this.runningNodeId.split(":")[0] !== String(node.id)) return;
     ctx.save();
     ctx.strokeStyle = "#3fd46b";
     ctx.lineWidth = 3;
