@@ -8,6 +8,7 @@ their events to websocket clients. Run ``python server.py --help`` for the flags
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import json
 import logging
@@ -15,21 +16,24 @@ import math
 import os
 import sqlite3
 import sys
+import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from graph import Executor, Folders, NodeRegistry, is_ui_format, prepare
+from graph import Executor, Folders, NodeRegistry, PromptLimits, PromptTooLarge, is_ui_format, prepare
 from graph.cache import OutputCache
 from graph.host_memory import tune_allocator
 from latentgraph_server import views
 from latentgraph_server.config import ServerConfig, config_from_args
 from latentgraph_server.hub import Connection, Hub, encode_message
 from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
-from latentgraph_server.queue_store import QueueStore
-from latentgraph_server.security import is_loopback, make_security_middleware
+from latentgraph_server.queue_store import QueueStore, to_json
+from latentgraph_server.request_bounds import RequestRefused, prompt_memory_limit, read_json_body
+from latentgraph_server.security import is_loopback, make_security_middleware, redact_argv
 from latentgraph_server.system_info import package_version, system_stats
 from latentgraph_server.userdata import WorkflowLibrary
 from latentgraph_server.worker import PromptWorker
@@ -79,12 +83,18 @@ ROUTES = [
 ]
 
 MAX_ID_LENGTH = 256
+# Queue numbers are stored as SQLite REALs: beyond 2**53 they would no longer be exact.
+MAX_PROMPT_NUMBER = 2**53
+# Query integers (history windows) beyond this are refused rather than passed to SQLite.
+MAX_QUERY_INT = 2**62
+LIMIT_FLAGS = {"max_nodes": "--max-prompt-nodes", "max_subgraph_instances": "--max-subgraph-instances"}
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, kind: str = "invalid_request") -> None:
+    def __init__(self, message: str, kind: str = "invalid_request", status: int = 400) -> None:
         super().__init__(message)
         self.kind = kind
+        self.status = status
 
 
 def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
@@ -92,13 +102,12 @@ def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
 
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
-    raw = await request.read()
-    if not raw.strip() and allow_empty:
-        return {}
+    """The JSON body, within --max-json-body (``latentgraph_server.request_bounds``)."""
+    limit = request.app[HANDLERS_KEY].config.max_json_body
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", "invalid_json") from exc
+        return await read_json_body(request, limit, empty={} if allow_empty else None)
+    except RequestRefused as exc:
+        raise BadRequest(str(exc), exc.kind, exc.status) from exc
 
 
 async def read_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -106,6 +115,52 @@ async def read_object(request: web.Request, *, allow_empty: bool = False) -> dic
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
+
+
+@dataclass
+class PromptRequest:
+    """The fields of a POST /prompt body, checked (ComfyUI's names)."""
+
+    document: Any
+    prompt_id: str
+    client_id: str | None
+    extra_data: dict[str, Any]
+    targets: list[str] | None
+    number: float | None
+    front: bool
+
+
+def parse_prompt_request(body: dict[str, Any], max_extra_data: int) -> PromptRequest:
+    """Checks a POST /prompt body; raises BadRequest naming the first bad field."""
+    if "prompt" not in body or body["prompt"] is None:
+        raise BadRequest("No prompt provided", "no_prompt")
+    client_id = body.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_ID_LENGTH):
+        raise BadRequest("client_id must be a string")
+    prompt_id = body.get("prompt_id") or str(uuid.uuid4())
+    if not isinstance(prompt_id, str) or len(prompt_id) > MAX_ID_LENGTH:
+        raise BadRequest("prompt_id must be a string")
+    extra_data = body.get("extra_data") or {}
+    if not isinstance(extra_data, dict):
+        raise BadRequest("extra_data must be an object")
+    # extra_data is stored with the prompt, written into every PNG and sent back by /queue and /history.
+    if len(to_json(extra_data)) > max_extra_data:
+        raise BadRequest(f"extra_data is larger than the limit of {max_extra_data} bytes (--max-extra-data)",
+                         "extra_data_too_large", 413)
+    targets = body.get("partial_execution_targets")
+    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+        raise BadRequest("partial_execution_targets must be a list of node ids")
+    number = body.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                               or not math.isfinite(number) or abs(number) > MAX_PROMPT_NUMBER):
+        raise BadRequest(f"number must be a number between -{MAX_PROMPT_NUMBER} and {MAX_PROMPT_NUMBER}")
+    return PromptRequest(body["prompt"], prompt_id, client_id, extra_data, targets,
+                         None if number is None else float(number), bool(body.get("front")))
+
+
+def shown_number(number: float) -> float | int:
+    """A queue number as ComfyUI shows it: integral numbers without a fraction."""
+    return int(number) if float(number).is_integer() else number
 
 
 def id_list(value: Any, what: str) -> list[str]:
@@ -129,6 +184,11 @@ class Handlers:
         self.models: ModelFolders = services["models"]
         self.worker = worker
         self.library = WorkflowLibrary(config.user_directory, config.examples_directory)
+        memory_limit = config.max_prompt_memory
+        if memory_limit is None:
+            memory_limit = prompt_memory_limit(config.memory_reserve)
+        self.limits = PromptLimits(config.max_prompt_nodes, config.max_subgraph_instances, config.max_text_length,
+                                   memory_limit)
 
     # -- queue status ---------------------------------------------------------------
 
@@ -155,52 +215,39 @@ class Handlers:
 
     async def post_prompt(self, request: web.Request) -> web.Response:
         body = await read_object(request)
-        if "prompt" not in body or body["prompt"] is None:
-            raise BadRequest("No prompt provided", "no_prompt")
-        document = body["prompt"]
-        client_id = body.get("client_id")
-        if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_ID_LENGTH):
-            raise BadRequest("client_id must be a string")
-        prompt_id = body.get("prompt_id") or str(uuid.uuid4())
-        if not isinstance(prompt_id, str) or len(prompt_id) > MAX_ID_LENGTH:
-            raise BadRequest("prompt_id must be a string")
-        extra_data = body.get("extra_data") or {}
-        if not isinstance(extra_data, dict):
-            raise BadRequest("extra_data must be an object")
-        targets = body.get("partial_execution_targets")
-        if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
-            raise BadRequest("partial_execution_targets must be a list of node ids")
-        number = body.get("number")
-        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
-                                   or not math.isfinite(number)):
-            raise BadRequest("number must be a number")
+        request_ = parse_prompt_request(body, self.config.max_extra_data)
+        cancel = threading.Event()
         try:
-            checked = await asyncio.to_thread(prepare, document, self.registry, targets, self.services)
+            checked = await asyncio.to_thread(prepare, request_.document, self.registry, request_.targets,
+                                              self.services, limits=self.limits, cancel=cancel)
+        except asyncio.CancelledError:
+            cancel.set()  # the client went away: stop converting its document
+            raise
+        except PromptTooLarge as exc:
+            raise BadRequest(f"{exc} ({LIMIT_FLAGS.get(exc.limit, exc.limit)})", "prompt_too_large") from exc
         except Exception as exc:  # a document shape the engine did not anticipate
             log.exception("validation raised")
-            return web.json_response(error_body("invalid_prompt", f"cannot read the workflow: {exc}"), status=400)
+            raise BadRequest(f"cannot read the workflow: {exc}", "invalid_prompt") from exc
         if not checked.ok:
             return web.json_response(checked.response(), status=400, dumps=_dumps)
-        ui_format = is_ui_format(document)
-        prompt = checked.plan.workflow.to_api() if ui_format else document
-        extra_data = dict(extra_data)
-        if client_id is not None:
-            extra_data["client_id"] = client_id
+        ui_format = is_ui_format(request_.document)
+        prompt = checked.plan.workflow.to_api() if ui_format else request_.document
+        extra_data = dict(request_.extra_data)
+        if request_.client_id is not None:
+            extra_data["client_id"] = request_.client_id
         if ui_format:
             pnginfo = extra_data.get("extra_pnginfo")
             if pnginfo is None or isinstance(pnginfo, dict):
-                extra_data["extra_pnginfo"] = {"workflow": document, **(pnginfo or {})}
-        if self.store.exists(prompt_id):
-            raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id")
+                extra_data["extra_pnginfo"] = {"workflow": request_.document, **(pnginfo or {})}
+        prompt_id = request_.prompt_id
         try:
-            number = self.store.add(prompt_id, prompt, extra_data, checked.outputs, client_id,
-                                    number=number, front=bool(body.get("front")))
+            number = await asyncio.to_thread(self.store.add, prompt_id, prompt, extra_data, checked.outputs,
+                                             request_.client_id, number=request_.number, front=request_.front)
         except sqlite3.IntegrityError as exc:
             raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id") from exc
         self.worker.wake()
         self.broadcast_status()
-        shown = int(number) if float(number).is_integer() else number
-        return web.json_response({"prompt_id": prompt_id, "number": shown, "node_errors": {}})
+        return web.json_response({"prompt_id": prompt_id, "number": shown_number(number), "node_errors": {}})
 
     async def get_prompt(self, request: web.Request) -> web.Response:
         return web.json_response({"exec_info": {"queue_remaining": self.store.remaining()}})
@@ -262,7 +309,11 @@ class Handlers:
     # -- system and models -------------------------------------------------------------------
 
     async def get_system_stats(self, request: web.Request) -> web.Response:
-        stats = await asyncio.to_thread(system_stats, self.config.cpu, sys.argv)
+        stats = await asyncio.to_thread(system_stats, self.config.cpu, redact_argv(sys.argv))
+        stats["latentgraph"] = {"worker": self.worker.health(), "limits": {
+            "max_json_body": self.config.max_json_body, "max_extra_data": self.config.max_extra_data,
+            "max_prompt_nodes": self.limits.max_nodes, "max_subgraph_instances": self.limits.max_subgraph_instances,
+            "max_text_length": self.limits.max_text_length, "max_prompt_memory": self.limits.memory_bytes}}
         return web.json_response(stats)
 
     async def get_model_types(self, request: web.Request) -> web.Response:
@@ -350,17 +401,43 @@ def _int_query(request: web.Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise BadRequest(f"{name} must be an integer") from exc
+        value = int(raw) if len(raw) <= 20 else None
+    except ValueError:
+        value = None
+    if value is None or abs(value) > MAX_QUERY_INT:
+        raise BadRequest(f"{name} must be an integer between -{MAX_QUERY_INT} and {MAX_QUERY_INT}")
+    return value
 
 
 @web.middleware
-async def bad_request_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure becomes a JSON body: 4xx for a bad request, 503/507 for storage faults,
+    and a 500 without a traceback (which goes to the log) for anything unforeseen."""
     try:
         return await handler(request)
     except BadRequest as exc:
-        return web.json_response(error_body(exc.kind, str(exc)), status=400)
+        return web.json_response(error_body(exc.kind, str(exc)), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response(error_body(exc.reason.lower().replace(" ", "_"), exc.text or exc.reason),
+                                 status=exc.status, headers={k: v for k, v in exc.headers.items()
+                                                             if k.lower() not in ("content-type", "content-length")})
+    except asyncio.CancelledError:
+        raise
+    except sqlite3.OperationalError as exc:
+        log.error("the queue database failed on %s %s: %s", request.method, request.path, exc)
+        return web.json_response(error_body("storage_unavailable", f"the queue database cannot be used now: {exc}"),
+                                 status=503)
+    except OSError as exc:
+        log.error("storage failed on %s %s: %s", request.method, request.path, exc)
+        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503
+        return web.json_response(error_body("storage_unavailable", f"cannot store or read: {exc.strerror or exc}"),
+                                 status=status)
+    except Exception:
+        log.exception("unexpected failure on %s %s", request.method, request.path)
+        return web.json_response(error_body("internal_error", "the server failed on this request (see its log)"),
+                                 status=500)
 
 
 def make_registry(config: ServerConfig) -> NodeRegistry:
@@ -368,7 +445,7 @@ def make_registry(config: ServerConfig) -> NodeRegistry:
     for package in config.node_packages:
         registry.load_package(package)
     if not config.disable_all_custom_nodes:
-        registry.load_plugins(config.custom_nodes_directory)
+        registry.load_plugins(config.custom_nodes_directory, import_timeout=config.plugin_import_timeout or None)
     for failure in registry.plugin_failures:
         log.warning("plugin %s failed to load and was skipped:\n%s", failure.name, failure.traceback)
     return registry
@@ -404,6 +481,8 @@ def make_executor_factory(services: dict[str, Any], config: ServerConfig, cache:
 
 
 HANDLERS_KEY = web.AppKey("latentgraph_handlers", Handlers)
+WATCHDOG_KEY = web.AppKey("latentgraph_watchdog", asyncio.Task)
+WATCHDOG_SECONDS = 1.0
 
 
 def create_app(config: ServerConfig) -> web.Application:
@@ -426,7 +505,7 @@ def create_app(config: ServerConfig) -> web.Application:
     worker.on_queue_changed = lambda: hub.call_soon(handlers.broadcast_status)
 
     security = make_security_middleware(config.auth_token, is_loopback(config.listen))
-    app = web.Application(middlewares=[security, bad_request_middleware],
+    app = web.Application(middlewares=[error_middleware, security],
                           client_max_size=config.max_upload_size + 1024 * 1024)
     app[HANDLERS_KEY] = handlers
     for route in ROUTES:
@@ -436,11 +515,21 @@ def create_app(config: ServerConfig) -> web.Application:
     if config.web_directory is not None and config.web_directory.is_dir():
         app.router.add_static("/", config.web_directory)
 
+    async def watch_worker() -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_SECONDS)
+            try:
+                await asyncio.to_thread(worker.ensure_running)
+            except Exception:
+                log.exception("the worker watchdog failed")
+
     async def on_startup(app: web.Application) -> None:
         hub.attach(asyncio.get_running_loop())
         worker.start()
+        app[WATCHDOG_KEY] = asyncio.create_task(watch_worker())
 
     async def on_shutdown(app: web.Application) -> None:
+        app[WATCHDOG_KEY].cancel()
         await hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
@@ -463,7 +552,11 @@ def main(argv: list[str] | None = None) -> None:
     if not is_loopback(config.listen) and not config.auth_token:
         log.warning("listening on %s without --auth-token: anyone who can reach this port can use it",
                     config.listen)
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except (sqlite3.Error, OSError) as exc:
+        log.error("cannot start: %s (queue database %s)", exc, config.database)
+        raise SystemExit(1) from None
     print(f"Latentgraph listening on http://{config.listen}:{config.port}", flush=True)
     if config.auth_token:
         print(f"Editor: http://{config.listen}:{config.port}/?token=<your --auth-token>", flush=True)

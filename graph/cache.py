@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_BUDGET_BYTES = 8 * 1024**3
+# An output (not a model) larger than this share of the budget is not kept after its prompt:
+# holding it would evict everything else, and one huge request must not pin memory until /free.
+DEFAULT_MAX_ENTRY_SHARE = 0.25
 _SCALARS = (int, float, str, bool, bytes, type(None))
 
 
@@ -96,13 +99,16 @@ class OutputCache:
     """LRU cache of node outputs bounded by a byte budget. Thread-safe.
 
     ``pool_budgets`` bounds pools separately, e.g. ``{"models": 6 * 1024**3}``: a pool over
-    its budget evicts its own least recently used entries.
+    its budget evicts its own least recently used entries. An entry outside any pool larger
+    than ``max_entry_share`` of the budget is not stored at all.
     """
 
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES,
                  on_evict: Callable[[str, CacheEntry], None] | None = None,
-                 pool_budgets: dict[str, int] | None = None) -> None:
+                 pool_budgets: dict[str, int] | None = None,
+                 max_entry_share: float = DEFAULT_MAX_ENTRY_SHARE) -> None:
         self.budget_bytes = budget_bytes
+        self.max_entry_bytes = int(budget_bytes * max_entry_share)
         self.pool_budgets = dict(pool_budgets or {})
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._total = 0
@@ -122,6 +128,8 @@ class OutputCache:
 
     def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> CacheEntry:
         entry = CacheEntry(outputs, ui, estimate_size(outputs) + (estimate_size(ui) if ui else 0), pool_of(outputs))
+        if entry.pool is None and entry.size_bytes > self.max_entry_bytes:
+            return entry  # the running prompt holds its own reference; the cache keeps none
         with self._lock:
             self._remove(key)
             self._entries[key] = entry

@@ -181,9 +181,9 @@ class _PromptRun:
             if any(inp.lazy for inp in definition.inputs.values()):
                 self._resolve_lazy_inputs(node_id, definition, instance)
             outputs, ui = self._call(node_id, definition, instance)
-        except (Interrupted, NodeFailure):
-            raise
-        except Exception as exc:
+        except (Interrupted, NodeFailure, KeyboardInterrupt):
+            raise  # Ctrl+C stays the CLI's to handle
+        except BaseException as exc:  # SystemExit from a node fails the node, not the process
             raise NodeFailure(node_id, exc) from exc
         self.values[node_id] = outputs
         self.cache.put(self.signatures[node_id], outputs, ui)

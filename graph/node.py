@@ -44,6 +44,10 @@ class Input:
     ``optional`` inputs may be absent; ``lazy`` inputs are only computed when the node
     asks for them (see ``Node.check_lazy_status``); ``is_list`` inputs receive the whole
     list an upstream list output produced instead of being mapped over its items.
+    ``dynamic`` makes a combo ComfyUI's DynamicCombo: for each choice, the names of the
+    node's inputs that choice reveals (declared as optional inputs named ``combo.sub``).
+    A UI-format workflow saved by ComfyUI lists the revealed widgets' values right after
+    the combo's and none of the others (``graph.ui_format``); the choices default to its keys.
     """
 
     type: str = "COMBO"
@@ -63,9 +67,12 @@ class Input:
     image_upload: bool = False
     tooltip: str | None = None
     placeholder: str | None = None
+    dynamic: Mapping[str, tuple[str, ...]] | None = None
     name: str = ""  # filled in from the attribute name
 
     def __post_init__(self) -> None:
+        if self.dynamic is not None and self.choices is None:
+            self.choices = list(self.dynamic)
         if self.choices is not None:
             self.type = "COMBO"
 
@@ -243,6 +250,16 @@ class Node:
         Called with the prompt's ``ExecutionContext`` (for its folders and services) and
         the node's constant inputs before execution; the result becomes part of the cache
         key, so a changed file means a re-run. JSON-serialisable or None.
+        """
+        return None
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        """What the node would allocate, for validation's memory check (``graph.estimate``).
+
+        ``inputs``: constants as given; for a linked input, the ``TensorSize`` its source
+        estimated, or None. Returns a ``graph.estimate.MemoryEstimate``, or None when the
+        node allocates nothing that depends on its inputs (the default).
         """
         return None
 

@@ -14,8 +14,17 @@ from pathlib import Path
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+# What common file systems accept: 255 bytes a name, 4096 a path (we leave room for the folder).
+MAX_NAME_BYTES = 255
+MAX_RELATIVE_PATH_BYTES = 1024
+
+
 class UnsafePathError(ValueError):
     """A requested path that is malformed or would leave its folder."""
+
+
+class NameTooLongError(UnsafePathError):
+    """A name no file system here could hold (refused before touching the disk)."""
 
 
 def check_relative(text: str, *, what: str = "path", allow_nested: bool = True) -> list[str]:
@@ -31,7 +40,11 @@ def check_relative(text: str, *, what: str = "path", allow_nested: bool = True) 
         raise UnsafePathError(f"{what} contains a backslash")
     if text.startswith("/") or _DRIVE.match(text):
         raise UnsafePathError(f"{what} must be a relative path")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_RELATIVE_PATH_BYTES:
+        raise NameTooLongError(f"{what} is longer than {MAX_RELATIVE_PATH_BYTES} bytes")
     parts = [part for part in text.split("/") if part not in ("", ".")]
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise NameTooLongError(f"{what} has a name longer than {MAX_NAME_BYTES} bytes")
     if any(part == ".." for part in parts):
         raise UnsafePathError(f"{what} {text!r} leaves its folder ('..' is not allowed)")
     if not allow_nested and len(parts) > 1:

@@ -4,7 +4,8 @@ Built-in nodes come from a package (``nodes`` by default) whose modules declare
 ``Node`` subclasses. A plugin is one module (``custom_nodes/foo.py``) or package
 (``custom_nodes/foo/__init__.py``); it exports its nodes as ``NODES = [...]``, or, as
 ComfyUI plugins do, ``NODE_CLASS_MAPPINGS = {name: cls}`` of our ``Node`` classes.
-A plugin that fails to import is reported with its traceback and skipped.
+A plugin that fails to import is reported with its traceback and skipped; so is one
+that calls ``sys.exit`` while importing, or (with an import timeout) one that hangs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+import threading
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -83,8 +85,13 @@ class NodeRegistry:
                 if definition_of(cls).name not in self.builtin_names:
                     self.register(cls, builtin=True)
 
-    def load_plugins(self, folder: str | Path) -> None:
-        """Loads each plugin in ``folder``; failures are recorded, never raised."""
+    def load_plugins(self, folder: str | Path, import_timeout: float | None = None) -> None:
+        """Loads each plugin in ``folder``; failures are recorded, never raised.
+
+        With ``import_timeout`` (seconds), each plugin is imported on a thread of its own
+        and skipped if its import has not finished in time (the thread is left behind: a
+        Python thread cannot be stopped, but it no longer holds up start-up).
+        """
         folder = Path(folder)
         if not folder.is_dir():
             return
@@ -97,19 +104,12 @@ class NodeRegistry:
                 entry = path
             else:
                 continue
-            self._load_plugin(path.stem if path.is_file() else path.name, entry)
+            self._load_plugin(path.stem if path.is_file() else path.name, entry, import_timeout)
 
-    def _load_plugin(self, name: str, entry: Path) -> None:
+    def _load_plugin(self, name: str, entry: Path, import_timeout: float | None = None) -> None:
         module_name = f"latentgraph_plugins.{name}"
         try:
-            spec = importlib.util.spec_from_file_location(
-                module_name, entry, submodule_search_locations=[str(entry.parent)] if entry.name == "__init__.py" else None
-            )
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {entry}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
+            module = _import_plugin(module_name, entry, import_timeout)
             classes = _exported_nodes(module)
             # Check every class before registering any, so a bad plugin adds nothing.
             for node_name, cls in classes:
@@ -120,11 +120,43 @@ class NodeRegistry:
             for node_name, cls in classes:
                 self.register(cls, name=node_name)
             self.loaded_plugins.append(name)
-        except Exception as exc:  # a broken plugin must not stop the others
+        except BaseException as exc:  # a broken plugin, even one calling sys.exit, must not stop the others
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             sys.modules.pop(module_name, None)
             self.plugin_failures.append(
                 PluginFailure(name, str(entry), f"{type(exc).__name__}: {exc}", traceback.format_exc())
             )
+
+
+def _import_plugin(module_name: str, entry: Path, timeout: float | None) -> ModuleType:
+    """Executes a plugin's module; raises what its import raised, or TimeoutError."""
+    spec = importlib.util.spec_from_file_location(
+        module_name, entry, submodule_search_locations=[str(entry.parent)] if entry.name == "__init__.py" else None
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {entry}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    if timeout is None:
+        spec.loader.exec_module(module)
+        return module
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:  # handed to the loading thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"import {module_name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"importing the plugin took longer than {timeout:g} s; skipped (it may still be running)")
+    if failure:
+        raise failure[0]
+    return module
 
 
 def build_registry(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from graph.limits import Budget
 from graph.node import NodeDefinition
 from graph.registry import NodeRegistry
 from graph.workflow import Link, NodeSpec, Workflow
@@ -37,9 +38,13 @@ def is_ui_format(document: Any) -> bool:
     return isinstance(document, dict) and isinstance(document.get("nodes"), list) and "links" in document
 
 
-def ui_to_workflow(document: dict[str, Any], registry: NodeRegistry) -> Workflow:
-    """Converts a UI-format document. Never raises: problems are kept per node."""
-    converter = _Converter(document, registry)
+def ui_to_workflow(document: dict[str, Any], registry: NodeRegistry, budget: Budget | None = None) -> Workflow:
+    """Converts a UI-format document; problems are kept per node.
+
+    Raises only ``graph.limits.PromptTooLarge`` (the expansion passed a bound of
+    ``budget``) and ``PreparationCancelled`` (its cancel flag was set).
+    """
+    converter = _Converter(document, registry, budget or Budget(None))
     return converter.convert()
 
 
@@ -88,8 +93,11 @@ class _Graph:
 
 
 class _Converter:
-    def __init__(self, document: dict[str, Any], registry: NodeRegistry) -> None:
+    def __init__(self, document: dict[str, Any], registry: NodeRegistry, budget: Budget) -> None:
         self.registry = registry
+        self.budget = budget
+        # Each instance is expanded once, however many links lead into it.
+        self.entered: dict[tuple[str, ...], _Graph] = {}
         self.root = _Graph(_node_table(document.get("nodes")), _link_table(document.get("links")))
         definitions = document.get("definitions")
         subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
@@ -103,6 +111,7 @@ class _Converter:
 
     def _convert_graph(self, graph: _Graph, specs: dict[str, NodeSpec]) -> None:
         for node_id, node in graph.nodes.items():
+            self.budget.add_node()
             node_type = node.get("type")
             full_id = graph.node_id(node_id)
             if not isinstance(node_type, str):
@@ -133,6 +142,9 @@ class _Converter:
     def _enter(self, graph: _Graph, node_id: str) -> _Graph | None:
         """The graph inside the subgraph instance ``node_id`` of ``graph`` (None when the
         subgraph contains itself)."""
+        path = (*graph.path, node_id)
+        if path in self.entered:
+            return self.entered[path]
         node = graph.nodes[node_id]
         definition = self.subgraphs[node["type"]]
         outer, containing = graph, []
@@ -141,13 +153,16 @@ class _Converter:
             containing.append(holder.get("type"))
         if node["type"] in containing or len(containing) >= _MAX_SUBGRAPH_DEPTH:
             return None
+        self.budget.add_instance()
         raw_links = definition.get("links")
         links = _link_table(raw_links)
         outputs = {}
         for link in raw_links if isinstance(raw_links, list) else []:
             if isinstance(link, dict) and link.get("target_id") == _SUBGRAPH_OUTPUT_ID:
                 outputs[link.get("target_slot")] = str(link.get("id"))
-        return _Graph(_node_table(definition.get("nodes")), links, (*graph.path, node_id), outputs, (graph, node))
+        inner = _Graph(_node_table(definition.get("nodes")), links, path, outputs, (graph, node))
+        self.entered[path] = inner
+        return inner
 
     def _convert_node(self, graph: _Graph, node_id: str, node: dict[str, Any], node_type: str) -> NodeSpec:
         spec = NodeSpec(graph.node_id(node_id), node_type)
@@ -274,15 +289,28 @@ def _widget_inputs(definition: NodeDefinition, widgets_values: Any) -> dict[str,
         return {}
     values: dict[str, Any] = {}
     position = 0
-    for name in definition.widget_names:
-        if position >= len(widgets_values):
-            break
-        values[name] = widgets_values[position]
+    # A DynamicCombo's hidden widgets are left out of what ComfyUI saves; the values of
+    # those its choice reveals follow its own. A list as long as every widget was saved
+    # by an editor that shows them all (this one's), in declaration order.
+    revealed = {sub for inp in definition.inputs.values() if inp.dynamic for subs in inp.dynamic.values()
+                for sub in subs}
+    full = not revealed or len(widgets_values) >= len(definition.widget_names)
+    pending = [name for name in definition.widget_names if full or name not in revealed]
+    while pending and position < len(widgets_values):
+        name = pending.pop(0)
+        value = values[name] = widgets_values[position]
         position += 1
         inp = definition.inputs[name]
+        if inp.dynamic and not full and _is_hashable(value):
+            subs = inp.dynamic.get(value, ())
+            pending[:0] = [sub for sub in subs if sub in definition.inputs and definition.inputs[sub].is_widget]
         follower = widgets_values[position] if position < len(widgets_values) else None
         if inp.control_after_generate and isinstance(follower, str) and follower in _CONTROL_VALUES:
             position += 1
         elif inp.image_upload and follower in ("image", None) and position < len(widgets_values):
             position += 1
     return values
+
+
+def _is_hashable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))

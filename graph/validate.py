@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from graph.estimate import estimate_prompt, format_bytes
+from graph.limits import PromptLimits
 from graph.node import Input
 from graph.plan import ExecutionPlan, make_plan, natural_key, topological_order
 from graph.registry import NodeRegistry
@@ -53,13 +55,15 @@ def types_match(output_type: str, input_type: str) -> bool:
 
 def validate_workflow(
     workflow: Workflow, registry: NodeRegistry, targets: list[str] | None = None,
-    services: Mapping[str, Any] | None = None,
+    services: Mapping[str, Any] | None = None, limits: PromptLimits | None = None,
 ) -> ValidationResult:
     """Checks a parsed workflow against the registry and plans it when valid.
 
     ``targets`` (ComfyUI's ``partial_execution_targets``) limits the outputs to run;
     by default every output node runs. ``services`` feed computed combo choices (the
-    files in the input or model folders).
+    files in the input or model folders). ``limits`` bounds string lengths and the
+    estimated memory of the prompt (``graph.estimate``); a prompt over them gets a node
+    error on the node at fault.
     """
     result = ValidationResult()
     if workflow.errors:
@@ -87,8 +91,9 @@ def validate_workflow(
 
     needed, dependents = _needed_nodes(workflow, outputs)
     errors: dict[str, list[dict[str, Any]]] = {}
+    max_text = limits.max_text_length if limits is not None else None
     for node_id in needed:
-        node_errors = _check_node(workflow, node_id, registry, services)
+        node_errors = _check_node(workflow, node_id, registry, services, max_text)
         if node_errors:
             errors[node_id] = node_errors
     order, cycles = topological_order(workflow, needed)
@@ -99,6 +104,8 @@ def validate_workflow(
                 _error("dependency_cycle", f"Dependency cycle among nodes: {names}", cycle=list(cycle))
             )
 
+    if not errors and limits is not None and limits.memory_bytes is not None:
+        errors.update(_check_memory(workflow, registry, order, limits.memory_bytes))
     if errors:
         result.error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation")
         result.node_errors = {
@@ -135,8 +142,27 @@ def _needed_nodes(workflow: Workflow, outputs: list[str]) -> tuple[list[str], di
     return order, dependents
 
 
+def _check_memory(workflow: Workflow, registry: NodeRegistry, order: list[str],
+                  limit: int) -> dict[str, list[dict[str, Any]]]:
+    estimators = {}
+    for node_id in order:
+        definition = registry.get(workflow.nodes[node_id].class_type)
+        if definition is not None:
+            estimators[node_id] = definition.cls.estimate
+    over = estimate_prompt(workflow, order, estimators, limit)
+    if over is None:
+        return {}
+    message = (f"This prompt would need about {format_bytes(over.total_bytes)} of memory, more than the "
+               f"{format_bytes(limit)} this server allows one prompt; this node alone needs "
+               f"{format_bytes(over.node_bytes)}")
+    details = f"{over.cause}: {message}" if over.cause else message
+    return {over.node_id: [_error("memory_estimate_too_large", message, details, input_name=over.cause,
+                                  estimated_bytes=over.total_bytes, node_bytes=over.node_bytes,
+                                  limit_bytes=limit)]}
+
+
 def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
-                services: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+                services: Mapping[str, Any] | None, max_text: int | None = None) -> list[dict[str, Any]]:
     spec = workflow.nodes[node_id]
     errors = [_error(kind, message, input_name=name) for kind, message, name in spec.parse_errors]
     if not spec.class_type:
@@ -153,11 +179,16 @@ def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
             if not inp.optional:
                 errors.append(_error("required_input_missing", "Required input is missing", name, input_name=name))
             continue
-        problem = _check_input(workflow, registry, inp, spec.inputs[name], services)
+        value = spec.inputs[name]
+        problem = _check_input(workflow, registry, inp, value, services)
+        if problem is None and max_text is not None and isinstance(value, str) and len(value) > max_text:
+            problem = "value_too_long", f"{len(value)} characters, more than the limit of {max_text}"
+        if problem is None and inp.type == "INT" and isinstance(value, float):
+            spec.inputs[name] = int(value)  # 64.0 from a JSON writer: the node receives 64, as in ComfyUI
         if problem:
             kind, message = problem
             errors.append(_error(kind, message, f"{name}: {message}", input_name=name,
-                                 input_config=inp.spec(services), received_value=_jsonable(spec.inputs[name])))
+                                 input_config=inp.spec(services), received_value=_jsonable(value)))
     return errors
 
 
@@ -199,4 +230,6 @@ def _error(kind: str, message: str, details: str = "", *, input_name: str | None
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Link):
         return [value.source, value.output_index]
+    if isinstance(value, str) and len(value) > 256:
+        return value[:256] + "..."  # an error echoes the start of a long text, not all of it
     return value

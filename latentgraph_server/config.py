@@ -8,9 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from graph.cache import DEFAULT_BUDGET_BYTES
+from graph.limits import DEFAULT_MAX_NODES, DEFAULT_MAX_SUBGRAPH_INSTANCES, DEFAULT_MAX_TEXT_LENGTH
 from graph.runtime_flags import add_runtime_flags, runtime_services
 
-DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+MIB = 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 100 * MIB
+DEFAULT_MAX_JSON_BYTES = 16 * MIB
+DEFAULT_MAX_EXTRA_DATA_BYTES = 8 * MIB
+DEFAULT_MEMORY_RESERVE_BYTES = 1024 * MIB
+DEFAULT_PLUGIN_IMPORT_TIMEOUT = 30.0
 
 
 @dataclass
@@ -33,6 +39,16 @@ class ServerConfig:
     # text_enc_dtype, reserve_vram.
     runtime: dict[str, Any] = field(default_factory=dict)
     max_upload_size: int = DEFAULT_MAX_UPLOAD_BYTES
+    # Bounds on one request (README, "Limits"); None disables the node, instance and text bounds.
+    max_json_body: int = DEFAULT_MAX_JSON_BYTES
+    max_extra_data: int = DEFAULT_MAX_EXTRA_DATA_BYTES
+    max_prompt_nodes: int | None = DEFAULT_MAX_NODES
+    max_subgraph_instances: int | None = DEFAULT_MAX_SUBGRAPH_INSTANCES
+    max_text_length: int | None = DEFAULT_MAX_TEXT_LENGTH
+    # Largest memory estimate of one prompt in bytes; None: the machine's memory minus memory_reserve.
+    max_prompt_memory: int | None = None
+    memory_reserve: int = DEFAULT_MEMORY_RESERVE_BYTES
+    plugin_import_timeout: float = DEFAULT_PLUGIN_IMPORT_TIMEOUT
     node_packages: list[str] = field(default_factory=lambda: ["nodes"])
     custom_nodes_directory: Path = Path("custom_nodes")
     disable_all_custom_nodes: bool = False
@@ -64,6 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
                              "(least recently used unloaded first; default: no separate limit)")
     parser.add_argument("--max-upload-size", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 1024**2,
                         help="largest upload in MiB (default 100)")
+    limits = parser.add_argument_group("limits", "bounds on what one request may make the server do")
+    limits.add_argument("--max-json-body", type=float, default=DEFAULT_MAX_JSON_BYTES / MIB, metavar="MIB",
+                        help="largest JSON request body in MiB (default 16)")
+    limits.add_argument("--max-extra-data", type=float, default=DEFAULT_MAX_EXTRA_DATA_BYTES / MIB, metavar="MIB",
+                        help="largest extra_data of a prompt in MiB, the editor's workflow included (default 8)")
+    limits.add_argument("--max-prompt-nodes", type=int, default=DEFAULT_MAX_NODES, metavar="N",
+                        help="most nodes in one prompt, subgraphs expanded (default 10000; 0: no limit)")
+    limits.add_argument("--max-subgraph-instances", type=int, default=DEFAULT_MAX_SUBGRAPH_INSTANCES,
+                        metavar="N", help="most subgraph instances expanded for one prompt (default 1000; 0: no limit)")
+    limits.add_argument("--max-text-length", type=int, default=DEFAULT_MAX_TEXT_LENGTH, metavar="CHARS",
+                        help="longest string input of a prompt (default 100000; 0: no limit)")
+    limits.add_argument("--max-prompt-memory", type=int, default=None, metavar="BYTES",
+                        help="largest estimated memory of one prompt (default: the machine's or its cgroup's "
+                             "memory minus --memory-reserve; 0: no limit)")
+    limits.add_argument("--memory-reserve", type=int, default=DEFAULT_MEMORY_RESERVE_BYTES, metavar="BYTES",
+                        help="memory kept out of the default --max-prompt-memory (default 1 GiB)")
+    limits.add_argument("--plugin-import-timeout", type=float, default=DEFAULT_PLUGIN_IMPORT_TIMEOUT,
+                        metavar="SECONDS", help="a plugin whose import takes longer is skipped (default 30)")
     parser.add_argument("--nodes-package", action="append", default=None, metavar="PACKAGE",
                         help="package of built-in nodes (repeatable; default: nodes)")
     parser.add_argument("--custom-nodes-directory", type=Path, default=Path("custom_nodes"))
@@ -79,19 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag, value in (("--cache-budget", args.cache_budget), ("--model-cache-budget", args.model_cache_budget)):
+    for flag, value in (("--cache-budget", args.cache_budget), ("--model-cache-budget", args.model_cache_budget),
+                        ("--max-json-body", args.max_json_body), ("--max-extra-data", args.max_extra_data),
+                        ("--max-prompt-nodes", args.max_prompt_nodes),
+                        ("--max-subgraph-instances", args.max_subgraph_instances),
+                        ("--max-text-length", args.max_text_length), ("--max-prompt-memory", args.max_prompt_memory),
+                        ("--memory-reserve", args.memory_reserve),
+                        ("--plugin-import-timeout", args.plugin_import_timeout)):
         if value is not None and value < 0:
-            parser.error(f"{flag} must be >= 0 bytes")
+            parser.error(f"{flag} must be >= 0")
     runtime = runtime_services(args)
     runtime.pop("force_cpu")  # ServerConfig.cpu
     return ServerConfig(
         listen=args.listen,
         port=args.port,
         cpu=args.cpu,
-        input_directory=args.input_directory,
-        output_directory=args.output_directory,
-        temp_directory=args.temp_directory,
-        models_directory=args.models_directory,
+        # Folders are made absolute once, here: handlers compare resolved request paths with
+        # them, and a relative root would never match (and would move with the working folder).
+        input_directory=args.input_directory.resolve(),
+        output_directory=args.output_directory.resolve(),
+        temp_directory=args.temp_directory.resolve(),
+        models_directory=args.models_directory.resolve(),
         extra_model_paths_config=list(args.extra_model_paths_config),
         database=args.database,
         auth_token=args.auth_token or None,
@@ -99,10 +141,19 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         model_cache_budget=args.model_cache_budget,
         runtime=runtime,
         max_upload_size=int(args.max_upload_size * 1024**2),
+        max_json_body=int(args.max_json_body * MIB),
+        max_extra_data=int(args.max_extra_data * MIB),
+        max_prompt_nodes=args.max_prompt_nodes or None,
+        max_subgraph_instances=args.max_subgraph_instances or None,
+        max_text_length=args.max_text_length or None,
+        # 0 means "no limit": a bound far beyond any machine.
+        max_prompt_memory=(2**62 if args.max_prompt_memory == 0 else args.max_prompt_memory),
+        memory_reserve=args.memory_reserve,
+        plugin_import_timeout=args.plugin_import_timeout,
         node_packages=args.nodes_package or ["nodes"],
         custom_nodes_directory=args.custom_nodes_directory,
         disable_all_custom_nodes=args.disable_all_custom_nodes,
-        web_directory=args.web_directory,
-        user_directory=args.user_directory,
-        examples_directory=args.examples_directory,
+        web_directory=args.web_directory.resolve(),
+        user_directory=args.user_directory.resolve(),
+        examples_directory=args.examples_directory.resolve(),
     )

@@ -7,11 +7,16 @@ takes it out of the queue, so a ``kill -9`` loses nothing: on restart, pending
 prompts run and a prompt found ``running`` is recorded as interrupted.
 
 Thread-safe: the event loop and the worker thread share one connection under a lock.
+
+Damage is contained: a database file SQLite cannot read is moved aside (its new name is
+logged and kept in ``moved_aside``) and a fresh one started; a row whose JSON cannot be
+read is skipped by the history and queue listings (and logged), and failed by the worker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -40,6 +45,9 @@ CREATE INDEX IF NOT EXISTS prompts_history ON prompts (finished_seq);
 """
 
 RESTART_MESSAGE = "the server stopped while this prompt was running"
+CORRUPT_ROW_MESSAGE = "the stored prompt could not be read back (a damaged database row)"
+
+log = logging.getLogger("latentgraph.queue")
 
 
 def to_json(value: Any) -> str:
@@ -68,14 +76,44 @@ class QueueStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.moved_aside: Path | None = None
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if str(path) == ":memory:":
+                raise
+            self.moved_aside = self._move_aside(exc)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            problem = db.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: Exception) -> Path:
+        """Renames an unreadable database (and its WAL files) so a fresh one can start."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                source.replace(Path(str(target) + suffix))
+        log.error("the queue database %s cannot be read (%s); it was moved to %s and a new one started",
+                  self.path, exc, target)
+        return target
 
     def close(self) -> None:
         with self._lock:
@@ -111,16 +149,23 @@ class QueueStore:
         return row is not None
 
     def claim_next(self) -> QueueItem | None:
-        """Marks the first pending prompt as running and returns it."""
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM prompts WHERE state = 'pending' ORDER BY number, seq LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            self._db.execute("UPDATE prompts SET state = 'running' WHERE prompt_id = ?", (row[1],))
-        return _item(row)
+        """Marks the first pending prompt as running and returns it (a row that cannot be
+        read is recorded as failed and skipped)."""
+        while True:
+            with self._lock, self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM prompts WHERE state = 'pending' ORDER BY number, seq LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                self._db.execute("UPDATE prompts SET state = 'running' WHERE prompt_id = ?", (row[1],))
+            try:
+                return _item(row)
+            except (ValueError, TypeError) as exc:
+                log.error("queued prompt %s cannot be read (%s); recorded as failed", row[1], exc)
+                self.finish(row[1], {}, {"status_str": "error", "completed": False, "messages": [[
+                    "execution_error", {"prompt_id": row[1], "exception_message": CORRUPT_ROW_MESSAGE}]]})
 
     def pending(self) -> list[QueueItem]:
         return self._items("pending")
@@ -133,7 +178,7 @@ class QueueStore:
             rows = self._db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM prompts WHERE state = ? ORDER BY number, seq", (state,)
             ).fetchall()
-        return [_item(row) for row in rows]
+        return _readable(rows, _item)
 
     def queue_json(self) -> str:
         """GET /queue's body, assembled from the stored JSON text without decoding it
@@ -141,7 +186,10 @@ class QueueStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT state, number, prompt_id, prompt, extra_data, outputs_to_execute FROM prompts "
-                "WHERE state IN ('running', 'pending') ORDER BY number, seq"
+                "WHERE state IN ('running', 'pending') "
+                # A damaged row is left out rather than spliced into the body as broken JSON.
+                "AND json_valid(prompt) AND json_valid(extra_data) AND json_valid(outputs_to_execute) "
+                "ORDER BY number, seq"
             ).fetchall()
         lists: dict[str, list[str]] = {"running": [], "pending": []}
         for state, number, prompt_id, prompt, extra_data, outputs in rows:
@@ -215,14 +263,14 @@ class QueueStore:
                     f"SELECT {_HISTORY_COLUMNS} FROM prompts WHERE state = 'done' ORDER BY finished_seq "
                     "LIMIT ? OFFSET ?", (max(max_items, 0), offset),
                 ).fetchall()
-        return dict(_history_entry(row) for row in rows)
+        return dict(_readable(rows, _history_entry))
 
     def history_item(self, prompt_id: str) -> dict[str, Any]:
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_HISTORY_COLUMNS} FROM prompts WHERE state = 'done' AND prompt_id = ?", (prompt_id,)
             ).fetchone()
-        return dict([_history_entry(row)]) if row else {}
+        return dict(_readable([row], _history_entry)) if row else {}
 
     def delete_history(self, prompt_ids: list[str]) -> int:
         with self._lock, self._db:
@@ -239,6 +287,18 @@ class QueueStore:
 
 _ITEM_COLUMNS = "number, prompt_id, prompt, extra_data, outputs_to_execute, client_id"
 _HISTORY_COLUMNS = _ITEM_COLUMNS + ", outputs, status, meta"
+
+
+def _readable(rows: list[tuple], read: Any) -> list[Any]:
+    """``read(row)`` for each row, skipping (and logging) rows whose stored JSON is damaged:
+    one bad row must not make a whole listing fail."""
+    found = []
+    for row in rows:
+        try:
+            found.append(read(row))
+        except (ValueError, TypeError) as exc:
+            log.error("skipped unreadable stored prompt %r: %s", row[1] if len(row) > 1 else "?", exc)
+    return found
 
 
 def _item(row: tuple) -> QueueItem:

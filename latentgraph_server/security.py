@@ -10,8 +10,11 @@
 - A state-changing request (anything but GET/HEAD/OPTIONS) or a websocket upgrade whose
   ``Origin`` names another host than the request's ``Host`` is refused (403): a page on
   another site cannot drive a local server.
+- A state-changing request or websocket upgrade that a browser marks
+  ``Sec-Fetch-Site: cross-site`` is refused (403) even without an ``Origin`` header.
 - Bound to a loopback address, the server only answers requests whose ``Host`` is a
   loopback name, so a rebound DNS name cannot reach it from a browser either.
+- Secrets never leave the server: ``redact_argv`` hides them in ``/system_stats``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,29 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _QUERY_TOKEN_PATHS = frozenset({"/", "/ws", "/api/ws", "/view", "/api/view"})
 TOKEN_COOKIE = "latentgraph_token"
+SECRET_FLAGS = ("--auth-token",)
+REDACTED = "***"
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret flags replaced (``--auth-token T`` and ``--auth-token=T``)."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            shown.append(REDACTED)
+            hide_next = False
+            continue
+        flag, equals, _value = arg.partition("=")
+        if flag in SECRET_FLAGS:
+            if equals:
+                shown.append(f"{flag}={REDACTED}")
+            else:
+                shown.append(arg)
+                hide_next = True
+            continue
+        shown.append(arg)
+    return shown
 
 
 def is_loopback(address: str) -> bool:
@@ -63,7 +89,7 @@ def same_origin(origin: str, host: str, scheme: str) -> bool:
 
 def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Callable:
     """The aiohttp middleware enforcing the rules above."""
-    token_bytes = auth_token.encode("utf-8") if auth_token else None
+    token_bytes = _bytes(auth_token) if auth_token else None
 
     @web.middleware
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -78,9 +104,11 @@ def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Cal
             return response
         upgrading = request.headers.get("Upgrade", "").lower() == "websocket"
         origin = request.headers.get("Origin")
-        if origin is not None and (request.method not in _SAFE_METHODS or upgrading):
-            if not same_origin(origin, host, request.scheme):
+        if request.method not in _SAFE_METHODS or upgrading:
+            if origin is not None and not same_origin(origin, host, request.scheme):
                 return _refuse(403, "cross_origin", "cross-origin request refused")
+            if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+                return _refuse(403, "cross_origin", "cross-site request refused")
         response = await handler(request)
         if token_bytes is not None and request.path == "/" and "token" in request.query:
             response.set_cookie(TOKEN_COOKIE, auth_token, httponly=True, samesite="Strict", path="/")
@@ -92,16 +120,25 @@ def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Cal
 def _authorized(request: web.Request, token: bytes) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8"), token):
+    if scheme.lower() == "bearer" and hmac.compare_digest(_bytes(value.strip()), token):
         return True
     cookie = request.cookies.get(TOKEN_COOKIE)
-    if cookie is not None and hmac.compare_digest(cookie.encode("utf-8"), token):
+    if cookie is not None and hmac.compare_digest(_bytes(cookie), token):
         return True
     if request.path in _QUERY_TOKEN_PATHS and request.method in _SAFE_METHODS:
         supplied = request.query.get("token")
-        if supplied is not None and hmac.compare_digest(supplied.encode("utf-8"), token):
+        if supplied is not None and hmac.compare_digest(_bytes(supplied), token):
             return True
     return False
+
+
+def _bytes(text: str) -> bytes:
+    """UTF-8 bytes of a header value; aiohttp keeps undecodable bytes as surrogates, which
+    ``surrogateescape`` turns back into the bytes sent (they then simply fail to match)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from an undecodable byte
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _refuse(status: int, kind: str, message: str) -> web.Response:

@@ -9,6 +9,7 @@ under an existing name reuses it, different content gets ``name (1).ext``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -137,6 +138,16 @@ def _digest_of(path: Path) -> bytes | None:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
+
+
+def storage_error(exc: OSError, what: str) -> tuple[int, str]:
+    """The status and message for a failed write: 507 when the disk is full, 409 when a
+    file stands where a folder must be, 503 otherwise (a read-only disk, permissions)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507, f"cannot {what}: no space left on the server's disk"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return 409, f"cannot {what}: a file or folder of that name is in the way"
+    return 503, f"cannot {what}: {exc.strerror or exc}"
 
 
 def write_atomically(path: Path, data: bytes) -> None:

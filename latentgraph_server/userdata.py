@@ -26,8 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from graph.paths import UnsafePathError, safe_join
-from latentgraph_server.uploads import write_atomically
+from graph.paths import NameTooLongError, UnsafePathError, safe_join
+from latentgraph_server.uploads import storage_error, write_atomically
 
 DEFAULT_USER = "default"
 TEMPLATE_MODULE = "latentgraph"
@@ -35,9 +35,19 @@ MAX_USERDATA_BYTES = 32 * 1024 * 1024
 
 
 def _error(status: int, message: str) -> web.Response:
-    kind = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "exists", 413: "too_large"}[status]
+    kind = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "exists", 413: "too_large",
+            503: "storage_unavailable", 507: "insufficient_storage"}[status]
     return web.json_response({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
                              status=status)
+
+
+def _refused(exc: UnsafePathError) -> web.Response:
+    """400 for a name no file system takes, 403 for one that would leave the folder."""
+    return _error(400 if isinstance(exc, NameTooLongError) else 403, str(exc))
+
+
+def _storage_error(exc: OSError, what: str) -> web.Response:
+    return _error(*storage_error(exc, what))
 
 
 def _flag(request: web.Request, name: str, default: bool) -> bool:
@@ -73,8 +83,9 @@ class WorkflowLibrary:
 
     def __init__(self, user_directory: Path, examples_directory: Path | None,
                  max_bytes: int = MAX_USERDATA_BYTES) -> None:
-        self.user_root = Path(user_directory) / DEFAULT_USER
-        self.examples = Path(examples_directory) if examples_directory is not None else None
+        # Resolved once: request paths are resolved and compared with it (a relative root never matches).
+        self.user_root = (Path(user_directory) / DEFAULT_USER).resolve()
+        self.examples = Path(examples_directory).resolve() if examples_directory is not None else None
         self.max_bytes = max_bytes
         try:  # the editor lists workflows/ first thing: let it exist
             (self.user_root / "workflows").mkdir(parents=True, exist_ok=True)
@@ -94,7 +105,7 @@ class WorkflowLibrary:
         try:
             folder = self._user_path(directory)
         except UnsafePathError as exc:
-            return _error(403, str(exc))
+            return _refused(exc)
         if not folder.is_dir():
             return _error(404, f"no folder {directory!r}")
         recurse = _flag(request, "recurse", False)
@@ -112,7 +123,7 @@ class WorkflowLibrary:
         try:
             path = self._user_path(request.match_info["file"])
         except UnsafePathError as exc:
-            return _error(403, str(exc))
+            return _refused(exc)
         if not path.is_file():
             return _error(404, "file not found")
         return web.FileResponse(path, headers=_download_headers(path))
@@ -121,7 +132,7 @@ class WorkflowLibrary:
         try:
             path = self._user_path(request.match_info["file"])
         except UnsafePathError as exc:
-            return _error(403, str(exc))
+            return _refused(exc)
         if not _flag(request, "overwrite", True) and path.exists():
             return _error(409, "file already exists")
         if path.is_dir():
@@ -132,7 +143,7 @@ class WorkflowLibrary:
         try:
             await asyncio.to_thread(_write_creating_folders, path, body)
         except OSError as exc:
-            return _error(400, f"cannot write {path.name}: {exc.strerror or exc}")
+            return _storage_error(exc, f"write {path.name}")
         if _flag(request, "full_info", False):
             return web.json_response(_file_info(path, self.user_root))
         return web.json_response(path.relative_to(self.user_root).as_posix())
@@ -141,10 +152,13 @@ class WorkflowLibrary:
         try:
             path = self._user_path(request.match_info["file"])
         except UnsafePathError as exc:
-            return _error(403, str(exc))
+            return _refused(exc)
         if not path.is_file():
             return _error(404, "file not found")
-        path.unlink()
+        try:
+            path.unlink()
+        except OSError as exc:
+            return _storage_error(exc, f"delete {path.name}")
         return web.Response(status=204)
 
     async def move(self, request: web.Request) -> web.Response:
@@ -152,13 +166,16 @@ class WorkflowLibrary:
             source = self._user_path(request.match_info["file"])
             dest = self._user_path(request.match_info["dest"])
         except UnsafePathError as exc:
-            return _error(403, str(exc))
+            return _refused(exc)
         if not source.is_file():
             return _error(404, "file not found")
         if dest.is_dir() or (not _flag(request, "overwrite", True) and dest.exists()):
             return _error(409, "destination exists")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest)
+        except OSError as exc:
+            return _storage_error(exc, f"move {source.name}")
         if _flag(request, "full_info", False):
             return web.json_response(_file_info(dest, self.user_root))
         return web.json_response(dest.relative_to(self.user_root).as_posix())
@@ -179,7 +196,7 @@ class WorkflowLibrary:
         try:
             path = safe_join(self.examples, request.match_info["file"])
         except UnsafePathError as exc:
-            return _error(403, str(exc))
+            return _refused(exc)
         if path.suffix.lower() != ".json" or not path.is_file():
             return _error(404, "no such example")
         return web.FileResponse(path, headers={"Content-Type": "application/json",

@@ -12,13 +12,21 @@ from aiohttp import web
 
 from graph.context import Folders
 from latentgraph_server.paths import UnsafePath, folder_for, resolve_inside, split_annotation
-from latentgraph_server.uploads import UploadError, apply_mask, check_image, read_form, save_upload
+from latentgraph_server.uploads import (
+    UploadError,
+    apply_mask,
+    check_image,
+    read_form,
+    save_upload,
+    storage_error,
+)
 
 _IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 
 
 def _error(status: int, message: str) -> web.Response:
-    kind = {400: "bad_request", 404: "not_found", 413: "too_large"}.get(status, "error")
+    kind = {400: "bad_request", 404: "not_found", 409: "exists", 413: "too_large", 503: "storage_unavailable",
+            507: "insufficient_storage"}.get(status, "error")
     return web.json_response({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
                              status=status)
 
@@ -39,7 +47,10 @@ async def upload(request: web.Request, folders: Folders, limit: int, *, mask: bo
         image = await asyncio.to_thread(check_image, data)
         if mask:
             data = await asyncio.to_thread(apply_mask, folders, form.fields.get("original_ref", ""), image)
-        name, _ = await asyncio.to_thread(save_upload, root, subfolder, filename, data, overwrite)
+        try:
+            name, _ = await asyncio.to_thread(save_upload, root, subfolder, filename, data, overwrite)
+        except OSError as exc:
+            raise UploadError(*storage_error(exc, "store the upload")) from exc
     except UploadError as exc:
         return _error(exc.status, str(exc))
     except UnsafePath as exc:

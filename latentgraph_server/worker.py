@@ -6,6 +6,13 @@ terminal events of a prompt (``execution_success``, ``execution_error``,
 ``execution_interrupted``, then ``executing`` with ``node: null``) are held back until
 its history is written, so a client that reacts to them by fetching ``/history``
 always finds it.
+
+The worker survives anything a node does: a node raising ``SystemExit`` or any other
+``BaseException`` fails its prompt like any error. Should the thread die anyway, the
+server's watchdog (``ensure_running``) records the prompt it held as failed, logs, and
+starts a new thread; ``health()`` (shown in ``/system_stats``) counts the restarts. A
+history write that fails (a full disk) is retried until it succeeds, so a prompt never
+stays "running" while the server runs.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import sqlite3
 import struct
 import threading
 import time
@@ -64,12 +72,44 @@ class PromptWorker:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._current: RunningPrompt | None = None
-        self._thread = threading.Thread(target=self._loop, name="latentgraph-worker", daemon=True)
+        self._thread = self._new_thread()
+        self.restarts = 0
+        self.last_failure: str | None = None
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._loop, name="latentgraph-worker", daemon=True)
 
     # -- control, from any thread ----------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
+
+    def ensure_running(self) -> bool:
+        """The watchdog: restarts the thread if it died; True when it had to."""
+        if self._stopping.is_set() or self._thread.is_alive() or self._thread.ident is None:
+            return False
+        with self._lock:
+            orphan, self._current = self._current, None
+        self.restarts += 1
+        self.last_failure = f"the worker thread died{' running prompt ' + orphan.prompt_id if orphan else ''}"
+        log.error("%s; starting a new one (restart %d)", self.last_failure, self.restarts)
+        if orphan is not None:
+            error = self._error_payload(orphan.prompt_id, "the worker thread died while running this prompt",
+                                        "WorkerDied", {})
+            status = {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}
+            self._record(orphan.prompt_id, {}, status, {})
+            self._send(orphan.client_id, "execution_error", error)
+            self._send(orphan.client_id, "executing", {"node": None, "display_node": None,
+                                                       "prompt_id": orphan.prompt_id})
+        self._thread = self._new_thread()
+        self._thread.start()
+        return True
+
+    def health(self) -> dict[str, Any]:
+        """What /system_stats shows of the worker."""
+        running = self.current()
+        return {"alive": self._thread.is_alive(), "restarts": self.restarts, "last_failure": self.last_failure,
+                "running": running.prompt_id if running else None}
 
     def wake(self) -> None:
         """Tells the worker new prompts may be waiting."""
@@ -123,7 +163,7 @@ class PromptWorker:
                 continue
             try:
                 self._run(item)
-            except Exception:  # the worker must outlive any failure
+            except BaseException:  # the worker must outlive any failure, SystemExit included
                 log.exception("prompt %s failed outside the engine", item.prompt_id)
 
     def _apply_free_request(self) -> None:
@@ -142,6 +182,10 @@ class PromptWorker:
         device_models = self.services.get("device_models")
         if unload_models and device_models is not None:
             device_models.forget()
+        self._release_memory()
+
+    def _release_memory(self) -> None:
+        """Hands memory nothing refers to any more back to the system (and the GPU driver)."""
         gc.collect()
         return_free_memory()
         empty_cache = self.services.get("empty_cache")
@@ -170,10 +214,12 @@ class PromptWorker:
 
         try:
             outputs, status, meta = self._execute(item, running, on_event)
-            self.store.finish(item.prompt_id, outputs, status, meta)
+            self._record(item.prompt_id, outputs, status, meta)
         finally:
             with self._lock:
                 self._current = None
+        if not status.get("completed"):
+            self._release_memory()  # what a failed prompt allocated is not kept
         # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last,
         # the signal clients take as "this prompt is done".
         for event, data in held:
@@ -194,7 +240,7 @@ class PromptWorker:
                 self._executor = self._executor_factory()
             result = self._executor.execute(checked.plan, prompt_id=item.prompt_id, on_event=on_event,
                                             interrupt=running.interrupt, extra_data=item.extra_data)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a node must not end the worker
             return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__,
                                  {"traceback": traceback.format_exc()})
         status = {"status_str": "success" if result.status == "success" else "error",
@@ -203,12 +249,30 @@ class PromptWorker:
                           "real_node_id": node_id} for node_id in result.outputs}
         return result.outputs, status, meta
 
+    def _record(self, prompt_id: str, outputs: dict, status: dict, meta: dict) -> bool:
+        """Writes a prompt's history, retrying while the database fails (a full disk):
+        the result is kept until it is stored. False only if the server stops first."""
+        delay = 0.5
+        while True:
+            try:
+                self.store.finish(prompt_id, outputs, status, meta)
+                return True
+            except sqlite3.Error as exc:
+                log.error("cannot record prompt %s (%s); retrying in %.1f s", prompt_id, exc, delay)
+            if self._stopping.wait(delay):
+                return False
+            delay = min(delay * 2, 10.0)
+
+    @staticmethod
+    def _error_payload(prompt_id: str, message: str, kind: str, details: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
+                "exception_message": message, "exception_type": kind,
+                "traceback": [details.get("traceback", "")] if "traceback" in details else [],
+                "current_inputs": {}, "current_outputs": [], "timestamp": int(time.time() * 1000)}
+
     def _failure(self, item: QueueItem, on_event: Callable[[str, dict[str, Any]], None], message: str,
                  kind: str, details: dict[str, Any]) -> tuple[dict, dict, dict]:
-        error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
-                 "exception_message": message, "exception_type": kind,
-                 "traceback": [details.get("traceback", "")] if "traceback" in details else [],
-                 "current_inputs": {}, "current_outputs": [], "timestamp": int(time.time() * 1000)}
+        error = self._error_payload(item.prompt_id, message, kind, details)
         on_event("execution_error", error)
         return {}, {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}, {}
 

@@ -7,9 +7,11 @@ declaring these nodes costs nothing at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 
 MAX_RESOLUTION = 16384
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -24,6 +26,10 @@ class EmptyImage(Node):
     batch_size = Input("INT", default=1, min=1, max=4096)
     color = Input("INT", default=0, min=0, max=0xFFFFFF, step=1, tooltip="colour as 0xRRGGBB")
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.empty_image(inputs)
 
     def execute(self, width: int, height: int, batch_size: int, color: int) -> tuple:
         import torch
@@ -54,6 +60,10 @@ class ImageScale(Node):
     crop = Input(choices=["disabled", "center"], default="disabled")
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.image_resize(inputs)
+
     def execute(self, image: Any, upscale_method: str, width: int, height: int, crop: str) -> tuple:
         _, old_h, old_w, _ = image.shape
         if width == 0 and height == 0:
@@ -76,6 +86,10 @@ class ImageScaleBy(Node):
     scale_by = Input("FLOAT", default=1.0, min=0.01, max=8.0, step=0.01)
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.image_resize(inputs)
+
     def execute(self, image: Any, upscale_method: str, scale_by: float) -> tuple:
         return (scale_images(image, scale_by, upscale_method),)
 
@@ -88,6 +102,10 @@ class ImageScaleToTotalPixels(Node):
     upscale_method = Input(choices=UPSCALE_METHODS, default="nearest-exact")
     megapixels = Input("FLOAT", default=1.0, min=0.01, max=16.0, step=0.01)
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.image_resize(inputs)
 
     def execute(self, image: Any, upscale_method: str, megapixels: float) -> tuple:
         _, height, width, _ = image.shape
@@ -109,6 +127,10 @@ class ImageBatch(Node):
     image1 = Input("IMAGE")
     image2 = Input("IMAGE")
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.image_batch(inputs)
 
     def execute(self, image1: Any, image2: Any) -> tuple:
         import torch

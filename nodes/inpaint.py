@@ -10,9 +10,11 @@ exactly as it was (the example workflows end with it).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 from nodes.image import MAX_RESOLUTION
 from nodes.masks import mask_4d
 
@@ -51,6 +53,10 @@ class SetLatentNoiseMask(Node):
     samples = Input("LATENT")
     mask = Input("MASK")
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.same_latent(inputs)
 
     def execute(self, samples: dict, mask: Any) -> tuple:
         return (dict(samples, noise_mask=mask_4d(mask)),)
@@ -103,6 +109,10 @@ class ImagePadForOutpaint(Node):
     bottom = Input("INT", default=0, min=0, max=MAX_RESOLUTION, step=8)
     feathering = Input("INT", default=40, min=0, max=MAX_RESOLUTION, step=1)
     outputs = (Output("IMAGE"), Output("MASK"))
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.pad_for_outpaint(inputs)
 
     def execute(self, image: Any, left: int, top: int, right: int, bottom: int, feathering: int) -> tuple:
         import torch

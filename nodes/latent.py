@@ -6,9 +6,11 @@ unscaled latent space, plus optional ``noise_mask`` and ``batch_index``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 from nodes.image import MAX_RESOLUTION, center_crop
 
 LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
@@ -22,6 +24,10 @@ class EmptyLatentImage(Node):
     height = Input("INT", default=512, min=16, max=MAX_RESOLUTION, step=8)
     batch_size = Input("INT", default=1, min=1, max=4096)
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.empty_latent(inputs)
 
     def execute(self, width: int, height: int, batch_size: int) -> tuple:
         import torch
@@ -39,6 +45,10 @@ class LatentUpscale(Node):
     height = Input("INT", default=512, min=0, max=MAX_RESOLUTION, step=8)
     crop = Input(choices=["disabled", "center"], default="disabled")
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.latent_resize(inputs)
 
     def execute(self, samples: dict, upscale_method: str, width: int, height: int, crop: str) -> tuple:
         latent = samples["samples"]
@@ -62,6 +72,10 @@ class LatentUpscaleBy(Node):
     upscale_method = Input(choices=LATENT_UPSCALE_METHODS, default="nearest-exact")
     scale_by = Input("FLOAT", default=1.5, min=0.01, max=8.0, step=0.01)
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.latent_resize(inputs)
 
     def execute(self, samples: dict, upscale_method: str, scale_by: float) -> tuple:
         latent = samples["samples"]

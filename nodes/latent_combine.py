@@ -8,9 +8,11 @@ items came from, which keeps their seed noise; see ``nodes.sampling.noise.initia
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 from nodes.image import MAX_RESOLUTION
 
 
@@ -130,6 +132,10 @@ class RepeatLatentBatch(Node):
     samples = Input("LATENT")
     amount = Input("INT", default=1, min=1, max=64)
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.repeat_latent(inputs)
 
     def execute(self, samples: dict, amount: int) -> tuple:
         latents = samples["samples"]

@@ -6,9 +6,11 @@ happen (inpainting: to be regenerated). An IMAGE is ``[B, H, W, C]`` in 0..1.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 from nodes.image import MAX_RESOLUTION
 
 CHANNELS = ["red", "green", "blue", "alpha"]
@@ -29,6 +31,10 @@ class SolidMask(Node):
     width = Input("INT", default=512, min=1, max=MAX_RESOLUTION, step=1)
     height = Input("INT", default=512, min=1, max=MAX_RESOLUTION, step=1)
     outputs = (Output("MASK"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.solid_mask(inputs)
 
     def execute(self, value: float, width: int, height: int) -> tuple:
         import torch

@@ -6,9 +6,11 @@ latents ``[B, 4, H/8, W/8]``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 
 
 def decode_latents(vae: Any, latents: Any) -> Any:
@@ -58,6 +60,10 @@ class VAEDecode(Node):
     vae = Input("VAE")
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.vae_decode(inputs)
+
     def execute(self, samples: dict, vae: Any) -> tuple:
         place_vae(self.context, vae, samples["samples"].shape)
         return (to_image(decode_latents(vae, samples["samples"])),)
@@ -73,6 +79,10 @@ class VAEEncode(Node):
     pixels = Input("IMAGE")
     vae = Input("VAE")
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.vae_encode(inputs)
 
     def execute(self, pixels: Any, vae: Any) -> tuple:
         images = from_image(pixels)
@@ -105,6 +115,10 @@ class VAEDecodeTiled(Node):
                              tooltip="only used for video VAEs: frames to overlap")
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.vae_decode(inputs, tiled=True)
+
     def execute(self, samples: dict, vae: Any, tile_size: int, overlap: int, temporal_size: int = 64,
                 temporal_overlap: int = 8) -> tuple:
         from nodes.sd.tiling import tiled_map
@@ -134,6 +148,10 @@ class VAEEncodeTiled(Node):
     temporal_overlap = Input("INT", default=8, min=4, max=4096, step=4,
                              tooltip="only used for video VAEs: frames to overlap")
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.vae_encode(inputs, tiled=True)
 
     def execute(self, pixels: Any, vae: Any, tile_size: int, overlap: int, temporal_size: int = 64,
                 temporal_overlap: int = 8) -> tuple:

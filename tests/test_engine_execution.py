@@ -90,7 +90,7 @@ def test_cache_budget_evicts_least_recently_used(registry):
     from tests.conftest import Runner
 
     # Each workflow caches two entries of ~400 bytes: the blob and the UI payload holding it.
-    cache = OutputCache(budget_bytes=1700)
+    cache = OutputCache(budget_bytes=1700, max_entry_share=1.0)  # every entry may be cached
     runner = Runner(registry, cache)
 
     def blob(tag):
@@ -105,6 +105,21 @@ def test_cache_budget_evicts_least_recently_used(registry):
     assert runner.run(blob(2)).executed == []
     assert runner.run(blob(1)).executed == ["1", "2"]
     assert cache.total_bytes <= 1700
+
+
+def test_outputs_over_a_share_of_the_budget_are_not_kept(registry):
+    from tests.conftest import Runner
+
+    cache = OutputCache(budget_bytes=4000, max_entry_share=0.25)
+    runner = Runner(registry, cache)
+    small = {"1": {"class_type": "Blob", "inputs": {"size": 400, "tag": 1}},
+             "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    large = {"1": {"class_type": "Blob", "inputs": {"size": 1500, "tag": 2}},
+             "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    assert runner.run(small).status == "success" and runner.run(large).status == "success"
+    assert runner.run(small).executed == []             # kept
+    assert runner.run(large).executed == ["1", "2"]     # ran, but was not held after its prompt
+    assert cache.total_bytes < 1500                     # the large blob alone is over 1500 bytes
 
 
 def test_failing_node_reports_and_engine_stays_usable(runner):

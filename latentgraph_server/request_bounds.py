@@ -1,0 +1,104 @@
+"""What one request may make the server do: body sizes, JSON decoding, the memory a prompt may ask for.
+
+Every bound is a server flag (``latentgraph_server.config``) and is checked before the
+work it limits: a JSON body is refused from its ``Content-Length`` or while it streams in,
+not after it was buffered; a large body is decoded on a worker thread so other clients
+are not stalled; the per-prompt memory limit comes from what the machine (or its cgroup)
+can give, minus a reserve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from latentgraph_server.system_info import memory
+
+# Bodies up to this size are decoded on the event loop: a thread hop costs more than that.
+_DECODE_INLINE_BYTES = 64 * 1024
+_CHUNK = 64 * 1024
+# Content types a browser may send cross-site without a preflight; a JSON route accepts
+# none of them but x-www-form-urlencoded, which Python's urllib sends by default (ComfyUI's
+# own API examples post that way) and which the origin checks cover.
+_REFUSED_JSON_TYPES = ("text/plain", "multipart/form-data")
+
+
+class RequestRefused(Exception):
+    """A request refused before any work, with its HTTP status (400, 413, 415)."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing (413) one over ``limit`` bytes without reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestRefused(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise RequestRefused(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RequestRefused(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int limit)
+        raise RequestRefused(400, "invalid_json", f"the body cannot be decoded: {exc}") from exc
+
+
+async def read_json_body(request: web.Request, limit: int, *, empty: Any = None) -> Any:
+    """The body decoded as JSON: 415 for a form or text content type, 413 over ``limit``,
+    400 when it is not JSON. Large bodies are decoded off the event loop. ``empty``, when
+    not None, is returned for an empty body."""
+    if request.content_type in _REFUSED_JSON_TYPES:
+        raise RequestRefused(415, "unsupported_media_type",
+                             f"this route takes a JSON body (application/json), not {request.content_type}")
+    raw = await read_body(request, limit)
+    if empty is not None and not raw.strip():
+        return empty
+    if len(raw) > _DECODE_INLINE_BYTES:
+        return await asyncio.to_thread(_decode, raw)
+    return _decode(raw)
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's cgroup (v2 or v1) in bytes, or None when unlimited."""
+    candidates = [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            relative = line.split(":", 2)[-1].lstrip("/")
+            if relative:
+                candidates.insert(0, Path("/sys/fs/cgroup") / relative / "memory.max")
+    except OSError:
+        pass
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # cgroup v1 writes a huge number for "none"
+            return int(text)
+    return None
+
+
+def prompt_memory_limit(reserve: int) -> int | None:
+    """The largest memory estimate one prompt may have when none is configured: the
+    machine's memory, or its cgroup's limit if lower, minus ``reserve`` bytes."""
+    total, _free = memory()
+    limits = [value for value in (total or None, cgroup_memory_limit()) if value]
+    if not limits:
+        return None
+    return max(min(limits) - reserve, 0)

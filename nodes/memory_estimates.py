@@ -1,0 +1,177 @@
+"""Memory estimates of the nodes that allocate by their inputs (see ``graph.estimate``).
+
+Each function takes a node's estimate inputs (constants, or upstream ``TensorSize``) and
+returns a ``MemoryEstimate``; the node classes call them from their ``estimate``
+classmethod. Sizes are float32, as the nodes keep IMAGE, MASK and LATENT on the CPU.
+Working-memory figures are the same heuristics the device manager uses
+(``nodes.sd.memory``), written here without torch so validation never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from graph.estimate import MemoryEstimate, TensorSize, float_input, int_input
+
+LATENT_CHANNELS = 4
+VAE_FACTOR = 8
+# Bytes of UNet activations per latent element (both halves of classifier-free guidance).
+UNET_BYTES_PER_LATENT_ELEMENT = 2 * 4 * 4096
+# Bytes of VAE activations per output pixel: a few full-resolution 128-256 channel maps.
+VAE_BYTES_PER_PIXEL = 256 * 4 * 2
+
+
+def _largest(inputs: Mapping[str, Any], defaults: Mapping[str, float]) -> str:
+    """The size input furthest above its usual value: the one an error should point at."""
+    return max(defaults, key=lambda name: int_input(inputs, name, 1) / defaults[name])
+
+
+def _shape(value: Any, rank: int) -> tuple[int, ...] | None:
+    if isinstance(value, TensorSize) and len(value.shape) == rank:
+        return value.shape
+    return None
+
+
+def empty_latent(inputs: Mapping[str, Any]) -> MemoryEstimate:
+    """EmptyLatentImage: [batch, 4, height/8, width/8]."""
+    width, height = int_input(inputs, "width", 512), int_input(inputs, "height", 512)
+    batch = int_input(inputs, "batch_size", 1)
+    size = TensorSize((batch, LATENT_CHANNELS, height // VAE_FACTOR, width // VAE_FACTOR))
+    return MemoryEstimate((size,), cause=_largest(inputs, {"width": 512, "height": 512, "batch_size": 1}))
+
+
+def empty_image(inputs: Mapping[str, Any]) -> MemoryEstimate:
+    """EmptyImage: [batch, height, width, 3]."""
+    width, height = int_input(inputs, "width", 512), int_input(inputs, "height", 512)
+    batch = int_input(inputs, "batch_size", 1)
+    return MemoryEstimate((TensorSize((batch, height, width, 3)),),
+                          cause=_largest(inputs, {"width": 512, "height": 512, "batch_size": 1}))
+
+
+def solid_mask(inputs: Mapping[str, Any]) -> MemoryEstimate:
+    """SolidMask: [1, height, width]."""
+    width, height = int_input(inputs, "width", 512), int_input(inputs, "height", 512)
+    return MemoryEstimate((TensorSize((1, height, width)),), cause=_largest(inputs, {"width": 512, "height": 512}))
+
+
+def same_latent(inputs: Mapping[str, Any], name: str = "samples") -> MemoryEstimate | None:
+    """Nodes whose LATENT output has the shape of their input (noise masks)."""
+    shape = _shape(inputs.get(name), 4)
+    return MemoryEstimate((TensorSize(shape),)) if shape else None
+
+
+def sampler(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """KSampler and friends: a latent like ``latent_image``, plus the UNet's activations."""
+    shape = _shape(inputs.get("latent_image"), 4)
+    if shape is None:
+        return None
+    size = TensorSize(shape)
+    return MemoryEstimate((size,), working_bytes=size.nbytes // size.itemsize * UNET_BYTES_PER_LATENT_ELEMENT,
+                          cause="latent_image")
+
+
+def latent_resize(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """LatentUpscale (width/height in pixels; 0 keeps the aspect) and LatentUpscaleBy."""
+    shape = _shape(inputs.get("samples"), 4)
+    if shape is None:
+        return None
+    batch, channels, height, width = shape
+    if "scale_by" in inputs:
+        scale = float_input(inputs, "scale_by", 1.0)
+        return MemoryEstimate((TensorSize((batch, channels, round(height * scale), round(width * scale))),),
+                              cause="scale_by")
+    new_w, new_h = int_input(inputs, "width") // VAE_FACTOR, int_input(inputs, "height") // VAE_FACTOR
+    if new_w == 0 and new_h == 0:
+        new_w, new_h = width, height
+    elif new_w == 0:
+        new_w = max(1, round(width * new_h / max(height, 1)))
+    elif new_h == 0:
+        new_h = max(1, round(height * new_w / max(width, 1)))
+    return MemoryEstimate((TensorSize((batch, channels, new_h, new_w)),),
+                          cause=_largest(inputs, {"width": 512, "height": 512}))
+
+
+def repeat_latent(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """RepeatLatentBatch: the batch times ``amount``."""
+    shape = _shape(inputs.get("samples"), 4)
+    if shape is None:
+        return None
+    amount = int_input(inputs, "amount", 1)
+    return MemoryEstimate((TensorSize((shape[0] * amount, *shape[1:])),), cause="amount")
+
+
+def image_resize(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """ImageScale (0 keeps the aspect), ImageScaleBy and ImageScaleToTotalPixels."""
+    shape = _shape(inputs.get("image"), 4)
+    if shape is None:
+        return None
+    batch, height, width, channels = shape
+    if "scale_by" in inputs:
+        scale, cause = float_input(inputs, "scale_by", 1.0), "scale_by"
+        new_h, new_w = round(height * scale), round(width * scale)
+    elif "megapixels" in inputs:
+        scale = (float_input(inputs, "megapixels", 1.0) * 1024 * 1024 / max(height * width, 1)) ** 0.5
+        new_h, new_w, cause = round(height * scale), round(width * scale), "megapixels"
+    else:
+        new_w, new_h = int_input(inputs, "width"), int_input(inputs, "height")
+        cause = _largest(inputs, {"width": 512, "height": 512})
+        if new_w == 0 and new_h == 0:
+            new_w, new_h = width, height
+        elif new_w == 0:
+            new_w = max(1, round(width * new_h / max(height, 1)))
+        elif new_h == 0:
+            new_h = max(1, round(height * new_w / max(width, 1)))
+    return MemoryEstimate((TensorSize((batch, new_h, new_w, channels)),), cause=cause)
+
+
+def image_batch(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """ImageBatch: both batches at the first image's size."""
+    first, second = _shape(inputs.get("image1"), 4), _shape(inputs.get("image2"), 4)
+    if first is None or second is None:
+        return None
+    return MemoryEstimate((TensorSize((first[0] + second[0], *first[1:])),), cause="image2")
+
+
+def pad_for_outpaint(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """ImagePadForOutpaint: the image grown by its four margins, and a mask of that size."""
+    shape = _shape(inputs.get("image"), 4)
+    if shape is None:
+        return None
+    batch, height, width, channels = shape
+    new_h = height + int_input(inputs, "top") + int_input(inputs, "bottom")
+    new_w = width + int_input(inputs, "left") + int_input(inputs, "right")
+    cause = max(("left", "top", "right", "bottom"), key=lambda name: int_input(inputs, name))
+    return MemoryEstimate((TensorSize((batch, new_h, new_w, channels)), TensorSize((new_h, new_w))), cause=cause)
+
+
+def vae_decode(inputs: Mapping[str, Any], *, tiled: bool = False) -> MemoryEstimate | None:
+    """VAEDecode: [B, 4, h, w] -> IMAGE [B, 8h, 8w, 3], with full-resolution activations
+    (one tile's worth when tiled)."""
+    shape = _shape(inputs.get("samples"), 4)
+    if shape is None:
+        return None
+    batch, _channels, height, width = shape
+    pixels = height * VAE_FACTOR * width * VAE_FACTOR
+    if tiled:
+        tile = int_input(inputs, "tile_size", 512)
+        working = min(pixels, tile * tile) * VAE_BYTES_PER_PIXEL
+    else:
+        working = batch * pixels * VAE_BYTES_PER_PIXEL
+    return MemoryEstimate((TensorSize((batch, height * VAE_FACTOR, width * VAE_FACTOR, 3)),),
+                          working_bytes=working, cause="samples")
+
+
+def vae_encode(inputs: Mapping[str, Any], *, tiled: bool = False) -> MemoryEstimate | None:
+    """VAEEncode: IMAGE [B, H, W, 3] -> [B, 4, H/8, W/8], with full-resolution activations."""
+    shape = _shape(inputs.get("pixels"), 4)
+    if shape is None:
+        return None
+    batch, height, width, _channels = shape
+    if tiled:
+        tile = int_input(inputs, "tile_size", 512)
+        working = min(height * width, tile * tile) * VAE_BYTES_PER_PIXEL
+    else:
+        working = batch * height * width * VAE_BYTES_PER_PIXEL
+    latent = TensorSize((batch, LATENT_CHANNELS, height // VAE_FACTOR, width // VAE_FACTOR))
+    return MemoryEstimate((latent,), working_bytes=working, cause="pixels")
