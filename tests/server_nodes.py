@@ -73,3 +73,16 @@ class DelayedValue(Node):
             self.context.check_interrupt()
             time.sleep(0.01)
         return (value,)
+
+
+class ExitProcess(Node):
+    """Calls ``sys.exit`` (a node that ends its thread unless the worker catches BaseException)."""
+
+    category = "test"
+    output_node = True
+    code = Input("INT", default=3)
+
+    def execute(self, code):
+        import sys
+
+        sys.exit(code)
