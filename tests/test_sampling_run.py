@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchsde
 
 from nodes.sampling import (
     SAMPLER_NAMES,
-    BrownianNoise,
+    BrownianTreeNoise,
     CFGDenoiser,
     DiscreteDenoiser,
     GaussianNoise,
@@ -17,6 +18,7 @@ from nodes.sampling import (
     initial_noise,
     latent_to_image,
     latent_to_rgb,
+    make_noise_sampler,
     run_sampler,
     sd_schedule,
 )
@@ -146,15 +148,34 @@ def test_gaussian_noise_sampler_matches_seeded_randn() -> None:
 
 def test_brownian_noise_is_standard_and_consistent() -> None:
     like = torch.zeros(64, 64, 16)
-    ns = BrownianNoise(like, 2)
+    ns = BrownianTreeNoise(like, 2, 1.0, 4.0)
     whole = ns(4.0, 1.0)  # interval [1, 4]
     part = ns(4.0, 3.0)  # sub-interval [3, 4], shares the path
     assert abs(whole.mean().item()) < 0.03 and abs(whole.std().item() - 1) < 0.03
     assert abs(part.std().item() - 1) < 0.03
     corr = torch.corrcoef(torch.stack([whole.flatten(), part.flatten()]))[0, 1].item()
     assert corr == pytest.approx((1 / 3) ** 0.5, abs=0.03)  # sqrt(|[3,4]| / |[1,4]|)
-    again = BrownianNoise(like, 2)
+    again = BrownianTreeNoise(like, 2, 1.0, 4.0)
     assert torch.equal(again(4.0, 1.0), whole)
+    assert not torch.equal(BrownianTreeNoise(like, 3, 1.0, 4.0)(4.0, 1.0), whole)
+
+
+def test_brownian_noise_is_torchsde_tree_over_the_run_sigmas() -> None:
+    """The SDE noise is torchsde's BrownianTree seeded with the seed over [smallest positive
+    sigma, largest sigma] at float32 times, read downwards in sigma (ComfyUI's definition)."""
+    like = torch.zeros(3, 4, 8, 8)
+    sigmas = torch.tensor([14.614642, 6.0, 1.5, 0.029167, 0.0])
+    ns = make_noise_sampler("brownian", like, 42, sigmas)
+    lo, hi = torch.tensor(0.029167), torch.tensor(14.614642)
+    tree = torchsde.BrownianTree(lo, torch.zeros(like.shape), hi, entropy=42)
+    a, b = torch.tensor(6.0), torch.tensor(14.614642)
+    expected = -tree(a, b) / (b - a).sqrt()  # stepping down from 14.6 to 6.0
+    assert torch.equal(ns(14.614642, 6.0), expected)
+    assert ns(14.614642, 6.0).shape == like.shape  # one tree for the whole batch
+    assert torch.equal(ns(1.5, 1.5), torch.zeros(like.shape))
+    assert make_noise_sampler(None, like, 42, sigmas) is None
+    with pytest.raises(ValueError):
+        make_noise_sampler("pink", like, 42, sigmas)
 
 
 def _fake_unet(prediction: str, record: list | None = None):

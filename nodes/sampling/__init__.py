@@ -13,7 +13,7 @@ The node layer typically does::
 from .denoiser import PREDICTIONS, CFGDenoiser, DiscreteDenoiser, concat_conds
 from .distilled import DistilledSchedule
 from .latent_preview import latent_to_image, latent_to_rgb
-from .noise import BrownianNoise, GaussianNoise, initial_noise
+from .noise import BrownianTreeNoise, GaussianNoise, initial_noise, make_noise_sampler
 from .plan import advanced_sigmas, calculate_sigmas, denoise_sigmas, is_max_denoise, noise_latent
 from .regions import CondRegion, add_area_twins, make_region, predict_regions
 from .run import prepare_mask, run_sampler
@@ -25,7 +25,7 @@ __all__ = [
     "PREDICTIONS",
     "SAMPLER_NAMES",
     "SCHEDULER_NAMES",
-    "BrownianNoise",
+    "BrownianTreeNoise",
     "CFGDenoiser",
     "CondRegion",
     "DiscreteDenoiser",
@@ -44,6 +44,7 @@ __all__ = [
     "is_max_denoise",
     "latent_to_image",
     "latent_to_rgb",
+    "make_noise_sampler",
     "make_region",
     "noise_latent",
     "predict_regions",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .noise import BrownianNoise, GaussianNoise, initial_noise
+from .noise import initial_noise, make_noise_sampler
 from .plan import is_max_denoise, noise_latent
 from .sampler_base import Callback, Model
 from .samplers import get_sampler
@@ -59,7 +59,9 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
       moved to the latent's device), or zeros when ``add_noise`` is False (KSamplerAdvanced
       "add_noise: disable", for a latent that already carries its noise). ``batch_index``
       picks the noise of given batch positions (see ``initial_noise``).
-    - Stochastic samplers get noise from CPU generators seeded with ``seed``.
+    - Stochastic samplers get the noise ComfyUI gives them for ``seed``
+      (:func:`~nodes.sampling.noise.make_noise_sampler`): Gaussian draws, or a torchsde
+      Brownian tree over these sigmas for the SDE samplers.
     - ``noise_mask`` (1 = regenerate) keeps the rest of the latent; see :class:`MaskedDenoiser`.
     - ``callback(i, total, x, denoised)`` after every step; raise in it to interrupt.
     - ``model(x, sigma [B]) -> x0``, e.g. a :class:`~nodes.sampling.denoiser.CFGDenoiser`.
@@ -77,12 +79,10 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
     if noise_mask is not None:
         mask = prepare_mask(noise_mask, latent)
         model = MaskedDenoiser(model, latent, noise, mask)
-    noise_sampler = None
-    if spec.noise == "gaussian":
-        noise_sampler = GaussianNoise(x, seed)
-    elif spec.noise == "brownian":
-        noise_sampler = BrownianNoise(x, seed)
-    x = spec.fn(model, x, sigmas.to(torch.float32), callback=callback, noise_sampler=noise_sampler)
+    sigmas = sigmas.to(torch.float32)
+    # per-step noise as ComfyUI draws it for this seed; SDE trees span these very sigmas
+    noise_sampler = make_noise_sampler(spec.noise, x, seed, sigmas)
+    x = spec.fn(model, x, sigmas, callback=callback, noise_sampler=noise_sampler)
     if mask is not None:
         x = x * mask + (latent + noise * float(sigmas[-1])) * (1 - mask)
     return x

@@ -21,8 +21,10 @@ from . import samplers_multistep as multistep
 class SamplerSpec:
     """A sampler function and its needs.
 
-    ``noise``: None (deterministic), "gaussian" (independent draws per step) or
-    "brownian" (SDE sub-steps that must share one Brownian path).
+    ``noise``: None (deterministic), "gaussian" (independent draws per step),
+    "brownian" (a torchsde Brownian tree on the CPU, for SDE sub-steps that must share one
+    path) or "brownian_gpu" (that tree on the latent's device, ComfyUI's ``*_gpu`` names):
+    whichever ComfyUI's function draws; see :func:`nodes.sampling.noise.make_noise_sampler`.
     ``discard_penultimate_sigma``: ComfyUI computes steps+1 sigmas for these and drops the
     second-to-last one (they would otherwise spend a step at the tiny sigma_min).
     """

@@ -160,7 +160,8 @@ def lms_coefficient(sig: list[float], i: int, order: int, j: int) -> float:
 def sample_lms(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback | None = None,
                noise_sampler: NoiseSampler | None = None, order: int = 4) -> torch.Tensor:
     """Linear multistep (Adams-Bashforth with variable steps, order 4) on the ODE in sigma,
-    as in k-diffusion's ``sample_lms``.  One model call per step."""
+    as in k-diffusion's ``sample_lms``; a final step to sigma 0 returns the x0 estimate, as
+    ComfyUI's does (rather than extrapolating the polynomial there).  One model call per step."""
     sig = sigma_list(sigmas)
     n = len(sig) - 1
     history: list[torch.Tensor] = []
@@ -168,9 +169,12 @@ def sample_lms(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, callback:
         denoised = model(x, batch_sigma(x, sig[i]))
         history.append(_to_d(x, sig[i], denoised))
         del history[:-order]
-        cur_order = min(i + 1, order)
-        coeffs = [lms_coefficient(sig, i, cur_order, j) for j in range(cur_order)]
-        x = x + sum(c * d for c, d in zip(coeffs, reversed(history), strict=False))
+        if sig[i + 1] == 0:
+            x = denoised
+        else:
+            cur_order = min(i + 1, order)
+            coeffs = [lms_coefficient(sig, i, cur_order, j) for j in range(cur_order)]
+            x = x + sum(c * d for c, d in zip(coeffs, reversed(history), strict=False))
         notify(callback, i, n, x, denoised)
     return x
 

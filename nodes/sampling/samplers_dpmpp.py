@@ -6,7 +6,7 @@ h = lambda_next - lambda, the first-order update is
     x_next = (sigma_next / sigma) * x + (1 - exp(-h)) * D(x, sigma),
 which is DDIM; the solvers below add multistep / singlestep / SDE corrections as in
 k-diffusion.  SDE variants (eta > 0) add noise with the variance of the exact
-Ornstein-Uhlenbeck step; pass a :class:`~nodes.sampling.noise.BrownianNoise`.
+Ornstein-Uhlenbeck step; pass a :class:`~nodes.sampling.noise.BrownianTreeNoise`.
 See :mod:`nodes.sampling.sampler_base` for the signature and callback contract.
 """
 
@@ -152,7 +152,7 @@ def sample_dpmpp_sde(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, cal
                      r: float = 0.5) -> torch.Tensor:
     """DPM-Solver++ SDE, second-order singlestep (k-diffusion's ``sample_dpmpp_sde``): an
     ancestral sub-step to lambda + r*h, then a combined step to the next sigma; the two
-    noise draws share a Brownian path, so use :class:`~nodes.sampling.noise.BrownianNoise`.
+    noise draws share a Brownian path, so use :class:`~nodes.sampling.noise.BrownianTreeNoise`.
     Two model calls per step (one on the last)."""
     noise = require_noise(noise_sampler, "dpmpp_sde")
     sig = sigma_list(sigmas)
