@@ -20,7 +20,7 @@ NODE_TYPES = (
     "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline", "PrimitiveBoolean",
     "ComfySwitchNode", "PreviewAny", "GetImageSize", "BatchImagesNode", "ImageFromBatch", "ImageStitch",
     "ResizeImageMaskNode", "StringConcatenate", "StringReplace", "ComfyMathExpression", "MaskPreview",
-    "ImageCompare",
+    "ImageCompare", "SaveImageAdvanced",
 )
 
 pytestmark = pytest.mark.skipif(templates_folder() is None, reason="comfyui-workflow-templates-json is not installed")
