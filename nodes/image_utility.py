@@ -5,6 +5,7 @@ IMAGE values are ``[B, H, W, C]`` floats in 0..1 (see ``nodes.image``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
@@ -63,6 +64,18 @@ class BatchImagesNode(Node):
     display_name = "Batch Images"
     category = "image"
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        """Every batch at the first image's size (``graph.estimate``)."""
+        from graph.estimate import MemoryEstimate, TensorSize
+
+        shapes = [inputs[name].shape for name in (f"images.image{i}" for i in range(BATCH_INPUTS))
+                  if isinstance(inputs.get(name), TensorSize) and len(inputs[name].shape) == 4]
+        if not shapes:
+            return None
+        size = (sum(shape[0] for shape in shapes), *shapes[0][1:3], max(shape[3] for shape in shapes))
+        return MemoryEstimate((TensorSize(size),), cause="images.image1")
 
     def execute(self, **images: Any) -> tuple:
         ordered = [images[name] for name in (f"images.image{i}" for i in range(BATCH_INPUTS))

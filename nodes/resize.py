@@ -7,6 +7,7 @@ inputs, named ``resize_type.<input>`` in API-format prompts, as ComfyUI names th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
@@ -62,6 +63,21 @@ class ResizeImageMaskNode(Node):
     scale_method = Input(choices=SCALE_METHODS, default="area")
     outputs = (Output(IMAGE_OR_MASK, "resized"),)
 
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        """The resized tensor's size (``graph.estimate``): a small image scaled to 16384
+        pixels a side is refused before it is made."""
+        from graph.estimate import MemoryEstimate, TensorSize
+
+        source = inputs.get("input")
+        if not isinstance(source, TensorSize) or len(source.shape) not in (3, 4):
+            return None
+        size = _estimated_size(inputs, source.shape[1], source.shape[2])
+        if size is None:
+            return None
+        (height, width), cause = size
+        return MemoryEstimate((TensorSize((source.shape[0], height, width, *source.shape[3:])),), cause=cause)
+
     def execute(self, input: Any, resize_type: str, scale_method: str, **revealed: Any) -> tuple:
         def arg(name: str) -> Any:
             value = revealed.get(f"resize_type.{name}")
@@ -93,6 +109,42 @@ class ResizeImageMaskNode(Node):
         if resize_type == "scale to multiple":
             return (scale_to_multiple(input, arg("multiple"), scale_method),)
         raise ValueError(f"unknown resize_type {resize_type!r}")
+
+
+def _estimated_size(inputs: Mapping[str, Any], height: int, width: int) -> tuple[tuple[int, int], str] | None:
+    """(height, width) the node would make from an input of ``height`` x ``width``, and the
+    input that sets it; None when it cannot tell."""
+    from graph.estimate import TensorSize, float_input, int_input
+
+    kind = inputs.get("resize_type")
+    if kind == "scale dimensions" or kind in ("scale width", "scale height"):
+        new_w = int_input(inputs, "resize_type.width") if kind != "scale height" else 0
+        new_h = int_input(inputs, "resize_type.height") if kind != "scale width" else 0
+        if new_w == 0 and new_h == 0:
+            return (height, width), "resize_type"
+        new_w = new_w or max(1, round(width * new_h / max(height, 1)))
+        new_h = new_h or max(1, round(height * new_w / max(width, 1)))
+        return (new_h, new_w), "resize_type.width" if new_w >= new_h else "resize_type.height"
+    if kind == "scale by multiplier":
+        scale = float_input(inputs, "resize_type.multiplier", 1.0)
+        return (round(height * scale), round(width * scale)), "resize_type.multiplier"
+    if kind in ("scale longer dimension", "scale shorter dimension"):
+        name = "resize_type.longer_size" if kind == "scale longer dimension" else "resize_type.shorter_size"
+        side = int_input(inputs, name, 512)
+        longer = kind == "scale longer dimension"
+        scale = side / max(1, max(height, width) if longer else min(height, width))
+        return (round(height * scale), round(width * scale)), name
+    if kind == "scale total pixels":
+        scale = math.sqrt(float_input(inputs, "resize_type.megapixels", 1.0) * 1024 * 1024 / max(1, height * width))
+        return (round(height * scale), round(width * scale)), "resize_type.megapixels"
+    if kind == "match size":
+        match = inputs.get("resize_type.match")
+        if isinstance(match, TensorSize) and len(match.shape) in (3, 4):
+            return (match.shape[1], match.shape[2]), "resize_type.match"
+        return None
+    if kind == "scale to multiple":
+        return (height, width), "resize_type.multiple"
+    return None
 
 
 def _size(tensor: Any) -> tuple[int, int]:

@@ -257,3 +257,25 @@ def test_mask_preview_and_image_compare(registry, tmp_path):
     assert len(ui["a_images"]) == 1 and len(ui["b_images"]) == 2
     assert tuple(read_png(temp, ui["a_images"][0])[0, 0]) == (255, 0, 0)
     assert tuple(read_png(temp, ui["b_images"][1])[0, 0]) == (0, 0, 255)
+
+
+def test_memory_estimates_refuse_huge_resizes_and_batches(registry):
+    from graph.limits import PromptLimits
+
+    limits = PromptLimits(memory_bytes=64 * 1024 * 1024)
+    resize = {"img": empty_image(64, 64),
+              "r": {"class_type": "ResizeImageMaskNode",
+                    "inputs": {"input": ["img", 0], "resize_type": "scale by multiplier",
+                               "resize_type.multiplier": 8.0, "scale_method": "area"}},
+              "c": capture("big", "r")}
+    assert prepare(resize, registry, limits=limits, memo=False).ok  # 512 x 512
+    resize["r"]["inputs"].update({"resize_type": "scale dimensions", "resize_type.width": 16384,
+                                  "resize_type.height": 16384, "resize_type.crop": "center"})
+    checked = prepare(resize, registry, limits=limits, memo=False)
+    assert not checked.ok and "r" in checked.node_errors
+    batch = {"img": empty_image(2048, 2048, batch=2),
+             "b": {"class_type": "BatchImagesNode",
+                   "inputs": {f"images.image{i}": ["img", 0] for i in range(10)}},
+             "c": capture("batch", "b")}
+    checked = prepare(batch, registry, limits=PromptLimits(memory_bytes=512 * 1024 * 1024), memo=False)
+    assert not checked.ok and "b" in checked.node_errors  # 20 x 2048 x 2048 x 3 floats = 960 MiB
