@@ -120,7 +120,7 @@ class ImageStitch(Node):
     """Puts ``image2`` to the right of, below, left of or above ``image1``, optionally
     scaled to match its height (left/right) or width (up/down) and with a coloured gap."""
 
-    display_name = "Image Stitch"
+    display_name = "Stitch Images"
     category = "image/transform"
     image1 = Input("IMAGE")
     direction = Input(choices=["right", "down", "left", "up"], default="right")
