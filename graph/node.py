@@ -26,6 +26,9 @@ from typing import Any, ClassVar
 # Types whose values can be typed into a widget; everything else must arrive by link.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 
+# The member types of a union input for which a constant can be checked.
+_SCALAR_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
+
 _INPUT_OPTION_NAMES = (
     "default", "min", "max", "step", "round", "multiline", "tooltip",
     "force_input", "control_after_generate", "image_upload", "placeholder",
@@ -134,6 +137,12 @@ class Input:
             return None
         if self.type == "*":
             return None
+        members = self.type.split(",")
+        if len(members) > 1 and any(member in _SCALAR_TYPES for member in members):
+            # A union such as ComfyUI's "FLOAT,INT,BOOLEAN" takes a constant of any scalar member.
+            if any(Input(member).check_constant(value) is None for member in members if member in _SCALAR_TYPES):
+                return None
+            return "invalid_input_type", f"expected one of {self.type}, got {_describe(value)}"
         return "invalid_input_type", f"expects a link from a node that outputs {self.type}, got a constant"
 
     def _check_range(self, value: float) -> tuple[str, str] | None:

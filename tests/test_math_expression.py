@@ -118,3 +118,17 @@ def test_values_a_is_required(registry):
     checked = prepare({"m": {"class_type": "ComfyMathExpression", "inputs": {"expression": "1"}},
                        "c": capture("none", "m", 0)}, registry, memo=False)
     assert checked.node_errors["m"]["errors"][0]["details"] == "values.a"
+
+
+def test_values_may_be_constants_in_an_api_prompt(registry, tmp_path):
+    # ComfyUI's API format lets a "FLOAT,INT,BOOLEAN" input hold a number instead of a link.
+    document = {"m": {"class_type": "ComfyMathExpression",
+                      "inputs": {"expression": "a * b if c else 0", "values.a": 4, "values.b": 2.5, "values.c": True}},
+                "c": capture("constants", "m", 0)}
+    assert run(registry, document, tmp_path).status == "success" and captured("constants") == 10.0
+    from graph import prepare
+
+    document["m"]["inputs"]["values.b"] = "2.5"
+    checked = prepare(document, registry, memo=False)
+    (error,) = checked.node_errors["m"]["errors"]
+    assert error["type"] == "invalid_input_type" and error["extra_info"]["input_name"] == "values.b"
