@@ -10,6 +10,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from graph import prepare
@@ -162,3 +164,20 @@ def test_every_widget_in_declaration_order_is_read_as_such(registry):
     assert spec.inputs["scale_method"] == "area" and len(spec.inputs) == len(definition.widget_names)
     checked = prepare({"1": dict(class_type="ResizeImageMaskNode", inputs=spec.inputs)}, registry, ["1"], memo=False)
     assert [e["details"] for e in checked.node_errors["1"]["errors"]] == ["input"]  # only the unlinked image
+
+
+WIDGET_VALUES = st.lists(st.one_of(
+    st.none(), st.booleans(), st.integers(-(2 ** 70), 2 ** 70), st.floats(allow_nan=True),
+    st.sampled_from(["png", "exr", "avif", "animated", "still images", "scale dimensions", "match size",
+                     "scale by multiplier", "8-bit", "HDR"]),
+    st.text(max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(node_type=st.sampled_from(["SaveImageAdvanced", "ResizeImageMaskNode", "ComfyMathExpression"]),
+       values=WIDGET_VALUES)
+def test_any_widget_list_of_a_dynamic_node_converts_without_raising(registry, node_type, values):
+    node = {"id": 1, "type": node_type, "mode": 0, "inputs": [], "widgets_values": values}
+    spec = ui_to_workflow({"nodes": [node], "links": []}, registry).nodes["1"]
+    assert set(spec.inputs) <= set(registry.get(node_type).inputs)
+    prepare({"nodes": [node], "links": []}, registry, ["1"], memo=False)  # reports, never raises
