@@ -96,6 +96,7 @@ def _tensor_aware_str(value: Any) -> str:
     try:
         return str(value)
     finally:
+        # torch has no getter for its print options: put its defaults back.
         torch.set_printoptions(profile="default")
 
 
