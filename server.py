@@ -31,8 +31,13 @@ from latentgraph_server import views
 from latentgraph_server.config import ServerConfig, config_from_args
 from latentgraph_server.hub import Connection, Hub, encode_message
 from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
-from latentgraph_server.queue_store import QueueStore, to_json
-from latentgraph_server.request_bounds import RequestRefused, prompt_memory_limit, read_json_body
+from latentgraph_server.queue_store import QueueStore
+from latentgraph_server.request_bounds import (
+    RequestRefused,
+    json_size_over,
+    prompt_memory_limit,
+    read_json_body,
+)
 from latentgraph_server.security import is_loopback, make_security_middleware, redact_argv
 from latentgraph_server.system_info import package_version, system_stats
 from latentgraph_server.userdata import WorkflowLibrary
@@ -144,7 +149,7 @@ def parse_prompt_request(body: dict[str, Any], max_extra_data: int) -> PromptReq
     if not isinstance(extra_data, dict):
         raise BadRequest("extra_data must be an object")
     # extra_data is stored with the prompt, written into every PNG and sent back by /queue and /history.
-    if len(to_json(extra_data)) > max_extra_data:
+    if json_size_over(extra_data, max_extra_data):
         raise BadRequest(f"extra_data is larger than the limit of {max_extra_data} bytes (--max-extra-data)",
                          "extra_data_too_large", 413)
     targets = body.get("partial_execution_targets")
@@ -242,7 +247,8 @@ class Handlers:
         prompt_id = request_.prompt_id
         try:
             number = await asyncio.to_thread(self.store.add, prompt_id, prompt, extra_data, checked.outputs,
-                                             request_.client_id, number=request_.number, front=request_.front)
+                                             request_.client_id, number=request_.number, front=request_.front,
+                                             size_hint=request.content_length or 0)
         except sqlite3.IntegrityError as exc:
             raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id") from exc
         self.worker.wake()

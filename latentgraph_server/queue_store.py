@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latentgraph_server import json_text
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,9 +52,10 @@ CORRUPT_ROW_MESSAGE = "the stored prompt could not be read back (a damaged datab
 log = logging.getLogger("latentgraph.queue")
 
 
-def to_json(value: Any) -> str:
-    """JSON text for anything a node may put in its UI payload (odd objects become repr)."""
-    return json.dumps(value, default=repr, separators=(",", ":"))
+def to_json(value: Any, size_hint: int = 0) -> str:
+    """JSON text for anything a node may put in its UI payload (odd objects become repr);
+    ``size_hint`` as in ``json_text.dumps``."""
+    return json_text.dumps(value, size_hint)
 
 
 @dataclass
@@ -123,8 +126,13 @@ class QueueStore:
 
     def add(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
             outputs_to_execute: list[str], client_id: str | None, *,
-            number: float | None = None, front: bool = False) -> float:
-        """Appends a pending prompt (or puts it first with ``front``); returns its number."""
+            number: float | None = None, front: bool = False, size_hint: int = 0) -> float:
+        """Appends a pending prompt (or puts it first with ``front``); returns its number.
+
+        ``size_hint``: about how many bytes the prompt and extra_data take as JSON (the
+        request body's size), so large ones are written without holding the GIL for long.
+        """
+        prompt_text, extra_text = to_json(prompt, size_hint), to_json(extra_data, size_hint)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             if number is None:
@@ -138,7 +146,7 @@ class QueueStore:
             self._db.execute(
                 "INSERT INTO prompts (prompt_id, number, state, prompt, extra_data, outputs_to_execute, "
                 "client_id, created) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
-                (prompt_id, number, to_json(prompt), to_json(extra_data), to_json(outputs_to_execute),
+                (prompt_id, number, prompt_text, extra_text, to_json(outputs_to_execute),
                  client_id, time.time()),
             )
         return number
@@ -303,7 +311,8 @@ def _readable(rows: list[tuple], read: Any) -> list[Any]:
 
 def _item(row: tuple) -> QueueItem:
     number, prompt_id, prompt, extra_data, outputs, client_id = row[:6]
-    return QueueItem(number, prompt_id, json.loads(prompt), json.loads(extra_data), json.loads(outputs), client_id)
+    return QueueItem(number, prompt_id, json_text.loads(prompt), json_text.loads(extra_data), json.loads(outputs),
+                     client_id)
 
 
 def _history_entry(row: tuple) -> tuple[str, dict[str, Any]]:

@@ -16,9 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+from latentgraph_server import json_text
 from latentgraph_server.system_info import memory
 
 # Bodies up to this size are decoded on the event loop: a thread hop costs more than that.
+# Larger ones are decoded on a thread, by json_text.loads (which also yields the GIL).
 _DECODE_INLINE_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
 # Content types a browser may send cross-site without a preflight; a JSON route accepts
@@ -52,7 +54,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 def _decode(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json_text.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RequestRefused(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int limit)
@@ -72,6 +74,31 @@ async def read_json_body(request: web.Request, limit: int, *, empty: Any = None)
     if len(raw) > _DECODE_INLINE_BYTES:
         return await asyncio.to_thread(_decode, raw)
     return _decode(raw)
+
+
+def json_size_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` written as JSON would take more than ``limit`` bytes (about: string
+    escapes are not counted). A walk in Python, stopping once over, so that measuring a
+    large value neither holds the GIL for long nor builds its text."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2 + len(item)
+            for key, inner in item.items():
+                total += len(str(key)) + 3
+                stack.append(inner)
+        elif isinstance(item, list):
+            total += 2 + len(item)
+            stack.extend(item)
+        else:
+            total += 24 if isinstance(item, float) else len(str(item)) if isinstance(item, int) else 5
+        if total > limit:
+            return True
+    return False
 
 
 def cgroup_memory_limit() -> int | None:
