@@ -146,24 +146,36 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """``x`` [B, C, h, w], ``sigma`` [B] -> guided x0 estimate [B, C, h, w]."""
+        return self._predict(x, sigma, want_uncond=False)[0]
+
+    def with_uncond(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(guided, uncond)`` x0 estimates, for CFG++ samplers
+        (:class:`~nodes.sampling.sampler_base.GuidedModel`).  The unconditional side is run
+        even at cfg 1, as ComfyUI does for them; with no negative conditioning at all there
+        is no guidance, and the conditional estimate stands for both."""
+        return self._predict(x, sigma, want_uncond=True)
+
+    def _predict(self, x: torch.Tensor, sigma: torch.Tensor, want_uncond: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cond_regions is not None:
-            return self._regional(x, sigma)
+            return self._regional(x, sigma, want_uncond)
         batch = x.shape[0]
-        if self.uncond is None or self.cfg == 1.0:
-            return self.denoiser(x, sigma, **concat_conds([self.cond], batch))
+        if self.uncond is None or (self.cfg == 1.0 and not want_uncond):
+            cond_out = self.denoiser(x, sigma, **concat_conds([self.cond], batch))
+            return cond_out, cond_out
         conds = concat_conds([self.uncond, self.cond], batch)
         out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **conds)
         uncond_out, cond_out = out.chunk(2)
-        return uncond_out + (cond_out - uncond_out) * self.cfg
+        return uncond_out + (cond_out - uncond_out) * self.cfg, uncond_out
 
-    def _regional(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def _regional(self, x: torch.Tensor, sigma: torch.Tensor,
+                  want_uncond: bool) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.cond_regions is not None
-        if self.uncond_regions is None or self.cfg == 1.0:
+        if self.uncond_regions is None or (self.cfg == 1.0 and not want_uncond):
             (cond_out,) = predict_regions(self.denoiser, x, sigma, [self.cond_regions], concat_conds)
-            return cond_out
+            return cond_out, cond_out
         uncond_out, cond_out = predict_regions(self.denoiser, x, sigma, [self.uncond_regions, self.cond_regions],
                                                concat_conds)
-        return uncond_out + (cond_out - uncond_out) * self.cfg
+        return uncond_out + (cond_out - uncond_out) * self.cfg, uncond_out
 
 
 def _single_plain(conditioning: Conditioning) -> bool:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .noise import initial_noise, make_noise_sampler
 from .plan import is_max_denoise, noise_latent
-from .sampler_base import Callback, Model
+from .sampler_base import Callback, Model, denoise_with_uncond
 from .samplers import get_sampler
 from .schedule import DiscreteSchedule
 
@@ -41,10 +41,19 @@ class MaskedDenoiser:
         self.model, self.latent, self.noise, self.mask = model, latent, noise, mask
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        keep = 1 - self.mask
+        return self._paste(self.model(self._masked_input(x, sigma), sigma))
+
+    def with_uncond(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both estimates of a guided model (for CFG++ samplers), each kept to the mask."""
+        guided, uncond = denoise_with_uncond(self.model, self._masked_input(x, sigma), sigma)
+        return self._paste(guided), self._paste(uncond)
+
+    def _masked_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        x = x * self.mask + (self.latent + self.noise * s) * keep
-        return self.model(x, sigma) * self.mask + self.latent * keep
+        return x * self.mask + (self.latent + self.noise * s) * (1 - self.mask)
+
+    def _paste(self, denoised: torch.Tensor) -> torch.Tensor:
+        return denoised * self.mask + self.latent * (1 - self.mask)
 
 
 def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sampler_name: str, *,
@@ -82,7 +91,7 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
     sigmas = sigmas.to(torch.float32)
     # per-step noise as ComfyUI draws it for this seed; SDE trees span these very sigmas
     noise_sampler = make_noise_sampler(spec.noise, x, seed, sigmas)
-    x = spec.fn(model, x, sigmas, callback=callback, noise_sampler=noise_sampler)
+    x = spec.fn(model, x, sigmas, callback=callback, noise_sampler=noise_sampler, **spec.options(schedule))
     if mask is not None:
         x = x * mask + (latent + noise * float(sigmas[-1])) * (1 - mask)
     return x

@@ -13,18 +13,49 @@ Conventions for every sampler ``sample_NAME(model, x, sigmas, *, callback, noise
   interrupt) propagates at once, so sampling stops within one step.
 - ``noise_sampler(sigma, sigma_next) -> N(0, 1) noise like x``: required by stochastic
   samplers (see :mod:`nodes.sampling.noise`); deterministic ones ignore it.
+- CFG++-style samplers (``*_cfg_pp``) also need the unconditional x0 estimate of each
+  call; they get it through :func:`denoise_with_uncond`, which uses the model's
+  ``with_uncond(x, sigma) -> (guided, uncond)`` (see :class:`GuidedModel`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 NoiseSampler = Callable[[float, float], torch.Tensor]
+
+
+@runtime_checkable
+class GuidedModel(Protocol):
+    """A model that applies guidance and can also return its unconditional estimate.
+
+    ``with_uncond(x, sigma)`` returns ``(guided, uncond)`` x0 estimates from one evaluation,
+    the unconditional side evaluated even where plain calls skip it (cfg = 1): this is what
+    ComfyUI's post-CFG hook hands its CFG++ samplers, with the cfg = 1 shortcut disabled.
+    Wrappers around such a model (e.g. an inpainting mask) must forward ``with_uncond``.
+    """
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor: ...
+
+    def with_uncond(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def denoise_with_uncond(model: Model, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(guided, uncond)`` x0 estimates of ``model`` at ``(x, sigma)`` (see :class:`GuidedModel`).
+
+    A model without ``with_uncond`` applies no guidance, so its one estimate is also its
+    unconditional one: a CFG++ sampler then takes exactly its base method's steps.
+    """
+    if isinstance(model, GuidedModel):
+        return model.with_uncond(x, sigma)
+    denoised = model(x, sigma)
+    return denoised, denoised
 
 
 def batch_sigma(x: torch.Tensor, sigma: float) -> torch.Tensor:
