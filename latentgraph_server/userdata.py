@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from graph.paths import NameTooLongError, UnsafePathError, safe_join
+from latentgraph_server.request_bounds import RequestRefused, read_body
 from latentgraph_server.uploads import storage_error, write_atomically
 
 DEFAULT_USER = "default"
@@ -137,9 +138,10 @@ class WorkflowLibrary:
             return _error(409, "file already exists")
         if path.is_dir():
             return _error(400, "a folder has that name")
-        body = await request.read()
-        if len(body) > self.max_bytes:
-            return _error(413, f"larger than {self.max_bytes} bytes")
+        try:
+            body = await read_body(request, self.max_bytes)  # refused before it is all buffered
+        except RequestRefused as exc:
+            return _error(exc.status, str(exc))
         try:
             await asyncio.to_thread(_write_creating_folders, path, body)
         except OSError as exc:
