@@ -125,7 +125,8 @@ class _PromptRun:
         except NodeFailure as failure:
             self._report_failure(failure)
             return self.result
-        self.emit("executing", {"node": None, "display_node": None, "prompt_id": self.prompt_id})
+        # ComfyUI's host, not its executor, then sends ``executing`` with node null (the
+        # worker, after writing the history); the executor's last event is the outcome.
         self.emit("execution_success", {"prompt_id": self.prompt_id, "timestamp": timestamp_ms()})
         return self.result
 

@@ -2,10 +2,10 @@
 
 The event loop never runs a node. Events go out through ``send`` / ``send_bytes``
 (thread-safe callables, normally the hub's), addressed to the submitting client. The
-terminal events of a prompt (``execution_success``, ``execution_error``,
-``execution_interrupted``, then ``executing`` with ``node: null``) are held back until
-its history is written, so a client that reacts to them by fetching ``/history``
-always finds it.
+terminal event of a prompt (``execution_success``, ``execution_error`` or
+``execution_interrupted``) is held back until its history is written, then sent followed
+by ``executing`` with ``node: null`` (which ComfyUI's host, not its executor, sends), so a
+client that reacts to either by fetching ``/history`` always finds it.
 
 The worker survives anything a node does: a node raising ``SystemExit`` or any other
 ``BaseException`` fails its prompt like any error. Should the thread die anyway, the
@@ -205,7 +205,7 @@ class PromptWorker:
             if event == "preview":
                 self._send_preview(item.client_id, data)
                 return
-            if event in _TERMINAL_EVENTS or (event == "executing" and data.get("node") is None):
+            if event in _TERMINAL_EVENTS:
                 held.append((event, data))
                 return
             if event == "executing":
@@ -220,11 +220,10 @@ class PromptWorker:
                 self._current = None
         if not status.get("completed"):
             self._release_memory()  # what a failed prompt allocated is not kept
-        # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last,
-        # the signal clients take as "this prompt is done".
+        # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last
+        # (sent by the host, as ComfyUI's prompt worker does): the signal clients take as "done".
         for event, data in held:
-            if event != "executing":
-                self._send(item.client_id, event, data)
+            self._send(item.client_id, event, data)
         self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
         self.on_queue_changed()
 
