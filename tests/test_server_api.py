@@ -86,6 +86,7 @@ def test_prompt_runs_and_events_reach_the_submitting_client(server):
         messages = receive_until(socket, finished(reply["prompt_id"]))
         types = [m["type"] for m in messages]
         assert "execution_start" in types
+        assert types[-2:] == ["execution_success", "executing"]  # ComfyUI's order: the outcome, then node null
         progress = [m["data"] for m in messages if m["type"] == "progress"]
         assert [p["value"] for p in progress] == [1, 2, 3, 4] and progress[0]["max"] == 4
         executed = [m["data"] for m in messages if m["type"] == "executed"]
