@@ -1,7 +1,7 @@
 """Converting the editor's UI-format workflow into the API format the engine runs.
 
-The UI format stores nodes with positional ``widgets_values`` and a separate link
-table (COMPAT.md). Converting needs the node declarations: widget values are matched
+The UI format (what the editor saves: ``{"nodes": [...], "links": [...]}``) stores nodes
+with positional ``widgets_values`` and a separate link table. Converting needs the node declarations: widget values are matched
 to widget inputs in declaration order, and a seed-like INT with
 ``control_after_generate`` is followed by one extra entry ("fixed", "randomize", ...)
 that is not an input. Muted nodes (mode 2) are dropped; bypassed nodes (mode 4) pass

@@ -1,4 +1,4 @@
-"""Sampler maths against an exact denoiser (DESIGN.md, "Testing without model downloads").
+"""Sampler maths against an exact denoiser: no model, no download, exact answers.
 
 For data x0 ~ N(mu, s^2) per element, the exact denoiser is
     D(x, sigma) = (s^2 x + sigma^2 mu) / (s^2 + sigma^2),
