@@ -17,20 +17,34 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
-from graph import Executor, Folders, NodeRegistry, PromptLimits, PromptTooLarge, is_ui_format, prepare
+from graph import (
+    Executor,
+    Folders,
+    NodeRegistry,
+    PreparationCancelled,
+    PromptLimits,
+    PromptTooLarge,
+    is_ui_format,
+    prepare,
+)
 from graph.cache import OutputCache
 from graph.host_memory import tune_allocator
 from latentgraph_server import views
 from latentgraph_server.config import ServerConfig, config_from_args
+from latentgraph_server.frontend import FrontEndRoutes
 from latentgraph_server.hub import Connection, Hub, encode_message
+from latentgraph_server.jobs import Jobs
+from latentgraph_server.model_library import ModelLibrary
 from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
+from latentgraph_server.previews import explain_method
 from latentgraph_server.queue_store import QueueStore
 from latentgraph_server.request_bounds import (
     RequestRefused,
@@ -39,6 +53,7 @@ from latentgraph_server.request_bounds import (
     read_json_body,
 )
 from latentgraph_server.security import is_loopback, make_security_middleware, redact_argv
+from latentgraph_server.settings import UserSettings
 from latentgraph_server.system_info import package_version, system_stats
 from latentgraph_server.userdata import WorkflowLibrary
 from latentgraph_server.worker import PromptWorker
@@ -85,6 +100,32 @@ ROUTES = [
           responses={"404": "no such example"}),
     Route("GET", "/ws", "websocket", "Websocket of events (?clientId=ID; ?token=T with --auth-token)",
           query=("clientId", "token")),
+    # What the official ComfyUI frontend reads (latentgraph_server/settings.py, jobs.py, model_library.py,
+    # frontend.py); handlers named "a.b" are method b of the Handlers attribute a.
+    Route("GET", "/users", "settings.get_users", "The user list (one user: default; settings on the server)"),
+    Route("GET", "/settings", "settings.get_settings", "The user's settings"),
+    Route("POST", "/settings", "settings.post_settings", "Merge settings (a JSON object)", body="json",
+          responses={"400": "not an object, or a bad setting id"}),
+    Route("GET", "/settings/{id}", "settings.get_setting", "One setting (null when unset)",
+          responses={"400": "bad setting id"}),
+    Route("POST", "/settings/{id}", "settings.post_setting", "Set one setting (any JSON value)", body="json",
+          responses={"400": "bad setting id or body"}),
+    Route("GET", "/jobs", "jobs.list", "Queue and history as jobs",
+          query=("status", "workflow_id", "sort_by", "sort_order", "limit", "offset")),
+    Route("GET", "/jobs/{job_id}", "jobs.get", "One job with its outputs and workflow", responses={"404": "no such job"}),
+    Route("GET", "/experiment/models", "model_library.model_folders", "Model kinds and their folders"),
+    Route("GET", "/experiment/models/{folder}", "model_library.model_files", "Model files of a kind, with sizes",
+          responses={"404": "no such kind"}),
+    Route("GET", "/view_metadata/{folder}", "model_library.view_metadata", "A .safetensors model's metadata",
+          query=("filename",), responses={"404": "no such model or no metadata"}),
+    Route("GET", "/internal/folder_paths", "model_library.folder_paths", "Model kinds and their folders"),
+    Route("GET", "/internal/files/{type}", "model_library.files", "Files in the input, output or temp folder",
+          responses={"400": "unknown type"}),
+    Route("GET", "/features", "front_end.get_features", "The server's feature flags"),
+    Route("GET", "/i18n", "front_end.get_i18n", "Translations from custom nodes"),
+    Route("GET", "/global_subgraphs", "front_end.get_global_subgraphs", "Subgraph blueprints from custom nodes"),
+    Route("GET", "/global_subgraphs/{id}", "front_end.get_global_subgraph", "One subgraph blueprint",
+          responses={"404": "no such blueprint"}),
 ]
 
 MAX_ID_LENGTH = 256
@@ -189,6 +230,10 @@ class Handlers:
         self.models: ModelFolders = services["models"]
         self.worker = worker
         self.library = WorkflowLibrary(config.user_directory, config.examples_directory)
+        self.settings = UserSettings(config.user_directory, read_json)
+        self.jobs = Jobs(store)
+        self.model_library = ModelLibrary(self.models, self.folders)
+        self.front_end = FrontEndRoutes(config.max_upload_size)
         memory_limit = config.max_prompt_memory
         if memory_limit is None:
             memory_limit = prompt_memory_limit(config.memory_reserve)
@@ -222,22 +267,28 @@ class Handlers:
         body = await read_object(request)
         request_ = parse_prompt_request(body, self.config.max_extra_data)
         cancel = threading.Event()
+        watcher = asyncio.create_task(_cancel_when_disconnected(request, cancel))
         try:
             checked = await asyncio.to_thread(prepare, request_.document, self.registry, request_.targets,
                                               self.services, limits=self.limits, cancel=cancel)
         except asyncio.CancelledError:
-            cancel.set()  # the client went away: stop converting its document
+            cancel.set()  # the server is stopping: stop converting this document
             raise
+        except PreparationCancelled as exc:  # the client went away (no one reads this answer)
+            raise BadRequest(str(exc), "cancelled") from exc
         except PromptTooLarge as exc:
             raise BadRequest(f"{exc} ({LIMIT_FLAGS.get(exc.limit, exc.limit)})", "prompt_too_large") from exc
         except Exception as exc:  # a document shape the engine did not anticipate
             log.exception("validation raised")
             raise BadRequest(f"cannot read the workflow: {exc}", "invalid_prompt") from exc
+        finally:
+            watcher.cancel()
         if not checked.ok:
             return web.json_response(checked.response(), status=400, dumps=_dumps)
         ui_format = is_ui_format(request_.document)
         prompt = checked.plan.workflow.to_api() if ui_format else request_.document
         extra_data = dict(request_.extra_data)
+        extra_data["create_time"] = int(time.time() * 1000)  # as ComfyUI: /jobs sorts and shows by it
         if request_.client_id is not None:
             extra_data["client_id"] = request_.client_id
         if ui_format:
@@ -384,8 +435,11 @@ class Handlers:
                 "node": running.node, "display_node": running.node, "prompt_id": running.prompt_id}))
         sender = asyncio.create_task(connection.run_sender())
         try:
-            async for _message in socket:
-                pass  # clients may send feature flags; nothing to act on
+            async for message in socket:
+                flags = _feature_flags(message)
+                if flags is not None:  # ComfyUI's handshake: the client's flags, answered with the server's
+                    connection.feature_flags = flags
+                    connection.outbox.put_nowait(encode_message("feature_flags", self.front_end.features))
         finally:
             self.hub.remove(connection)
             await asyncio.gather(sender, return_exceptions=True)
@@ -396,6 +450,38 @@ class Handlers:
         if root is not None and (root / "index.html").is_file():
             return web.FileResponse(root / "index.html")
         return web.Response(text="Latentgraph is running. API: /openapi.json\n")
+
+
+def _feature_flags(message: Any) -> dict[str, Any] | None:
+    """The data of a client's ``{"type": "feature_flags", "data": {...}}`` message, else None."""
+    if message.type != WSMsgType.TEXT:
+        return None
+    try:
+        decoded = json.loads(message.data)
+    except ValueError:
+        return None
+    if not isinstance(decoded, dict) or decoded.get("type") != "feature_flags":
+        return None
+    data = decoded.get("data")
+    return data if isinstance(data, dict) else None
+
+
+def _handler(handlers: Handlers, name: str) -> Any:
+    """The handler of a route: a Handlers method, or "attr.method" of one of its route objects."""
+    target: Any = handlers
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
+async def _cancel_when_disconnected(request: web.Request, cancel: threading.Event) -> None:
+    """Sets ``cancel`` once the client's connection closes (aiohttp does not cancel handlers)."""
+    while not cancel.is_set():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            cancel.set()
+            return
+        await asyncio.sleep(0.1)
 
 
 def _dumps(value: Any) -> str:
@@ -506,7 +592,11 @@ def create_app(config: ServerConfig) -> web.Application:
     cache = OutputCache(config.cache_budget, pool_budgets=pools)
     services = app_services(config, folders)
     worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
-                          hub.send_threadsafe, hub.send_bytes_threadsafe, on_queue_changed=lambda: None)
+                          hub.send_threadsafe, hub.send_preview_threadsafe, on_queue_changed=lambda: None,
+                          preview_method=config.preview_method)
+    note = explain_method(config.preview_method, services["models"].folders("vae_approx"))
+    if note:
+        log.warning("%s", note)
     handlers = Handlers(config, registry, store, hub, services, worker)
     worker.on_queue_changed = lambda: hub.call_soon(handlers.broadcast_status)
 
@@ -516,7 +606,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[HANDLERS_KEY] = handlers
     for route in ROUTES:
         for prefix in ("", API_PREFIX):
-            app.router.add_route(route.method, prefix + route.path, getattr(handlers, route.handler))
+            app.router.add_route(route.method, prefix + route.path, _handler(handlers, route.handler))
     app.router.add_get("/", handlers.index)
     if config.web_directory is not None and config.web_directory.is_dir():
         app.router.add_static("/", config.web_directory)

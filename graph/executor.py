@@ -112,7 +112,7 @@ class _PromptRun:
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": timestamp_ms()})
         try:
             self._compute_signatures()
-            self._ensure(self.plan.outputs)
+            self._ensure(self.plan.outputs, first=True)
         except Interrupted:
             self.result.status = "interrupted"
             node = self.current
@@ -133,9 +133,13 @@ class _PromptRun:
     def _compute_signatures(self) -> None:
         self.signatures = plan_signatures(self.plan).compute(self.context)
 
-    def _ensure(self, targets: list[str]) -> None:
+    def _ensure(self, targets: list[str], first: bool = False) -> None:
         """Makes the outputs of ``targets`` available: from the cache, or by running them
-        and whatever uncached nodes they strictly depend on, in plan order."""
+        and whatever uncached nodes they strictly depend on, in plan order.
+
+        The ``first`` call (the prompt's outputs) reports in ``execution_cached`` every node of
+        the prompt that it will not run, cached or not needed, as ComfyUI does: clients count
+        a prompt's progress as (cached + executed) / all its nodes."""
         to_run: set[str] = set()
         newly_cached: list[str] = []
         stack = [t for t in targets if t not in self.values]
@@ -157,15 +161,20 @@ class _PromptRun:
                     declared = definition.inputs.get(name)
                     if declared is not None and not declared.lazy:
                         stack.append(value.source)
-        if newly_cached:
-            self.result.cached.extend(newly_cached)
-            self.emit("execution_cached", {"nodes": newly_cached, "prompt_id": self.prompt_id,
+        not_run = newly_cached
+        if first:
+            position = self.plan.position
+            not_run = sorted((node_id for node_id in self.nodes if node_id not in to_run),
+                             key=lambda node_id: (position.get(node_id, len(position)), node_id))
+        self.result.cached.extend(newly_cached)
+        if not_run:
+            self.emit("execution_cached", {"nodes": not_run, "prompt_id": self.prompt_id,
                                            "timestamp": timestamp_ms()})
-            for node_id in newly_cached:
-                ui = self.result.outputs.get(node_id)
-                if ui is not None:
-                    self.emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                           "prompt_id": self.prompt_id})
+        for node_id in newly_cached:
+            ui = self.result.outputs.get(node_id)
+            if ui is not None:
+                self.emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                       "prompt_id": self.prompt_id})
         position = self.plan.position
         for node_id in sorted(to_run, key=position.__getitem__):
             if node_id not in self.values:  # a lazy input of an earlier node may have run it

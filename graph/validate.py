@@ -71,6 +71,9 @@ def validate_workflow(
         return result
 
     nodes = workflow.nodes
+    # As ComfyUI: a class that is not installed refuses the whole prompt, even where no output
+    # needs it, and is named before "Prompt has no outputs" could hide an unknown output node.
+    unknown_classes = _unknown_classes(workflow, registry)
     if targets is not None:
         unknown = [t for t in targets if not isinstance(t, str) or t not in nodes]
         if unknown:
@@ -84,6 +87,12 @@ def validate_workflow(
             if definition is not None and definition.output_node:
                 outputs.append(node_id)
     result.outputs = outputs
+    if not outputs and unknown_classes:
+        result.error = _missing_class_error(unknown_classes)
+        result.node_errors = {node_id: {"errors": _check_node(workflow, node_id, registry, services),
+                                        "dependent_outputs": [], "class_type": class_type}
+                              for node_id, class_type in unknown_classes}
+        return result
     if not outputs:
         result.error = _error("prompt_no_outputs", "Prompt has no outputs",
                               "Add an output node such as SaveImage or PreviewImage.")
@@ -96,6 +105,9 @@ def validate_workflow(
         node_errors = _check_node(workflow, node_id, registry, services, max_text)
         if node_errors:
             errors[node_id] = node_errors
+    for node_id, _ in unknown_classes:  # those no output needs
+        if node_id not in errors:
+            errors[node_id] = _check_node(workflow, node_id, registry, services)
     order, cycles = topological_order(workflow, needed)
     for cycle in cycles:
         names = ", ".join(f"{n} ({nodes[n].class_type})" for n in cycle)
@@ -107,7 +119,8 @@ def validate_workflow(
     if not errors and limits is not None and limits.memory_bytes is not None:
         errors.update(_check_memory(workflow, registry, order, limits.memory_bytes))
     if errors:
-        result.error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation")
+        result.error = (_missing_class_error(unknown_classes) if unknown_classes
+                        else _error("prompt_outputs_failed_validation", "Prompt outputs failed validation"))
         result.node_errors = {
             node_id: {
                 "errors": node_errors,
@@ -119,6 +132,19 @@ def validate_workflow(
         return result
     result.plan = make_plan(workflow, registry, outputs, order)
     return result
+
+
+def _missing_class_error(unknown: list[tuple[str, str]]) -> dict[str, Any]:
+    node_id, class_type = unknown[0]
+    more = f" (and {len(unknown) - 1} more node(s) of unknown types)" if len(unknown) > 1 else ""
+    return _error("missing_node_type", f"Cannot execute because node {node_id} is of type {class_type!r}, "
+                  f"which is not installed{more}", f"Node ID '#{node_id}'", node_id=node_id, class_type=class_type)
+
+
+def _unknown_classes(workflow: Workflow, registry: NodeRegistry) -> list[tuple[str, str]]:
+    """(node id, class) of every node whose class no loaded node provides, in id order."""
+    return [(node_id, spec.class_type) for node_id, spec in sorted(workflow.nodes.items(), key=lambda i: natural_key(i[0]))
+            if spec.class_type and registry.get(spec.class_type) is None]
 
 
 def _needed_nodes(workflow: Workflow, outputs: list[str]) -> tuple[list[str], dict[str, set[str]]]:

@@ -10,6 +10,7 @@ from typing import Any
 from graph.cache import DEFAULT_BUDGET_BYTES
 from graph.limits import DEFAULT_MAX_NODES, DEFAULT_MAX_SUBGRAPH_INSTANCES, DEFAULT_MAX_TEXT_LENGTH
 from graph.runtime_flags import add_runtime_flags, runtime_services
+from latentgraph_server.previews import PREVIEW_METHODS
 
 MIB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 100 * MIB
@@ -17,6 +18,7 @@ DEFAULT_MAX_JSON_BYTES = 16 * MIB
 DEFAULT_MAX_EXTRA_DATA_BYTES = 8 * MIB
 DEFAULT_MEMORY_RESERVE_BYTES = 1024 * MIB
 DEFAULT_PLUGIN_IMPORT_TIMEOUT = 30.0
+FRONT_ENDS = ("latentgraph", "official")
 
 
 @dataclass
@@ -53,6 +55,9 @@ class ServerConfig:
     custom_nodes_directory: Path = Path("custom_nodes")
     disable_all_custom_nodes: bool = False
     web_directory: Path | None = Path("web")
+    # Live previews (ComfyUI's --preview-method): "none" sends them only to clients that ask
+    # (latentgraph_server/previews.py); "auto", "latent2rgb" and "taesd" send them to every client.
+    preview_method: str = "none"
     user_directory: Path = Path("user")
     examples_directory: Path | None = Path("workflows")
 
@@ -102,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="package of built-in nodes (repeatable; default: nodes)")
     parser.add_argument("--custom-nodes-directory", type=Path, default=Path("custom_nodes"))
     parser.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugins")
-    parser.add_argument("--web-directory", type=Path, default=Path("web"), help="static editor files served at /")
+    front_end = parser.add_argument_group("front end", "which editor is served at /")
+    front_end.add_argument("--front-end-root", "--web-directory", dest="web_directory", type=Path, default=None,
+                           metavar="DIR", help="static editor files served at / (default: our editor, web/)")
+    front_end.add_argument("--front-end", choices=FRONT_ENDS, default="latentgraph",
+                           help="latentgraph: our editor (web/); official: ComfyUI's frontend from the installed "
+                                "comfyui-frontend-package (pip install latentgraph[frontend])")
+    parser.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none",
+                        help="live previews for every client, as ComfyUI (default none: only clients that ask, "
+                             "such as the editors, get them; taesd needs models/vae_approx/taesd_decoder.*)")
     parser.add_argument("--user-directory", type=Path, default=Path("user"),
                         help="the editor's saved workflows and other user files (user/default/...)")
     parser.add_argument("--examples-directory", type=Path, default=Path("workflows"),
@@ -153,7 +166,24 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         node_packages=args.nodes_package or ["nodes"],
         custom_nodes_directory=args.custom_nodes_directory,
         disable_all_custom_nodes=args.disable_all_custom_nodes,
-        web_directory=args.web_directory.resolve(),
+        web_directory=_front_end_root(parser, args),
+        preview_method=args.preview_method,
         user_directory=args.user_directory.resolve(),
         examples_directory=args.examples_directory.resolve(),
     )
+
+
+def _front_end_root(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """The folder served at /: --front-end-root when given, else the chosen front end's."""
+    if args.web_directory is not None:
+        if args.front_end != "latentgraph":
+            parser.error("--front-end-root and --front-end official name two different front ends; give one")
+        return args.web_directory.resolve()
+    if args.front_end == "official":
+        from latentgraph_server.frontend import FrontEndMissing, official_front_end_root
+
+        try:
+            return official_front_end_root()
+        except FrontEndMissing as exc:
+            parser.error(str(exc))
+    return Path("web").resolve()

@@ -32,6 +32,8 @@ class Connection:
     def __init__(self, client_id: str, socket: web.WebSocketResponse) -> None:
         self.client_id = client_id
         self.socket = socket
+        # What the client announced in its `feature_flags` message (e.g. that it wants previews).
+        self.feature_flags: dict[str, Any] = {}
         self.outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
 
     async def run_sender(self) -> None:
@@ -90,6 +92,16 @@ class Hub:
             if conn.outbox.qsize() < _PREVIEW_BACKLOG:
                 conn.outbox.put_nowait(payload)
 
+    def send_preview(self, client_id: str | None, legacy: bytes, with_metadata: bytes, *, only_askers: bool) -> None:
+        """Queues a preview for a client's connections: the metadata frame to those that
+        announced ``supports_preview_metadata``, the legacy frame to the rest, and nothing to
+        the rest when ``only_askers`` (latentgraph_server/previews.py decides)."""
+        targets = self.connections() if client_id is None else list(self._clients.get(client_id, ()))
+        for conn in targets:
+            asked = conn.feature_flags.get("supports_preview_metadata") is True
+            if (asked or not only_askers) and conn.outbox.qsize() < _PREVIEW_BACKLOG:
+                conn.outbox.put_nowait(with_metadata if asked else legacy)
+
     def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         """Runs ``callback(*args)`` on the loop thread; callable from any thread."""
         loop = self._loop
@@ -104,6 +116,10 @@ class Hub:
 
     def send_bytes_threadsafe(self, client_id: str | None, payload: bytes) -> None:
         self.call_soon(self.send_bytes, client_id, payload)
+
+    def send_preview_threadsafe(self, client_id: str | None, legacy: bytes, with_metadata: bytes,
+                                only_askers: bool) -> None:
+        self.call_soon(lambda: self.send_preview(client_id, legacy, with_metadata, only_askers=only_askers))
 
     async def close_all(self) -> None:
         for conn in self.connections():

@@ -52,7 +52,7 @@ def _operation(route: Route, prefix: str) -> dict[str, Any]:
         responses.setdefault("403", {"description": "cross-origin request refused"})
     operation: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": f"{route.handler}{'_api' if prefix else ''}",
+        "operationId": f"{route.handler.replace('.', '_')}{'_api' if prefix else ''}",
         "parameters": parameters,
         "responses": responses,
     }

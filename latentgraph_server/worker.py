@@ -18,10 +18,8 @@ stays "running" while the server runs.
 from __future__ import annotations
 
 import gc
-import io
 import logging
 import sqlite3
-import struct
 import threading
 import time
 import traceback
@@ -32,15 +30,18 @@ from typing import Any
 from graph import Executor, NodeRegistry, prepare
 from graph.cache import OutputCache
 from graph.host_memory import return_free_memory
+from latentgraph_server.previews import ONLY_ASKERS, preview_frames, preview_policy
+from latentgraph_server.progress_state import ProgressState
 from latentgraph_server.queue_store import QueueItem, QueueStore
+from nodes.save_websocket import IMAGE_EVENT
 
 log = logging.getLogger("latentgraph.worker")
 
 SendJson = Callable[[str | None, str, Any], None]
-SendBytes = Callable[[str | None, bytes], None]
+# (client_id, legacy frame, metadata frame, only to the connections that asked): Hub.send_preview
+SendPreview = Callable[[str | None, bytes, bytes, bool], None]
 
 _TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
-PREVIEW_JPEG = 1  # binary frame event type 1 = preview image; format 1 = JPEG
 
 
 @dataclass
@@ -55,8 +56,8 @@ class PromptWorker:
     """Runs queued prompts one at a time on its own thread."""
 
     def __init__(self, store: QueueStore, registry: NodeRegistry, services: dict[str, Any],
-                 executor_factory: Callable[[], Executor], cache: OutputCache, send: SendJson, send_bytes: SendBytes,
-                 on_queue_changed: Callable[[], None]) -> None:
+                 executor_factory: Callable[[], Executor], cache: OutputCache, send: SendJson,
+                 send_preview: SendPreview, on_queue_changed: Callable[[], None], preview_method: str = "none") -> None:
         self.store = store
         self.registry = registry
         self.services = services
@@ -64,7 +65,8 @@ class PromptWorker:
         self._executor_factory = executor_factory
         self._executor: Executor | None = None
         self._send = send
-        self._send_bytes = send_bytes
+        self._send_preview_frames = send_preview
+        self.preview_method = preview_method  # the server's --preview-method (latentgraph_server/previews.py)
         # Called (on the worker thread) after a prompt leaves the queue.
         self.on_queue_changed = on_queue_changed
         self._free_request: tuple[bool, bool] | None = None
@@ -200,10 +202,16 @@ class PromptWorker:
         with self._lock:
             self._current = running
         held: list[tuple[str, dict[str, Any]]] = []
+        progress = ProgressState(item.prompt_id)
 
         def on_event(event: str, data: dict[str, Any]) -> None:
             if event == "preview":
-                self._send_preview(item.client_id, data)
+                self._send_preview(item, data)
+                return
+            if event == IMAGE_EVENT:  # SaveImageWebsocket: always to the prompt's client, as in ComfyUI
+                frames = preview_frames(data, png=True)
+                if frames is not None and item.client_id is not None:
+                    self._send_preview_frames(item.client_id, *frames, False)
                 return
             if event in _TERMINAL_EVENTS:
                 held.append((event, data))
@@ -211,6 +219,9 @@ class PromptWorker:
             if event == "executing":
                 running.node = data.get("node")
             self._send(item.client_id, event, data)
+            state = progress.update(event, data)
+            if state is not None:
+                self._send(item.client_id, "progress_state", state)
 
         try:
             outputs, status, meta = self._execute(item, running, on_event)
@@ -220,6 +231,9 @@ class PromptWorker:
                 self._current = None
         if not status.get("completed"):
             self._release_memory()  # what a failed prompt allocated is not kept
+        last_state = progress.close()
+        if last_state is not None:
+            self._send(item.client_id, "progress_state", last_state)
         # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last
         # (sent by the host, as ComfyUI's prompt worker does): the signal clients take as "done".
         for event, data in held:
@@ -275,14 +289,11 @@ class PromptWorker:
         on_event("execution_error", error)
         return {}, {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}, {}
 
-    def _send_preview(self, client_id: str | None, data: dict[str, Any]) -> None:
-        image = data.get("image")
-        if image is None or client_id is None:
+    def _send_preview(self, item: QueueItem, data: dict[str, Any]) -> None:
+        """A sampler's preview to the prompt's client, if anyone there is to get it."""
+        policy = preview_policy(item.extra_data, self.preview_method)
+        if policy == "none" or item.client_id is None:
             return
-        try:
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="JPEG", quality=85)
-        except Exception:
-            log.exception("cannot encode a preview")
-            return
-        self._send_bytes(client_id, struct.pack(">II", 1, PREVIEW_JPEG) + buffer.getvalue())
+        frames = preview_frames(data)
+        if frames is not None:
+            self._send_preview_frames(item.client_id, *frames, policy == ONLY_ASKERS)

@@ -37,7 +37,8 @@ def test_rerun_is_fully_cached_and_resends_ui(runner):
     assert result.executed == [] and result.cached == ["3"]
     assert result.outputs == {"3": {"value": [3]}}
     assert ("execution_cached", runner.events[1][1]) == runner.events[1]
-    assert runner.events[1][1]["nodes"] == ["3"]
+    # Every node of the prompt that does not run, not only the cached output (as ComfyUI).
+    assert runner.events[1][1]["nodes"] == ["1", "2", "3"]
     assert "executed" in runner.event_names()
 
 

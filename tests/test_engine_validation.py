@@ -30,7 +30,8 @@ def test_all_errors_are_reported_in_one_pass(registry):
     }
     checked = prepare(document, registry)
     assert not checked.ok and checked.plan is None
-    assert checked.error["type"] == "prompt_outputs_failed_validation"
+    # The unknown class is named first (as ComfyUI); every other problem is still reported.
+    assert checked.error["type"] == "missing_node_type" and "'NoSuchNode'" in checked.error["message"]
     assert errors_of(checked, "1") == [("value_bigger_than_max", "value")]
     assert errors_of(checked, "2") == [("required_input_missing", "b")]
     assert errors_of(checked, "3") == [("bad_linked_input", "a"), ("bad_linked_input", "b")]

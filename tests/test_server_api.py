@@ -158,8 +158,7 @@ def test_front_runs_before_earlier_prompts(server):
 
 def test_validation_errors_are_400_with_node_errors(server):
     bad = {"1": {"class_type": "NumberSource", "inputs": {"value": 5000}},
-           "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}},
-           "3": {"class_type": "Nope", "inputs": {}}}
+           "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
     response = requests.post(f"{server.url}/prompt", json={"prompt": bad})
     assert response.status_code == 400
     body = response.json()
@@ -207,15 +206,21 @@ def test_ui_format_prompt_is_converted_and_kept_in_extra_data(server):
 
 
 def test_saved_image_is_viewable_and_previews_arrive_as_binary(server):
+    # Previews go only to a client that asks for them with ComfyUI's feature flags (README).
     client_id = uuid.uuid4().hex
     with connect(f"{server.ws_url}?clientId={client_id}") as socket:
+        socket.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
         prompt = {"1": {"class_type": "SaveTestImage", "inputs": {"red": 200, "filename_prefix": "api"}},
                   "2": {"class_type": "PreviewSteps", "inputs": {"steps": 2}}}
         reply = submit(server.url, prompt, client_id=client_id)
         messages = receive_until(socket, finished(reply["prompt_id"]))
     frames = [m for m in messages if isinstance(m, bytes)]
     assert len(frames) == 2
-    assert struct.unpack(">II", frames[0][:8]) == (1, 1) and frames[0][8:10] == b"\xff\xd8"
+    kind, length = struct.unpack(">II", frames[0][:8])
+    metadata = json.loads(frames[0][8:8 + length])
+    assert kind == 4 and frames[0][8 + length:10 + length] == b"\xff\xd8"
+    assert metadata == {"node_id": "2", "display_node_id": "2", "parent_node_id": None, "real_node_id": "2",
+                        "prompt_id": reply["prompt_id"], "image_type": "image/jpeg"}
     image = wait_history(server.url, reply["prompt_id"])["outputs"]["1"]["images"][0]
     assert image["type"] == "output" and image["filename"].startswith("api_")
     response = requests.get(f"{server.url}/view", params={"filename": image["filename"], "type": "output",

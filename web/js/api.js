@@ -1,10 +1,13 @@
 // The server's HTTP and websocket API (ComfyUI's routes, under /api).
 //
 // Api is an EventTarget: every websocket JSON message {type, data} is dispatched as a
-// CustomEvent named `type` with `data` as its detail; binary preview frames (type 1) as
-// "b_preview" with a Blob; connection changes as "connected" / "disconnected".
+// CustomEvent named `type` with `data` as its detail; binary preview frames (type 1, or 4 with
+// metadata) as "b_preview" with a Blob; connection changes as "connected" / "disconnected".
 
 const PREVIEW_FRAME = 1;
+const PREVIEW_WITH_METADATA_FRAME = 4;
+// Sent first on every connection, as ComfyUI's frontend does: it asks the server for live previews.
+const CLIENT_FEATURE_FLAGS = { supports_preview_metadata: true };
 const PREVIEW_MIME = { 1: "image/jpeg", 2: "image/png" };
 
 /** An HTTP error carrying the parsed JSON body when there is one. */
@@ -169,6 +172,7 @@ export class Api extends EventTarget {
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     socket.addEventListener("open", () => {
+      socket.send(JSON.stringify({ type: "feature_flags", data: CLIENT_FEATURE_FLAGS }));
       this.reconnectDelay = 500;
       this.dispatchEvent(new CustomEvent("connected"));
     });
@@ -183,10 +187,23 @@ export class Api extends EventTarget {
   #onMessage(data) {
     if (data instanceof ArrayBuffer) {
       const view = new DataView(data);
-      if (data.byteLength < 8 || view.getUint32(0) !== PREVIEW_FRAME) return;
-      const mime = PREVIEW_MIME[view.getUint32(4)] || "image/jpeg";
-      const blob = new Blob([data.slice(8)], { type: mime });
-      this.dispatchEvent(new CustomEvent("b_preview", { detail: blob }));
+      if (data.byteLength < 8) return;
+      let blob = null;
+      if (view.getUint32(0) === PREVIEW_FRAME) {
+        blob = new Blob([data.slice(8)], { type: PREVIEW_MIME[view.getUint32(4)] || "image/jpeg" });
+      } else if (view.getUint32(0) === PREVIEW_WITH_METADATA_FRAME) {
+        // [type][metadata length][metadata JSON][image]; the metadata names the image's type.
+        const length = view.getUint32(4);
+        if (data.byteLength < 8 + length) return;
+        let metadata = {};
+        try {
+          metadata = JSON.parse(new TextDecoder().decode(data.slice(8, 8 + length)));
+        } catch {
+          return;
+        }
+        blob = new Blob([data.slice(8 + length)], { type: metadata.image_type || "image/jpeg" });
+      }
+      if (blob) this.dispatchEvent(new CustomEvent("b_preview", { detail: blob }));
       return;
     }
     let message;
