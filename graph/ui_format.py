@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph.limits import Budget
-from graph.node import NodeDefinition
+from graph.node import Input, NodeDefinition
 from graph.registry import NodeRegistry
 from graph.workflow import Link, NodeSpec, Workflow
 
@@ -80,6 +80,8 @@ class _Graph:
     a node's id in the prompt is the path and its own id joined by ":", as in ComfyUI.
     ``outputs``: for a subgraph, which inner link feeds each of its outputs.
     ``instance``: the graph holding the instance node, and that node.
+    ``promoted``: widget values the instance sets on its inner nodes through the older
+    frontends' promoted ("proxy") widgets, by inner node id and widget name.
     """
 
     nodes: dict[str, dict[str, Any]]
@@ -87,6 +89,7 @@ class _Graph:
     path: tuple[str, ...] = ()
     outputs: dict[int, str] = field(default_factory=dict)
     instance: tuple[_Graph, dict[str, Any]] | None = None
+    promoted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def node_id(self, node_id: str) -> str:
         return ":".join((*self.path, node_id))
@@ -160,7 +163,8 @@ class _Converter:
         for link in raw_links if isinstance(raw_links, list) else []:
             if isinstance(link, dict) and link.get("target_id") == _SUBGRAPH_OUTPUT_ID:
                 outputs[link.get("target_slot")] = str(link.get("id"))
-        inner = _Graph(_node_table(definition.get("nodes")), links, path, outputs, (graph, node))
+        inner = _Graph(_node_table(definition.get("nodes")), links, path, outputs, (graph, node),
+                       _proxy_widget_values(node))
         self.entered[path] = inner
         return inner
 
@@ -172,6 +176,8 @@ class _Converter:
         definition = self.registry.get(node_type)
         if definition is not None:
             spec.inputs.update(_widget_inputs(definition, node.get("widgets_values")))
+            spec.inputs.update({name: value for name, value in graph.promoted.get(node_id, {}).items()
+                                if name in definition.widget_names})
         for entry in node.get("inputs") or []:
             if not isinstance(entry, dict) or entry.get("link") is None:
                 continue
@@ -210,7 +216,10 @@ class _Converter:
                 graph, instance = graph.instance
                 link_id = _first_input_link(instance, slot)
                 if link_id is None:
-                    return None
+                    # An unconnected input shown as a widget on the instance: its value
+                    # there is what the inner widgets it feeds get, as ComfyUI sends it.
+                    found_value = _instance_widget_value(instance, slot)
+                    return None if found_value is None else _PrimitiveValue(found_value[0])
                 continue
             source = graph.nodes.get(source_id)
             if source is None:
@@ -259,6 +268,49 @@ def _parse_link(link: Any) -> tuple[str, str, int, str] | None:
     return str(link_id), str(source), slot, link_type if isinstance(link_type, str) else "*"
 
 
+def _instance_widget_value(instance: dict[str, Any], slot: int) -> tuple[Any] | None:
+    """The value a subgraph instance holds for its input ``slot`` when that input is one of
+    its widgets (current frontends: the inputs marked ``widget``, whose values are saved in
+    order in ``widgets_values`` and by input name in ``widgets_values_named``), or None."""
+    inputs = instance.get("inputs")
+    if not isinstance(inputs, list) or not 0 <= slot < len(inputs) or not isinstance(inputs[slot], dict):
+        return None
+    entry = inputs[slot]
+    if not isinstance(entry.get("widget"), dict):
+        return None
+    named = instance.get("widgets_values_named")
+    if isinstance(named, dict) and isinstance(entry.get("name"), str) and entry["name"] in named:
+        value = named[entry["name"]]
+    else:
+        values = instance.get("widgets_values")
+        index = sum(1 for other in inputs[:slot] if isinstance(other, dict) and isinstance(other.get("widget"), dict))
+        if not isinstance(values, list) or index >= len(values):
+            return None
+        value = values[index]
+    return None if value is None else (value,)
+
+
+def _proxy_widget_values(instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Values set on a subgraph instance through ``properties.proxyWidgets`` (frontends
+    before widgets became the instance's own inputs): entries ``[inner node id, widget
+    name]``, their values in the same order in ``widgets_values``. Current frontends read
+    such a file the same way when they load it, so the instance's values win."""
+    properties = instance.get("properties")
+    proxies = properties.get("proxyWidgets") if isinstance(properties, dict) else None
+    values = instance.get("widgets_values")
+    inputs = instance.get("inputs")
+    if not isinstance(proxies, list) or not isinstance(values, list):
+        return {}
+    if isinstance(inputs, list) and any(isinstance(i, dict) and isinstance(i.get("widget"), dict) for i in inputs):
+        return {}  # a current save: its widgets_values belong to its widget inputs
+    promoted: dict[str, dict[str, Any]] = {}
+    for entry, value in zip(proxies, values, strict=False):  # a shorter list leaves the rest as they are
+        if isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, (str, int)) for part in entry) \
+                and value is not None:
+            promoted.setdefault(str(entry[0]), {})[str(entry[1])] = value
+    return promoted
+
+
 def _first_input_link(node: dict[str, Any], index: int) -> Any:
     inputs = node.get("inputs") or []
     if isinstance(inputs, list) and len(inputs) > index and isinstance(inputs[index], dict):
@@ -282,20 +334,46 @@ def _bypass_input_link(node: dict[str, Any], slot: int, link_type: str) -> Any:
 
 
 def _widget_inputs(definition: NodeDefinition, widgets_values: Any) -> dict[str, Any]:
-    """Maps a node's ``widgets_values`` (a list, or a dict by name) to its widget inputs."""
+    """A node's widget values as ComfyUI's frontend has them after loading: its saved
+    ``widgets_values`` (a list, or a dict by name) mapped to its widget inputs, with the
+    frontend's load-time fix-ups, and every widget that has no saved value at its declared
+    default (the frontend creates each widget at its default and only then restores the
+    saved values over it)."""
     if isinstance(widgets_values, dict):
-        return {name: widgets_values[name] for name in definition.widget_names if name in widgets_values}
-    if not isinstance(widgets_values, list):
-        return {}
+        values = {name: widgets_values[name] for name in definition.widget_names if name in widgets_values}
+    else:
+        values = _positional_widget_inputs(definition, widgets_values if isinstance(widgets_values, list) else [])
+    _fill_defaults(definition, values)
+    _load_fixups(definition, values)
+    return values
+
+
+def _positional_widget_inputs(definition: NodeDefinition, widgets_values: list[Any]) -> dict[str, Any]:
+    # Since frontend 1.16 a forceInput input has no widget and no saved value; files saved
+    # before kept a placeholder value for it. A list exactly as long as that older layout
+    # is read with it and the placeholders dropped, as the frontend's migration does.
+    names = [name for name in definition.widget_names if not definition.inputs[name].force_input]
+    legacy = len(names) < len(definition.widget_names) and (
+        len(widgets_values) == _slot_count(definition, definition.widget_names) != _slot_count(definition, names))
+    values = _map_positions(definition, list(definition.widget_names) if legacy else names, widgets_values)
+    return {name: value for name, value in values.items() if not definition.inputs[name].force_input}
+
+
+def _slot_count(definition: NodeDefinition, names: Any) -> int:
+    """How many ``widgets_values`` entries the frontend saves for these widgets (a seed-like
+    INT is followed by its control_after_generate entry)."""
+    return sum(2 if definition.inputs[name].control_after_generate else 1 for name in names)
+
+
+def _map_positions(definition: NodeDefinition, names: list[str], widgets_values: list[Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     position = 0
     # A DynamicCombo's hidden widgets are left out of what ComfyUI saves; the values of
     # those its choice reveals follow its own. A list as long as every widget was saved
     # by an editor that shows them all (this one's), in declaration order.
-    revealed = {sub for inp in definition.inputs.values() if inp.dynamic for subs in inp.dynamic.values()
-                for sub in subs}
-    full = not revealed or len(widgets_values) >= len(definition.widget_names)
-    pending = [name for name in definition.widget_names if full or name not in revealed]
+    revealed = _revealed_names(definition)
+    full = not revealed or len(widgets_values) >= len(names)
+    pending = [name for name in names if full or name not in revealed]
     while pending and position < len(widgets_values):
         name = pending.pop(0)
         value = values[name] = widgets_values[position]
@@ -305,11 +383,63 @@ def _widget_inputs(definition: NodeDefinition, widgets_values: Any) -> dict[str,
             subs = inp.dynamic.get(value, ())
             pending[:0] = [sub for sub in subs if sub in definition.inputs and definition.inputs[sub].is_widget]
         follower = widgets_values[position] if position < len(widgets_values) else None
-        if inp.control_after_generate and isinstance(follower, str) and follower in _CONTROL_VALUES:
+        # The control entry is "fixed", "randomize", ... ; ComfyUI's older default workflow
+        # saved it as true/false (the frontend reads them as "randomize"/"fixed").
+        if inp.control_after_generate and (isinstance(follower, bool) or
+                                           isinstance(follower, str) and follower in _CONTROL_VALUES):
             position += 1
         elif inp.image_upload and follower in ("image", None) and position < len(widgets_values):
             position += 1
     return values
+
+
+def _revealed_names(definition: NodeDefinition) -> set[str]:
+    """The widgets a DynamicCombo shows only for some of its choices."""
+    return {sub for inp in definition.inputs.values() if inp.dynamic for subs in inp.dynamic.values() for sub in subs}
+
+
+def _fill_defaults(definition: NodeDefinition, values: dict[str, Any]) -> None:
+    """Widgets without a saved value take their declared default (a combo without one, its
+    first choice), as a node the frontend creates has them; a DynamicCombo's hidden widgets
+    only when its current choice shows them."""
+    revealed = _revealed_names(definition)
+    shown: set[str] = set()
+    for name in definition.widget_names:
+        inp = definition.inputs[name]
+        if inp.dynamic:
+            choice = values.get(name, inp.default if inp.default is not None else _first_choice(inp))
+            if _is_hashable(choice):
+                shown.update(inp.dynamic.get(choice, ()))
+    for name in definition.widget_names:
+        inp = definition.inputs[name]
+        if name in values or inp.force_input or (name in revealed and name not in shown):
+            continue
+        default = inp.default if inp.default is not None else _first_choice(inp)
+        if default is not None:
+            values[name] = default
+
+
+def _first_choice(inp: Input) -> Any:
+    """A combo's first choice when its choices are fixed (lists read from folders need the
+    application's services, so a file combo without a value is left to validation)."""
+    if inp.type != "COMBO" or callable(inp.choices) or not inp.choices:
+        return None
+    return next(iter(inp.choices))
+
+
+def _load_fixups(definition: NodeDefinition, values: dict[str, Any]) -> None:
+    """The frontend's corrections of values saved by older versions, made when it loads a workflow."""
+    for name, value in list(values.items()):
+        inp = definition.inputs[name]
+        if value is None and inp.type == "COMBO":  # an empty combo takes its first choice
+            first = _first_choice(inp)
+            if first is not None:
+                values[name] = first
+    sampler = values.get("sampler_name")
+    # KSampler's samplers were once named "sample_euler", ...
+    if definition.name in ("KSampler", "KSamplerAdvanced") and isinstance(sampler, str) \
+            and sampler.startswith("sample_"):
+        values["sampler_name"] = sampler[len("sample_"):]
 
 
 def _is_hashable(value: Any) -> bool:

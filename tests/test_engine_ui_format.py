@@ -1,6 +1,6 @@
 """UI-format (editor) workflows convert to the API format the engine runs."""
 
-from graph import prepare, ui_to_api
+from graph import Input, Node, NodeRegistry, Output, build_registry, prepare, ui_to_api
 
 
 def ui_node(node_id, node_type, widgets=(), inputs=(), outputs=(), mode=0, title=None):
@@ -154,3 +154,120 @@ def test_a_muted_instance_and_a_subgraph_inside_itself(registry):
     checked = prepare(doc, registry)
     assert set(checked.node_errors) == {"1:1"}  # the muted instance and its consumer are dropped whole
     assert "nested in itself" in checked.node_errors["1:1"]["errors"][0]["message"]
+
+
+# ComfyUI frontend load-time behaviour (the oracle captures in tests/data/frontend_oracle
+# check the same on whole workflows; these pin each rule on its own).
+
+
+def test_control_after_generate_saved_as_a_boolean_is_skipped(registry):
+    """ComfyUI's classic default workflow saves KSampler's control entry as true."""
+    for control in (True, False):
+        doc = document([ui_node(1, "SeededValue", [42, control, 7, "slow"]),
+                        ui_node(2, "ShowValue", inputs=[("value", "*", 1)])], [[1, 1, 0, 2, 0, "INT"]])
+        assert ui_to_api(doc, registry)["1"]["inputs"] == {"seed": 42, "steps": 7, "mode": "slow"}
+
+
+def test_widgets_without_saved_values_take_their_defaults(registry):
+    doc = document([ui_node(1, "SeededValue"), ui_node(2, "SeededValue", [5]),
+                    ui_node(3, "ShowValue", inputs=[("value", "*", 1)]),
+                    ui_node(4, "ShowValue", inputs=[("value", "*", 2)])],
+                   [[1, 1, 0, 3, 0, "INT"], [2, 2, 0, 4, 0, "INT"]])
+    del doc["nodes"][0]["widgets_values"]
+    api = ui_to_api(doc, registry)
+    assert api["1"]["inputs"] == {"seed": 0, "steps": 20, "mode": "fast"}
+    assert api["2"]["inputs"] == {"seed": 5, "steps": 20, "mode": "fast"}  # an older, shorter layout
+
+
+def test_a_saved_null_combo_takes_the_first_choice(registry):
+    doc = document([ui_node(1, "PickMode", [None]), ui_node(2, "ShowValue", inputs=[("value", "*", 1)])],
+                   [[1, 1, 0, 2, 0, "STRING"]])
+    assert ui_to_api(doc, registry)["1"]["inputs"] == {"mode": "fast"}
+
+
+class _ForceInputNode(Node):
+    """A node with a forceInput INT between two widgets."""
+
+    node_name = "TestForceInput"
+    first = Input("INT", default=1)
+    linked = Input("INT", default=0, force_input=True)
+    last = Input("STRING", default="x")
+    outputs = (Output("INT"),)
+
+    def execute(self, first: int, linked: int, last: str) -> tuple:
+        return (first + linked,)
+
+
+def test_force_input_placeholders_of_files_saved_before_frontend_1_16_are_dropped():
+    registry = NodeRegistry()
+    registry.register(_ForceInputNode, builtin=True)
+    older = document([ui_node(1, "TestForceInput", [3, 0, "y"])], [])
+    current = document([ui_node(1, "TestForceInput", [3, "y"])], [])
+    assert ui_to_api(older, registry)["1"]["inputs"] == {"first": 3, "last": "y"}
+    assert ui_to_api(current, registry)["1"]["inputs"] == {"first": 3, "last": "y"}
+
+
+def test_ksampler_sampler_names_of_old_files_lose_their_sample_prefix():
+    registry = build_registry("nodes", None)
+    doc = document([ui_node(3, "KSampler", [1, "fixed", 20, 8, "sample_euler", "normal", 1])], [])
+    assert ui_to_api(doc, registry)["3"]["inputs"]["sampler_name"] == "euler"
+
+
+def _add_subgraph():
+    """"add": inner AddInts 1 (a from subgraph input 0, b from subgraph input 1, a widget) ->
+    output 0."""
+    inner = ui_node(1, "AddInts", [0, 3], inputs=[("a", "INT", 1), ("b", "INT", 2)], outputs=[("INT", "INT", [3])])
+    inner["inputs"][1]["widget"] = {"name": "b"}
+    return subgraph("add", [inner], [(1, -10, 0, 1, 0, "INT"), (2, -10, 1, 1, 1, "INT"), (3, 1, 0, -20, 0, "INT")],
+                    inputs=[("x", "INT"), ("b", "INT")], outputs=[("y", "INT")])
+
+
+def test_values_on_a_subgraph_instance_override_the_inner_widgets(registry, runner):
+    """Two instances of one subgraph, each with its own value for the exposed widget "b"
+    (saved as the current frontend saves it: the instance input marked ``widget``, its value
+    in widgets_values and widgets_values_named); a third leaves it unset."""
+    nodes = [ui_node(1, "NumberSource", [5], outputs=[("INT", "INT", [1, 2, 3])])]
+    links = []
+    for instance, value, link in ((7, 10, 1), (8, 20, 2), (9, None, 3)):
+        node = ui_node(instance, "add", [value] if value is not None else [], inputs=[("x", "INT", link), ("b", "INT", None)],
+                       outputs=[("y", "INT", [link + 10])])
+        node["inputs"][1]["widget"] = {"name": "b"}
+        if value is None:
+            del node["widgets_values"]
+        elif instance == 8:
+            node["widgets_values_named"] = {"b": value}
+            node["widgets_values"] = [999]  # the named values win, as in the frontend
+        nodes += [node, ui_node(instance + 10, "ShowValue", inputs=[("value", "*", link + 10)])]
+        links += [[link, 1, 0, instance, 0, "INT"], [link + 10, instance, 0, instance + 10, 0, "INT"]]
+    doc = document(nodes, links)
+    doc["definitions"] = {"subgraphs": [_add_subgraph()]}
+    api = ui_to_api(doc, registry)
+    assert api["7:1"]["inputs"] == {"a": ["1", 0], "b": 10}
+    assert api["8:1"]["inputs"] == {"a": ["1", 0], "b": 20}
+    assert api["9:1"]["inputs"] == {"a": ["1", 0], "b": 3}  # the inner widget's own value
+    assert runner.run(doc).outputs == {"17": {"value": [15]}, "18": {"value": [25]}, "19": {"value": [8]}}
+
+
+def test_a_linked_instance_input_wins_over_its_widget_value(registry):
+    doc = document([ui_node(1, "NumberSource", [5], outputs=[("INT", "INT", [1, 2])]),
+                    ui_node(7, "add", [10], inputs=[("x", "INT", 1), ("b", "INT", 2)], outputs=[("y", "INT", [3])]),
+                    ui_node(3, "ShowValue", inputs=[("value", "*", 3)])],
+                   [[1, 1, 0, 7, 0, "INT"], [2, 1, 0, 7, 1, "INT"], [3, 7, 0, 3, 0, "INT"]])
+    doc["nodes"][1]["inputs"][1]["widget"] = {"name": "b"}
+    doc["definitions"] = {"subgraphs": [_add_subgraph()]}
+    assert ui_to_api(doc, registry)["7:1"]["inputs"] == {"a": ["1", 0], "b": ["1", 0]}
+
+
+def test_proxy_widget_values_of_older_frontends_override_the_inner_widgets(registry):
+    """Frontends before widget inputs on instances saved promoted widgets as
+    ``properties.proxyWidgets`` ([inner node id, widget name]) with the values in order."""
+    inner = ui_node(1, "AddInts", [0, 3], inputs=[("a", "INT", 1)], outputs=[("INT", "INT", [3])])
+    add = subgraph("add", [inner], [(1, -10, 0, 1, 0, "INT"), (3, 1, 0, -20, 0, "INT")],
+                   inputs=[("x", "INT")], outputs=[("y", "INT")])
+    instance = ui_node(7, "add", [40], inputs=[("x", "INT", 1)], outputs=[("y", "INT", [2])])
+    instance["properties"] = {"proxyWidgets": [["1", "b"]]}
+    doc = document([ui_node(1, "NumberSource", [5], outputs=[("INT", "INT", [1])]), instance,
+                    ui_node(3, "ShowValue", inputs=[("value", "*", 2)])],
+                   [[1, 1, 0, 7, 0, "INT"], [2, 7, 0, 3, 0, "INT"]])
+    doc["definitions"] = {"subgraphs": [add]}
+    assert ui_to_api(doc, registry)["7:1"]["inputs"] == {"a": ["1", 0], "b": 40}
