@@ -126,6 +126,9 @@ ROUTES = [
     Route("GET", "/global_subgraphs", "front_end.get_global_subgraphs", "Subgraph blueprints from custom nodes"),
     Route("GET", "/global_subgraphs/{id}", "front_end.get_global_subgraph", "One subgraph blueprint",
           responses={"404": "no such blueprint"}),
+    Route("GET", "/templates/{file}", "front_end.get_template_file",
+          "ComfyUI's template index (empty: our examples are under /workflow_templates)",
+          responses={"404": "not an index file"}),
 ]
 
 MAX_ID_LENGTH = 256
@@ -147,11 +150,12 @@ def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
 
 
-async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
+async def read_json(request: web.Request, *, allow_empty: bool = False, text_from_own_pages: bool = False) -> Any:
     """The JSON body, within --max-json-body (``latentgraph_server.request_bounds``)."""
     limit = request.app[HANDLERS_KEY].config.max_json_body
     try:
-        return await read_json_body(request, limit, empty={} if allow_empty else None)
+        return await read_json_body(request, limit, empty={} if allow_empty else None,
+                                    text_from_own_pages=text_from_own_pages)
     except RequestRefused as exc:
         raise BadRequest(str(exc), exc.kind, exc.status) from exc
 

@@ -56,7 +56,8 @@ def subgraph_bomb(fan_out: int = 10, depth: int = 6) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
-    config = make_config(root, max_json_body=1024 * 1024, max_extra_data=64 * 1024, max_text_length=1000)
+    # cpu: /system_stats then needs no torch import
+    config = make_config(root, max_json_body=1024 * 1024, max_extra_data=64 * 1024, max_text_length=1000, cpu=True)
     with ServerThread(config) as running:
         yield running
 
@@ -179,7 +180,7 @@ def test_a_dead_worker_thread_is_restarted(server):
     worker._apply_free_request = die  # outside every per-prompt guard: the thread itself ends
     worker.wake()
     wait_until(lambda: worker.restarts == restarts + 1, timeout=15)
-    stats = requests.get(f"{server.url}/system_stats", timeout=10).json()
+    stats = requests.get(f"{server.url}/system_stats", timeout=60).json()
     assert stats["latentgraph"]["worker"]["restarts"] == restarts + 1
     assert stats["latentgraph"]["worker"]["alive"]
     reply = requests.post(f"{server.url}/prompt", json={"prompt": value_prompt(6)}, timeout=10).json()
@@ -246,9 +247,9 @@ def test_a_corrupt_history_row_is_skipped(server):
 def test_system_stats_redacts_the_token(tmp_path, monkeypatch):
     token = "s3cret-token-value"
     monkeypatch.setattr(sys, "argv", ["server.py", "--auth-token", token, "--port", "1", f"--auth-token={token}"])
-    with ServerThread(make_config(tmp_path, auth_token=token)) as running:
+    with ServerThread(make_config(tmp_path, auth_token=token, cpu=True)) as running:
         headers = {"Authorization": f"Bearer {token}"}
-        stats = requests.get(f"{running.url}/system_stats", headers=headers, timeout=10)
+        stats = requests.get(f"{running.url}/system_stats", headers=headers, timeout=60)
         assert stats.status_code == 200 and token not in stats.text
         assert stats.json()["system"]["argv"] == ["server.py", "--auth-token", "***", "--port", "1",
                                                   "--auth-token=***"]
