@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from graph.comfy_names import COMFYUI_DISPLAY_NAMES, SEARCH_ALIASES
+
 # Types whose values can be typed into a widget; everything else must arrive by link.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 
@@ -197,6 +199,7 @@ class NodeDefinition:
     # No lazy or whole-list inputs and no list outputs: the executor may take its fast path.
     simple_io: bool = False
     widget_names: tuple[str, ...] = field(default=())
+    search_aliases: tuple[str, ...] = field(default=())
 
     def object_info(self, services: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """This node in ComfyUI's ``GET /object_info`` shape."""
@@ -219,6 +222,7 @@ class NodeDefinition:
             "category": self.category,
             "output_node": self.output_node,
             "deprecated": self.deprecated,
+            **({"search_aliases": list(self.search_aliases)} if self.search_aliases else {}),
         }
 
 
@@ -227,10 +231,13 @@ class Node:
 
     Class attributes a node may set:
       - ``outputs``: tuple of ``Output``.
-      - ``category``, ``display_name``, ``description`` (defaults to the docstring).
+      - ``category``, ``display_name`` (defaults to ComfyUI's name for the class, else the
+        class name split into words), ``description`` (defaults to the docstring).
       - ``output_node``: the node is a root of execution (SaveImage, PreviewImage).
       - ``not_deterministic``: never served from the cache (random sources, clocks).
       - ``node_name``: the registered name, when it differs from the class name.
+      - ``search_aliases``: more words the editors' node search finds it by (default: ours
+        for ComfyUI's classes, graph.comfy_names).
 
     At run time the engine creates one instance per execution and sets ``self.context``
     (a ``graph.context.ExecutionContext``) before calling ``execute``.
@@ -244,6 +251,7 @@ class Node:
     not_deterministic: ClassVar[bool] = False
     deprecated: ClassVar[bool] = False
     node_name: ClassVar[str | None] = None
+    search_aliases: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: Any = None) -> None:
         self.context = context
@@ -311,7 +319,8 @@ def definition_of(cls: type[Node]) -> NodeDefinition:
         cls=cls,
         inputs=ordered,
         outputs=tuple(cls.outputs),
-        display_name=cls.display_name or _split_camel(name),
+        # A ComfyUI class is shown by ComfyUI's name for it (graph.comfy_names).
+        display_name=cls.display_name or COMFYUI_DISPLAY_NAMES.get(name) or _split_camel(name),
         category=cls.category,
         description=doc,
         output_node=cls.output_node,
@@ -321,6 +330,7 @@ def definition_of(cls: type[Node]) -> NodeDefinition:
         has_fingerprint=cls.fingerprint.__func__ is not Node.fingerprint.__func__,
         simple_io=not any(i.lazy or i.is_list for i in ordered.values()) and not any(o.is_list for o in cls.outputs),
         widget_names=tuple(n for n, i in ordered.items() if i.is_widget),
+        search_aliases=tuple(cls.search_aliases) or SEARCH_ALIASES.get(name, ()),
     )
     _DEFINITIONS[cls] = definition
     return definition

@@ -20,7 +20,7 @@ class ComfySwitchNode(Node):
     optional, and when the chosen one is not connected the other is passed on.
     """
 
-    display_name = "Switch"
+    display_name = "If/Else Switch"
     category = "logic"
     switch = Input("BOOLEAN", default=False)
     # ComfyUI declares these as MatchType inputs; "*" is this engine's any-type.

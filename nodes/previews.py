@@ -37,7 +37,7 @@ class MaskPreview(Node):
 class ImageCompare(Node):
     """Shows two images for comparison in the editor (ComfyUI draws a slider between them)."""
 
-    display_name = "Image Compare"
+    display_name = "Compare Images"
     category = "image"
     output_node = True
     image_a = Input("IMAGE", optional=True)

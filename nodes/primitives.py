@@ -40,7 +40,7 @@ class PrimitiveFloat(Node):
 class PrimitiveString(Node):
     """A one-line string."""
 
-    display_name = "String"
+    display_name = "Text"
     category = "utils/primitive"
     value = Input("STRING", default="")
     outputs = (Output("STRING"),)
@@ -52,7 +52,7 @@ class PrimitiveString(Node):
 class PrimitiveStringMultiline(Node):
     """A multi-line string (a prompt, say)."""
 
-    display_name = "String (Multiline)"
+    display_name = "Text (Multiline)"
     category = "utils/primitive"
     value = Input("STRING", default="", multiline=True)
     outputs = (Output("STRING"),)

@@ -8,7 +8,7 @@ from graph import Input, Node, Output
 class StringConcatenate(Node):
     """Joins two strings with a delimiter between them."""
 
-    display_name = "Concatenate"
+    display_name = "Concatenate Text"
     category = "utils/string"
     string_a = Input("STRING", default="", multiline=True)
     string_b = Input("STRING", default="", multiline=True)
@@ -22,7 +22,7 @@ class StringConcatenate(Node):
 class StringReplace(Node):
     """Replaces every occurrence of ``find`` in ``string`` with ``replace``."""
 
-    display_name = "Replace"
+    display_name = "Replace Text"
     category = "utils/string"
     string = Input("STRING", default="", multiline=True)
     find = Input("STRING", default="", multiline=True)

@@ -7,7 +7,8 @@ import { widgetKind } from "./widgets.js";
 
 const MAX_RESULTS = 50;
 
-/** Nodes matching every word of `query` in name, display name or category, best first. */
+/** Nodes matching every word of `query` in class name, display name, search aliases
+ * (everyday words such as "prompt" or "upscale", from /object_info) or category, best first. */
 export function searchNodes(defs, query, filter = null) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
   const results = [];
@@ -15,13 +16,16 @@ export function searchNodes(defs, query, filter = null) {
     if (filter && !filter(def)) continue;
     const name = def.name.toLowerCase();
     const display = (def.display_name || def.name).toLowerCase();
-    const haystack = `${name} ${display} ${(def.category || "").toLowerCase()}`;
+    const aliases = (def.search_aliases || []).map((a) => String(a).toLowerCase());
+    const haystack = `${name} ${display} ${aliases.join(" ")} ${(def.category || "").toLowerCase()}`;
     if (!words.every((w) => haystack.includes(w))) continue;
     const q = words.join(" ");
     let score = 4;
     if (name === q.replaceAll(" ", "") || display === q) score = 0;
-    else if (name.startsWith(q.replaceAll(" ", "")) || display.startsWith(q)) score = 1;
+    // An alias typed whole ("sampler" for KSampler) ranks with a name's beginning.
+    else if (name.startsWith(q.replaceAll(" ", "")) || display.startsWith(q) || aliases.includes(q)) score = 1;
     else if (name.includes(q.replaceAll(" ", "")) || display.includes(q)) score = 2;
+    else if (aliases.some((a) => a.includes(q))) score = 3;
     results.push({ def, score });
   }
   results.sort((a, b) => a.score - b.score || a.def.name.localeCompare(b.def.name));
