@@ -54,6 +54,10 @@ def test_conversion_equals_what_the_official_frontend_sends(registry, record):
     for node_id, node in theirs.items():
         assert ours[node_id]["class_type"] == node["class_type"], node_id
         assert ours[node_id]["inputs"] == node["inputs"], f"node {node_id} ({node['class_type']})"
+        # The frontend always sends a title (the node's own, else its display name); we send
+        # the saved ones, which must agree.
+        if "_meta" in ours[node_id]:
+            assert ours[node_id]["_meta"]["title"] == node["_meta"]["title"], node_id
 
 
 def test_comfyui_default_workflow_converts_to_a_runnable_txt2img(registry):
