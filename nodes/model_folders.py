@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph.paths import UnsafePathError, list_files, safe_join
+from graph.paths import UnsafePathError, join_following_links, list_files
 
 KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "clip", "unet", "controlnet")
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
@@ -23,7 +23,9 @@ MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 class ModelFolders:
     """The folders searched for each kind of model, in priority order.
 
-    A model is a file with a model extension or a diffusers-format folder.
+    A model is a file with a model extension or a diffusers-format folder. Symlinks in
+    these folders are followed, as in ComfyUI (users link models kept on another disk):
+    what is listed is what loads.
     """
 
     root: Path = Path("models")
@@ -52,17 +54,18 @@ class ModelFolders:
         """Model files of a kind, as names relative to their folder ("sub/name.safetensors")."""
         names: set[str] = set()
         for folder in self.folders(kind):
-            bundles = [p.parent.relative_to(folder).as_posix() + "/" for p in folder.rglob("model_index.json")
-                       if p.parent != folder] if folder.is_dir() else []
+            bundles = [name[:-len("model_index.json")] for name in list_files(folder, (".json",), follow_links=True)
+                       if name.endswith("/model_index.json")]
             # A diffusers folder is one model: list it, not the weight files inside it.
             names.update(name[:-1] for name in bundles)
-            names.update(name for name in list_files(folder, extensions) if not name.startswith(tuple(bundles)))
+            names.update(name for name in list_files(folder, extensions, follow_links=True)
+                         if not name.startswith(tuple(bundles)))
         return sorted(names)
 
     def resolve(self, kind: str, name: str) -> Path:
         """The path of a listed model file; raises FileNotFoundError or UnsafePathError."""
         for folder in self.folders(kind):
-            path = safe_join(folder, name)
+            path = join_following_links(folder, name)
             if path.is_file() or _is_diffusers_folder(path):
                 return path
         raise FileNotFoundError(f"no {kind} model named {name!r} in {', '.join(map(str, self.folders(kind)))}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from graph.paths import UnsafePathError, check_relative, list_files, safe_join
+from graph.paths import UnsafePathError, check_relative, join_following_links, list_files
 
 EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")
 # The key each text encoder's vectors are stored under, per family, in encoder order.
@@ -64,14 +64,14 @@ def find_embedding(folders: Iterable[Path], name: str) -> Path | None:
     wanted = [name] + [name + ext for ext in EMBEDDING_EXTENSIONS]
     for folder in folders:
         for candidate in wanted:
-            path = safe_join(folder, candidate)
+            path = join_following_links(folder, candidate)  # a model folder: links followed
             if path.is_file() and path.suffix.lower() in EMBEDDING_EXTENSIONS:
                 return path
     for folder in folders:
-        ranked = [(rank, rel) for rel in list_files(folder, EMBEDDING_EXTENSIONS)
+        ranked = [(rank, rel) for rel in list_files(folder, EMBEDDING_EXTENSIONS, follow_links=True)
                   if (rank := _nested_rank(rel, wanted)) is not None]
         if ranked:
-            return safe_join(folder, min(ranked)[1])
+            return join_following_links(folder, min(ranked)[1])
     return None
 
 
