@@ -135,7 +135,7 @@ def test_interrupt_stops_within_one_step(env):
 def test_unknown_sampler_and_scheduler_are_refused_at_validation(env):
     registry, services = env
     document = txt2img()
-    document["5"]["inputs"]["sampler_name"] = "dpm_fast"
+    document["5"]["inputs"]["sampler_name"] = "restart"  # not a KSampler name (dpm_fast now is)
     document["5"]["inputs"]["scheduler"] = "turbo"
     checked = prepare(document, registry, services=services)
     kinds = [(e["type"], e["extra_info"]["input_name"]) for e in checked.node_errors["5"]["errors"]]
