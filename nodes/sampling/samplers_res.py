@@ -57,9 +57,11 @@ def _res_multistep(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, callb
     old_denoised: torch.Tensor | None = None
     old_down = 0.0
     for i in range(n):
-        denoised, uncond = denoise_with_uncond(model, x, batch_sigma(x, sig[i])) if cfg_pp else \
-            (model(x, batch_sigma(x, sig[i])), None)
-        base = uncond if uncond is not None else denoised
+        # base: the estimate the RES update integrates (the unconditional one under CFG++)
+        if cfg_pp:
+            denoised, base = denoise_with_uncond(model, x, batch_sigma(x, sig[i]))
+        else:
+            denoised = base = model(x, batch_sigma(x, sig[i]))
         down, up = ancestral_step(sig[i], sig[i + 1], eta)
         if down == 0 or old_denoised is None:
             slope = (x - base) / sig[i]

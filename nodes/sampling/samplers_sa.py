@@ -17,6 +17,7 @@ See :mod:`nodes.sampling.sampler_base` for the signature and callback contract.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def adams_coefficients(lams: list[float], lam_s: float, lam_t: float, tau: float
     return np.linalg.solve(vander_t, exponential_moments(lam_s, lam_t, len(lams), tau))
 
 
-def tau_interval(start_sigma: float, end_sigma: float, eta: float = 1.0):
+def tau_interval(start_sigma: float, end_sigma: float, eta: float = 1.0) -> Callable[[float], float]:
     """ComfyUI's default noise strength for SA-Solver: ``eta`` for sigma in
     [end_sigma, start_sigma], 0 (an ODE step) elsewhere."""
     def tau(sigma: float) -> float:
