@@ -10,11 +10,16 @@ Routes, in ComfyUI's shapes:
   ``feature_flags`` message (``supports_preview_metadata``, ``max_upload_size``);
 - ``GET /i18n``: translations contributed by custom nodes (none here: ``{}``);
 - ``GET /global_subgraphs`` and ``/global_subgraphs/{id}``: subgraph blueprints shipped
-  by custom nodes (none here: ``{}``, and 404 for any id).
+  by custom nodes (none here: ``{}``, and 404 for any id);
+- ``GET /templates/index.json`` (and ``index.{locale}.json``, ``index_logo.json``): ComfyUI's
+  own template gallery, from its ``comfyui-workflow-templates`` package. Its templates need
+  ComfyUI's models, so none are offered (an empty list); our examples appear in the
+  frontend's template browser under "latentgraph", from ``/workflow_templates``.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 PACKAGE = "comfyui_frontend_package"
+_TEMPLATE_INDEX = re.compile(r"^index(\.[A-Za-z-]{2,10})?\.json$")
 
 
 class FrontEndMissing(RuntimeError):
@@ -63,3 +69,11 @@ class FrontEndRoutes:
 
     async def get_global_subgraph(self, request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no global subgraph {request.match_info['id'][:80]!r}")
+
+    async def get_template_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["file"]
+        if name == "index_logo.json":
+            return web.json_response({})
+        if _TEMPLATE_INDEX.match(name):
+            return web.json_response([])
+        raise web.HTTPNotFound(text="ComfyUI's template files are not served here (see /workflow_templates)")

@@ -61,11 +61,23 @@ def _decode(raw: bytes) -> Any:
         raise RequestRefused(400, "invalid_json", f"the body cannot be decoded: {exc}") from exc
 
 
-async def read_json_body(request: web.Request, limit: int, *, empty: Any = None) -> Any:
+def browser_same_origin(request: web.Request) -> bool:
+    """Whether the browser itself says the request comes from this server's own pages
+    (``Sec-Fetch-Site: same-origin``, which no page can forge)."""
+    return request.headers.get("Sec-Fetch-Site", "").lower() == "same-origin"
+
+
+async def read_json_body(request: web.Request, limit: int, *, empty: Any = None,
+                         text_from_own_pages: bool = False) -> Any:
     """The body decoded as JSON: 415 for a form or text content type, 413 over ``limit``,
     400 when it is not JSON. Large bodies are decoded off the event loop. ``empty``, when
-    not None, is returned for an empty body."""
-    if request.content_type in _REFUSED_JSON_TYPES:
+    not None, is returned for an empty body. ``text_from_own_pages`` accepts ``text/plain``
+    from the server's own pages (the official frontend posts settings without a Content-Type,
+    which fetch sends as text/plain): the CSRF concern is other sites' pages, and the browser
+    marks those."""
+    if text_from_own_pages and request.content_type == "text/plain" and browser_same_origin(request):
+        pass
+    elif request.content_type in _REFUSED_JSON_TYPES:
         raise RequestRefused(415, "unsupported_media_type",
                              f"this route takes a JSON body (application/json), not {request.content_type}")
     raw = await read_body(request, limit)

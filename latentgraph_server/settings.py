@@ -38,7 +38,8 @@ MAX_SETTING_ID = 256
 # Printable, no path separators: what every frontend setting id looks like ("Comfy.Locale").
 _SETTING_ID = re.compile(r"^[^\x00-\x1f\x7f/\\]+$")
 
-ReadJson = Any  # server.read_json: (request, *, allow_empty) -> Any, bounded by --max-json-body
+# server.read_json: (request, *, allow_empty, text_from_own_pages) -> Any, bounded by --max-json-body
+ReadJson = Any
 
 
 def check_setting_id(setting_id: str) -> str:
@@ -89,7 +90,7 @@ class UserSettings:
         return web.json_response((await asyncio.to_thread(self.load)).get(setting_id))
 
     async def post_settings(self, request: web.Request) -> web.Response:
-        body = await self._read_json(request)
+        body = await self._read_json(request, text_from_own_pages=True)
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="the body must be a JSON object of setting ids and values")
         for setting_id in body:
@@ -99,7 +100,7 @@ class UserSettings:
 
     async def post_setting(self, request: web.Request) -> web.Response:
         setting_id = check_setting_id(request.match_info["id"])
-        value = await self._read_json(request)
+        value = await self._read_json(request, text_from_own_pages=True)
         await self._update(lambda settings: settings.__setitem__(setting_id, value))
         return web.Response(status=200)
 

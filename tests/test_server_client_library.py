@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 
 import comfy_api_simplified
 import comfy_api_simplified.exceptions
 import pytest
 from PIL import Image
 
-from tests.server_support import ServerThread, make_config
+from tests.server_support import REPO, ServerThread, make_config
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +52,43 @@ def test_comfy_api_simplified_reports_execution_errors(server):
                 "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}, "_meta": {"title": "Show"}}}
     with pytest.raises(comfy_api_simplified.exceptions.ComfyApiError):
         api.queue_and_wait_images(workflow, "Show")
+
+
+HOUSE_MODEL = "latentgraph-house-v1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def house_server(tmp_path_factory):
+    """Default server flags, our built-in nodes and the committed house model."""
+    root = tmp_path_factory.mktemp("client_house")
+    (root / "models" / "checkpoints").mkdir(parents=True)
+    shutil.copy(REPO / "models" / "checkpoints" / HOUSE_MODEL, root / "models" / "checkpoints" / HOUSE_MODEL)
+    with ServerThread(make_config(root, cpu=True, node_packages=["nodes"])) as running:
+        yield running
+
+
+def test_queue_and_wait_images_returns_the_saved_png_with_its_metadata(house_server, tmp_path):
+    # Driven as comfy-api-simplified's README shows: a workflow exported from ComfyUI in API format
+    # (which gives every node a _meta title), a parameter set by node title, then queue_and_wait_images.
+    document = json.loads((REPO / "workflows" / "txt2img_api.json").read_text())
+    titles = {"SaveImage": "Save Image", "KSampler": "KSampler", "EmptyLatentImage": "Empty Latent Image",
+              "VAEDecode": "VAE Decode"}
+    for node in document.values():
+        if "_meta" not in node:
+            node["_meta"] = {"title": titles[node["class_type"]]}
+    exported = tmp_path / "workflow_api.json"
+    exported.write_text(json.dumps(document))
+
+    api = comfy_api_simplified.ComfyApiWrapper(house_server.url)
+    workflow = comfy_api_simplified.ComfyWorkflowWrapper(str(exported))
+    workflow.set_node_param("KSampler", "steps", 4)  # fewer steps: a quick test on a busy CPU
+    results = api.queue_and_wait_images(workflow, "Save Image")
+
+    # Before previews were opt-in, this returned one 16x16 JPEG preview frame per step instead.
+    assert len(results) == 1
+    (name, data), = results.items()
+    assert name.startswith("txt2img_") and name.endswith(".png")
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG" and image.size == (128, 128)
+    prompt = json.loads(image.text["prompt"])
+    assert prompt["3"]["inputs"]["steps"] == 4 and prompt["4"]["inputs"]["ckpt_name"] == HOUSE_MODEL

@@ -104,12 +104,14 @@ def test_fuzz_post_prompt(server, body):
 @FUZZ
 @given(raw=st.one_of(st.binary(max_size=64), st.text(max_size=64).map(str.encode)))
 def test_fuzz_raw_bodies(server, raw):
-    for path in ("/prompt", "/queue", "/history", "/interrupt", "/free", "/upload/image"):
+    for path in ("/prompt", "/queue", "/history", "/interrupt", "/free", "/upload/image", "/settings",
+                 "/settings/Comfy.Locale"):
         post(server, path, raw)
 
 
 @FUZZ
-@given(path=st.sampled_from(["/queue", "/history", "/interrupt", "/free", "/api/queue"]),
+@given(path=st.sampled_from(["/queue", "/history", "/interrupt", "/free", "/api/queue", "/settings",
+                             "/settings/Comfy.Locale", "/api/settings/a.b"]),
        body=st.one_of(json_values, st.fixed_dictionaries({}, optional={
            "clear": json_values, "delete": st.one_of(st.lists(st.text(max_size=5)), json_values),
            "prompt_id": json_values, "unload_models": json_values, "free_memory": json_values})))
@@ -119,12 +121,17 @@ def test_fuzz_other_json_routes(server, path, body):
 
 @FUZZ
 @given(params=st.dictionaries(st.sampled_from(["filename", "type", "subfolder", "preview", "channel",
-                                                "max_items", "offset"]), st.text(max_size=12), max_size=5),
+                                                "max_items", "offset", "status", "limit", "sort_by",
+                                                "sort_order", "workflow_id"]), st.text(max_size=12), max_size=5),
        segment=st.text(min_size=1, max_size=12))
 def test_fuzz_get_routes(server, params, segment):
     query = "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
-    for path in ("/view", "/history", f"/history/{quote(segment, safe='')}",
-                 f"/object_info/{quote(segment, safe='')}", f"/models/{quote(segment, safe='')}"):
+    part = quote(segment, safe='')
+    for path in ("/view", "/history", f"/history/{part}", f"/object_info/{part}", f"/models/{part}",
+                 # the official frontend's routes (latentgraph_server/settings.py, jobs.py, model_library.py, frontend.py)
+                 "/jobs", f"/jobs/{part}", f"/settings/{part}", "/settings", "/users", f"/experiment/models/{part}",
+                 f"/view_metadata/{part}", f"/internal/files/{part}", "/internal/folder_paths", "/features",
+                 f"/global_subgraphs/{part}", f"/templates/{part}"):
         response = requests.get(f"{server.url}{path}?{query}", timeout=30)
         assert response.status_code < 500, (path, query, response.text[:300])
 
