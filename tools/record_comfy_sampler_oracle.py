@@ -132,6 +132,14 @@ class _Inert:
         return self
 
 
+def _stub_attribute(name: str) -> _Inert:
+    """A stubbed module's attribute: inert, except dunders (``__file__`` and the like), which
+    must stay missing for tools such as ``inspect`` that probe every loaded module."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _Inert()
+
+
 def _set_post_cfg_function(model_options: dict, fn: Callable, disable_cfg1_optimization: bool = False) -> dict:
     """What ``comfy.model_patcher.set_model_options_post_cfg_function`` does to the options
     dict (its CFG++ samplers call it): append ``fn`` to the post-CFG hooks."""
@@ -147,7 +155,7 @@ def import_comfy(checkout: Path) -> dict[str, Any]:
         raise SystemExit(f"{checkout} is not a ComfyUI source checkout (no comfy/k_diffusion/sampling.py)")
     for name in STUBBED:
         module = types.ModuleType(name)
-        module.__getattr__ = lambda attr: _Inert()  # type: ignore[method-assign]
+        module.__getattr__ = _stub_attribute  # type: ignore[method-assign]
         sys.modules[name] = module
     sys.modules["comfy.model_patcher"].set_model_options_post_cfg_function = _set_post_cfg_function
     sys.modules["comfy.model_management"].intermediate_device = lambda: torch.device("cpu")
