@@ -57,7 +57,7 @@ from latentgraph_server.settings import UserSettings
 from latentgraph_server.system_info import package_version, system_stats
 from latentgraph_server.userdata import WorkflowLibrary
 from latentgraph_server.worker import PromptWorker
-from nodes.model_folders import ModelFolders
+from nodes.model_folders import ModelFolders, no_checkpoint_warning
 
 log = logging.getLogger("latentgraph.server")
 
@@ -598,6 +598,9 @@ def create_app(config: ServerConfig) -> web.Application:
     worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
                           hub.send_threadsafe, hub.send_preview_threadsafe, on_queue_changed=lambda: None,
                           preview_method=config.preview_method)
+    missing = no_checkpoint_warning(services["models"])
+    if missing:
+        log.warning("%s", missing)
     note = explain_method(config.preview_method, services["models"].folders("vae_approx"))
     if note:
         log.warning("%s", note)

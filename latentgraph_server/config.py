@@ -19,6 +19,14 @@ DEFAULT_MAX_EXTRA_DATA_BYTES = 8 * MIB
 DEFAULT_MEMORY_RESERVE_BYTES = 1024 * MIB
 DEFAULT_PLUGIN_IMPORT_TIMEOUT = 30.0
 FRONT_ENDS = ("latentgraph", "official")
+# The installation (the folder holding server.py). As in ComfyUI, the default folders are
+# found from here, not from the working directory, so `python /path/to/server.py` started
+# anywhere serves the editor and finds the models; --base-directory moves the data folders.
+INSTALL_ROOT = Path(__file__).resolve().parent.parent
+# Data folders under the base directory (ComfyUI's --base-directory), by config field.
+BASE_FOLDERS = {"input_directory": "input", "output_directory": "output", "temp_directory": "temp",
+                "models_directory": "models", "custom_nodes_directory": "custom_nodes", "user_directory": "user",
+                "database": "latentgraph_queue.sqlite3"}
 
 
 @dataclass
@@ -28,12 +36,12 @@ class ServerConfig:
     listen: str = "127.0.0.1"
     port: int = 8188
     cpu: bool = False
-    input_directory: Path = Path("input")
-    output_directory: Path = Path("output")
-    temp_directory: Path = Path("temp")
-    models_directory: Path = Path("models")
+    input_directory: Path = INSTALL_ROOT / "input"
+    output_directory: Path = INSTALL_ROOT / "output"
+    temp_directory: Path = INSTALL_ROOT / "temp"
+    models_directory: Path = INSTALL_ROOT / "models"
     extra_model_paths_config: list[Path] = field(default_factory=list)
-    database: Path = Path("latentgraph_queue.sqlite3")
+    database: Path = INSTALL_ROOT / "latentgraph_queue.sqlite3"
     auth_token: str | None = None
     cache_budget: int = DEFAULT_BUDGET_BYTES
     model_cache_budget: int | None = None  # bytes of loaded models within cache_budget; None: no separate limit
@@ -52,14 +60,14 @@ class ServerConfig:
     memory_reserve: int = DEFAULT_MEMORY_RESERVE_BYTES
     plugin_import_timeout: float = DEFAULT_PLUGIN_IMPORT_TIMEOUT
     node_packages: list[str] = field(default_factory=lambda: ["nodes"])
-    custom_nodes_directory: Path = Path("custom_nodes")
+    custom_nodes_directory: Path = INSTALL_ROOT / "custom_nodes"
     disable_all_custom_nodes: bool = False
-    web_directory: Path | None = Path("web")
+    web_directory: Path | None = INSTALL_ROOT / "web"
     # Live previews (ComfyUI's --preview-method): "none" sends them only to clients that ask
     # (latentgraph_server/previews.py); "auto", "latent2rgb" and "taesd" send them to every client.
     preview_method: str = "none"
-    user_directory: Path = Path("user")
-    examples_directory: Path | None = Path("workflows")
+    user_directory: Path = INSTALL_ROOT / "user"
+    examples_directory: Path | None = INSTALL_ROOT / "workflows"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,14 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     add_runtime_flags(parser, cpu=False)
-    parser.add_argument("--input-directory", type=Path, default=Path("input"))
-    parser.add_argument("--output-directory", type=Path, default=Path("output"))
-    parser.add_argument("--temp-directory", type=Path, default=Path("temp"))
-    parser.add_argument("--models-directory", type=Path, default=Path("models"))
+    parser.add_argument("--base-directory", type=Path, default=None, metavar="DIR",
+                        help="folder holding models, custom_nodes, input, output, temp, user and the queue "
+                             "database (default: the installation, where server.py is)")
+    parser.add_argument("--input-directory", type=Path, default=None, help="default: BASE/input")
+    parser.add_argument("--output-directory", type=Path, default=None, help="default: BASE/output")
+    parser.add_argument("--temp-directory", type=Path, default=None, help="default: BASE/temp")
+    parser.add_argument("--models-directory", type=Path, default=None, help="default: BASE/models")
     parser.add_argument("--extra-model-paths-config", type=Path, action="append", default=[],
                         metavar="PATH", help="extra_model_paths.yaml (repeatable)")
-    parser.add_argument("--database", type=Path, default=Path("latentgraph_queue.sqlite3"),
-                        help="SQLite file holding the queue and history")
+    parser.add_argument("--database", type=Path, default=None,
+                        help="SQLite file holding the queue and history (default: BASE/latentgraph_queue.sqlite3)")
     parser.add_argument("--auth-token", default=None,
                         help="require 'Authorization: Bearer TOKEN' on every route (websocket: ?token=TOKEN)")
     parser.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
@@ -105,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS", help="a plugin whose import takes longer is skipped (default 30)")
     parser.add_argument("--nodes-package", action="append", default=None, metavar="PACKAGE",
                         help="package of built-in nodes (repeatable; default: nodes)")
-    parser.add_argument("--custom-nodes-directory", type=Path, default=Path("custom_nodes"))
+    parser.add_argument("--custom-nodes-directory", type=Path, default=None, help="default: BASE/custom_nodes")
     parser.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugins")
     front_end = parser.add_argument_group("front end", "which editor is served at /")
     front_end.add_argument("--front-end-root", "--web-directory", dest="web_directory", type=Path, default=None,
@@ -116,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none",
                         help="live previews for every client, as ComfyUI (default none: only clients that ask, "
                              "such as the editors, get them; taesd needs models/vae_approx/taesd_decoder.*)")
-    parser.add_argument("--user-directory", type=Path, default=Path("user"),
-                        help="the editor's saved workflows and other user files (user/default/...)")
-    parser.add_argument("--examples-directory", type=Path, default=Path("workflows"),
-                        help="example workflows offered read-only in the editor")
+    parser.add_argument("--user-directory", type=Path, default=None,
+                        help="the editor's saved workflows and other user files (default: BASE/user)")
+    parser.add_argument("--examples-directory", type=Path, default=INSTALL_ROOT / "workflows",
+                        help="example workflows offered read-only in the editor (default: the installation's)")
     return parser
 
 
@@ -137,18 +148,26 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             parser.error(f"{flag} must be >= 0")
     runtime = runtime_services(args)
     runtime.pop("force_cpu")  # ServerConfig.cpu
+    # A folder flag given is taken from the working directory (as ComfyUI does); one left
+    # out lies under the base directory, which defaults to the installation.
+    base = (args.base_directory if args.base_directory is not None else INSTALL_ROOT).resolve()
+    folder = {name: (getattr(args, name).resolve() if getattr(args, name) is not None else base / default)
+              for name, default in BASE_FOLDERS.items()}
     return ServerConfig(
         listen=args.listen,
         port=args.port,
         cpu=args.cpu,
         # Folders are made absolute once, here: handlers compare resolved request paths with
         # them, and a relative root would never match (and would move with the working folder).
-        input_directory=args.input_directory.resolve(),
-        output_directory=args.output_directory.resolve(),
-        temp_directory=args.temp_directory.resolve(),
-        models_directory=args.models_directory.resolve(),
-        extra_model_paths_config=list(args.extra_model_paths_config),
-        database=args.database,
+        input_directory=folder["input_directory"],
+        output_directory=folder["output_directory"],
+        temp_directory=folder["temp_directory"],
+        models_directory=folder["models_directory"],
+        # As ComfyUI, the installation's own extra_model_paths.yaml is read when there is one.
+        extra_model_paths_config=[*([INSTALL_ROOT / "extra_model_paths.yaml"]
+                                    if (INSTALL_ROOT / "extra_model_paths.yaml").is_file() else []),
+                                  *args.extra_model_paths_config],
+        database=folder["database"],
         auth_token=args.auth_token or None,
         cache_budget=args.cache_budget,
         model_cache_budget=args.model_cache_budget,
@@ -164,11 +183,11 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         memory_reserve=args.memory_reserve,
         plugin_import_timeout=args.plugin_import_timeout,
         node_packages=args.nodes_package or ["nodes"],
-        custom_nodes_directory=args.custom_nodes_directory,
+        custom_nodes_directory=folder["custom_nodes_directory"],
         disable_all_custom_nodes=args.disable_all_custom_nodes,
         web_directory=_front_end_root(parser, args),
         preview_method=args.preview_method,
-        user_directory=args.user_directory.resolve(),
+        user_directory=folder["user_directory"],
         examples_directory=args.examples_directory.resolve(),
     )
 
@@ -186,4 +205,4 @@ def _front_end_root(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             return official_front_end_root()
         except FrontEndMissing as exc:
             parser.error(str(exc))
-    return Path("web").resolve()
+    return INSTALL_ROOT / "web"

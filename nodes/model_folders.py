@@ -76,6 +76,16 @@ def _is_diffusers_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
+def no_checkpoint_warning(models: ModelFolders) -> str | None:
+    """A start-up warning naming where checkpoints were looked for, when none was found
+    (a server started with the wrong folders would otherwise just show empty lists)."""
+    if models.list("checkpoints"):
+        return None
+    searched = ", ".join(str(Path(folder).resolve()) for folder in models.folders("checkpoints"))
+    return (f"no checkpoint found (looked in {searched}): put a .safetensors checkpoint there, or start the "
+            f"server with --base-directory, --models-directory or --extra-model-paths-config naming your models")
+
+
 def models_of(services: Mapping[str, Any]) -> ModelFolders:
     """The application's model folders (the default ``models/`` when none was configured)."""
     folders = services.get("models")
@@ -117,4 +127,4 @@ def load_extra_model_paths(path: str | Path) -> dict[str, list[Path]]:
 
 
 __all__ = ["KINDS", "MODEL_EXTENSIONS", "ModelFolders", "UnsafePathError", "load_extra_model_paths",
-           "model_choices", "models_of"]
+           "model_choices", "models_of", "no_checkpoint_warning"]
