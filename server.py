@@ -374,7 +374,10 @@ class Handlers:
         stats["latentgraph"] = {"worker": self.worker.health(), "limits": {
             "max_json_body": self.config.max_json_body, "max_extra_data": self.config.max_extra_data,
             "max_prompt_nodes": self.limits.max_nodes, "max_subgraph_instances": self.limits.max_subgraph_instances,
-            "max_text_length": self.limits.max_text_length, "max_prompt_memory": self.limits.memory_bytes}}
+            "max_text_length": self.limits.max_text_length, "max_prompt_memory": self.limits.memory_bytes},
+            # Plugins skipped at start-up (an import error, sys.exit, or a hang past the timeout).
+            "plugin_failures": [{"name": failure.name, "message": failure.message}
+                                for failure in self.registry.plugin_failures]}
         return web.json_response(stats)
 
     async def get_model_types(self, request: web.Request) -> web.Response:

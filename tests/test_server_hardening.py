@@ -350,13 +350,15 @@ def test_plugins_that_exit_or_hang_at_import_are_skipped(tmp_path):
     plugins.mkdir()
     (plugins / "exits.py").write_text("import sys\nsys.exit(4)\n")
     (plugins / "hangs.py").write_text("import time\ntime.sleep(60)\n")
-    config = make_config(tmp_path, custom_nodes_directory=plugins, plugin_import_timeout=1.0)
+    config = make_config(tmp_path, custom_nodes_directory=plugins, plugin_import_timeout=1.0, cpu=True)
     started = time.monotonic()
     with ServerThread(config) as running:
         assert time.monotonic() - started < 20
         failures = {failure.name: failure.message for failure in running.handlers.registry.plugin_failures}
         assert "SystemExit" in failures["exits"] and "longer than 1 s" in failures["hangs"]
         assert requests.get(f"{running.url}/prompt", timeout=5).status_code == 200
+        shown = requests.get(f"{running.url}/system_stats", timeout=60).json()["latentgraph"]["plugin_failures"]
+        assert {entry["name"] for entry in shown} == {"exits", "hangs"}
 
 
 def make_run_server_arguments() -> list[str]:
