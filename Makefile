@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean chromium vendor-litegraph screenshot
+.PHONY: run test test-fast setup lint bench clean chromium vendor-litegraph screenshot
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ run: $(STAMP)
 test: $(STAMP) chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The developer's lane: everything but the tests marked slow (house-model quality, browsers).
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow" -q
 
 # The editor's browser tests drive Debian's Chromium through Playwright (no browser download).
 # (root installs directly; anyone else through sudo.)

@@ -20,6 +20,8 @@ from graph.ui_format import ui_to_api
 from tests.editor_support import CHROMIUM, Editor, launch_chromium
 from tests.server_support import REPO, ServerThread, make_config, wait_history
 
+pytestmark = pytest.mark.slow  # each test drives Chromium
+
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 if not CHROMIUM.exists():
     pytest.skip("needs /usr/bin/chromium (make test installs it)", allow_module_level=True)

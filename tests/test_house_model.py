@@ -20,6 +20,8 @@ from nodes.models.loader import load_checkpoint
 from tools import house_data, house_measure
 from tools.eval_house_model import DEFAULT_CHECKPOINT, HouseRunner
 
+pytestmark = pytest.mark.slow  # each test generates images with the house model
+
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
