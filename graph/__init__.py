@@ -36,14 +36,16 @@ __all__ = [
 ]
 
 
-def parse_workflow(document: Any, registry: NodeRegistry, budget: Budget | None = None) -> Workflow:
-    """Parses either format: UI-format documents are converted with the registry's declarations.
+def parse_workflow(document: Any, registry: NodeRegistry, budget: Budget | None = None,
+                   services: Mapping[str, Any] | None = None) -> Workflow:
+    """Parses either format: UI-format documents are converted with the registry's declarations
+    (and ``services``, for the choices of an empty file combo).
 
     ``budget`` bounds the nodes and subgraph instances (``graph.limits``): a document over
     it raises ``PromptTooLarge``.
     """
     if is_ui_format(document):
-        return ui_to_workflow(document, registry, budget)
+        return ui_to_workflow(document, registry, budget, services)
     max_nodes = budget.limits.max_nodes if budget is not None else None
     if max_nodes is not None and isinstance(document, dict) and len(document) > max_nodes:
         raise PromptTooLarge(f"the workflow has {len(document)} nodes, more than the limit of {max_nodes}",
@@ -71,7 +73,7 @@ def prepare(document: Any, registry: NodeRegistry, targets: list[str] | None = N
         hit = registry.memo.lookup(key, registry, services)
         if hit is not None:
             return hit
-    workflow = parse_workflow(document, registry, Budget(limits, cancel))
+    workflow = parse_workflow(document, registry, Budget(limits, cancel), services)
     result = validate_workflow(workflow, registry, targets, services, limits)
     if key is not None and result.ok:
         registry.memo.store(key, result, registry)

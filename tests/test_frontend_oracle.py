@@ -5,8 +5,9 @@ tests/data/frontend_oracle/*.json hold the API documents the official frontend
 loading a workflow, given our ``/object_info``; tools/capture_frontend_prompts.py recorded
 them in Chromium. Our converter must produce the same prompt: the same node ids, classes
 and inputs. The workflows are ComfyUI's classic default workflow, a subgraph with exposed
-widgets in the current and in the older (proxyWidgets) format, ComfyUI templates whose
-nodes we all have, and our own examples.
+widgets in the current and in the older (proxyWidgets) format, two instances of one
+subgraph with their own values, older layouts and values the frontend fixes up on load,
+ComfyUI templates whose nodes we all have, and our own examples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from graph import build_registry
 from graph.ui_format import ui_to_api
+from tools.capture_frontend_prompts import placeholder_models
 
 REPO = Path(__file__).resolve().parent.parent
 ORACLE = REPO / "tests" / "data" / "frontend_oracle"
@@ -39,16 +41,19 @@ def _workflow(source: str) -> dict[str, Any]:
 
 def test_the_oracle_covers_the_cases_the_issue_names():
     names = {path.stem for path in RECORDS}
-    assert {"default", "subgraph_exposed_widgets", "subgraph_proxy_widgets"} <= names
+    assert {"default", "older_layouts", "subgraph_exposed_widgets", "subgraph_two_instances",
+            "subgraph_proxy_widgets"} <= names
     assert sum(name.startswith("template_") for name in names) >= 4
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=[path.stem for path in RECORDS])
-def test_conversion_equals_what_the_official_frontend_sends(registry, record):
+def test_conversion_equals_what_the_official_frontend_sends(registry, record, tmp_path):
     captured = json.loads(record.read_text(encoding="utf-8"))
     assert captured["frontend_version"]
     workflow = _workflow(captured["workflow"])
-    ours = ui_to_api(workflow, registry)
+    # The same model lists as the frontend was given (an empty file combo takes the first).
+    services = {"models": placeholder_models(tmp_path / "models", captured["models"])}
+    ours = ui_to_api(workflow, registry, services)
     theirs = captured["prompt"]
     assert sorted(ours) == sorted(theirs)
     for node_id, node in theirs.items():

@@ -12,7 +12,9 @@ the oracle that tests/test_frontend_oracle.py compares ``graph.ui_format`` again
         default=tests/data/frontend_oracle/workflows/default.json ...
 
 Each ``NAME=PATH`` (or plain PATH, named by its stem) workflow gives ``NAME.json`` holding
-``{"frontend_version", "workflow", "prompt"}``. ``template:FILE`` reads FILE from the
+``{"frontend_version", "workflow", "models", "prompt"}``; ``models`` lists the model files
+``/object_info`` offered (``MODELS``: placeholders, so that the frontend's choice for an empty
+file combo does not depend on what this checkout's models/ holds). ``template:FILE`` reads FILE from the
 ``comfyui-workflow-templates-json`` package. ``--frontend-static`` picks another frontend
 build; by default the installed package's. Chromium is /usr/bin/chromium; no browser is
 ever downloaded.
@@ -38,6 +40,8 @@ from graph import build_registry  # noqa: E402
 from nodes.model_folders import ModelFolders  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
+# The model files /object_info lists during a capture, by kind.
+MODELS = {"checkpoints": ["latentgraph-house-v1.safetensors"]}
 # Settings that keep first-run dialogs and tours away from the canvas.
 SETTINGS = {
     "Comfy.TutorialCompleted": True,
@@ -175,14 +179,25 @@ def read_workflow(source: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def placeholder_models(root: Path, models: dict[str, list[str]]) -> ModelFolders:
+    """Empty files named like ``models`` under ``root``: enough for the combo lists."""
+    for kind, names in models.items():
+        for name in names:
+            (root / kind / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / kind / name).write_bytes(b"")
+    return ModelFolders(root)
+
+
 def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console: bool = False,
             ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Loads each workflow into the frontend and returns the /prompt body it sent, by name,
     and the routes the frontend asked for that the stand-in did not have."""
+    import tempfile
+
     from playwright.sync_api import sync_playwright
 
     registry = build_registry("nodes", None)
-    services = {"models": ModelFolders(REPO / "models")}
+    services = {"models": placeholder_models(Path(tempfile.mkdtemp(prefix="capture-models-")), MODELS)}
     stand_in = StandIn(static, json.loads(json.dumps(registry.object_info(services), default=repr)))
     url, stop = serve(stand_in)
     bodies: dict[str, dict[str, Any]] = {}
@@ -227,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies, unknown = capture(workflows, static, show_console=args.console)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, body in bodies.items():
-        record = {"frontend_version": version, "workflow": named[name], "prompt": body.get("prompt")}
+        record = {"frontend_version": version, "workflow": named[name], "models": MODELS, "prompt": body.get("prompt")}
         (args.out / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"{name}: {len(record['prompt'] or {})} nodes -> {args.out / (name + '.json')}")
     if unknown:
