@@ -175,6 +175,14 @@ class QueueStore:
                 self.finish(row[1], {}, {"status_str": "error", "completed": False, "messages": [[
                     "execution_error", {"prompt_id": row[1], "exception_message": CORRUPT_ROW_MESSAGE}]]})
 
+    def requeue(self, prompt_id: str) -> bool:
+        """Puts a running prompt back in the queue at its old place (its worker was lost
+        before it finished, latentgraph_server/ray_dispatch.py); False if it is not running."""
+        with self._lock, self._db:
+            cursor = self._db.execute("UPDATE prompts SET state = 'pending' WHERE prompt_id = ? AND state = 'running'",
+                                      (prompt_id,))
+        return cursor.rowcount == 1
+
     def pending(self) -> list[QueueItem]:
         return self._items("pending")
 
