@@ -55,10 +55,13 @@ class LatentUpscale(Node):
         old_h, old_w = latent.shape[-2:]
         if width == 0 and height == 0:
             return (samples,)
+        # ComfyUI's rule: the given side at least 64 pixels, the other in the latent's aspect ratio.
         if width == 0:
-            width = max(64, round(old_w * height / old_h * 8))
+            height = max(64, height)
+            width = max(64, round(old_w * height / old_h))
         elif height == 0:
-            height = max(64, round(old_h * width / old_w * 8))
+            width = max(64, width)
+            height = max(64, round(old_h * width / old_w))
         if crop == "center":
             latent = center_crop(latent, width / height, height_dim=-2)
         return (dict(samples, samples=resize_latent(latent, width // 8, height // 8, upscale_method)),)

@@ -27,6 +27,17 @@ def _largest(inputs: Mapping[str, Any], defaults: Mapping[str, float]) -> str:
     return max(defaults, key=lambda name: int_input(inputs, name, 1) / defaults[name])
 
 
+def _keep_aspect(new_w: int, new_h: int, width: int, height: int) -> tuple[int, int]:
+    """ComfyUI's resize sizes: a 0 side follows the other's scale; both 0 keep the size."""
+    if new_w == 0 and new_h == 0:
+        return width, height
+    if new_w == 0:
+        return max(1, round(width * new_h / max(height, 1))), new_h
+    if new_h == 0:
+        return new_w, max(1, round(height * new_w / max(width, 1)))
+    return new_w, new_h
+
+
 def _shape(value: Any, rank: int) -> tuple[int, ...] | None:
     if isinstance(value, TensorSize) and len(value.shape) == rank:
         return value.shape
@@ -81,14 +92,16 @@ def latent_resize(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
         scale = float_input(inputs, "scale_by", 1.0)
         return MemoryEstimate((TensorSize((batch, channels, round(height * scale), round(width * scale))),),
                               cause="scale_by")
-    new_w, new_h = int_input(inputs, "width") // VAE_FACTOR, int_input(inputs, "height") // VAE_FACTOR
+    new_w, new_h = int_input(inputs, "width"), int_input(inputs, "height")
     if new_w == 0 and new_h == 0:
-        new_w, new_h = width, height
-    elif new_w == 0:
-        new_w = max(1, round(width * new_h / max(height, 1)))
+        new_w, new_h = width * VAE_FACTOR, height * VAE_FACTOR
+    elif new_w == 0:  # as the node: the given side at least 64 pixels, the other in the latent's aspect
+        new_h = max(64, new_h)
+        new_w = max(64, round(width * new_h / max(height, 1)))
     elif new_h == 0:
-        new_h = max(1, round(height * new_w / max(width, 1)))
-    return MemoryEstimate((TensorSize((batch, channels, new_h, new_w)),),
+        new_w = max(64, new_w)
+        new_h = max(64, round(height * new_w / max(width, 1)))
+    return MemoryEstimate((TensorSize((batch, channels, new_h // VAE_FACTOR, new_w // VAE_FACTOR)),),
                           cause=_largest(inputs, {"width": 512, "height": 512}))
 
 
@@ -114,14 +127,8 @@ def image_resize(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
         scale = (float_input(inputs, "megapixels", 1.0) * 1024 * 1024 / max(height * width, 1)) ** 0.5
         new_h, new_w, cause = round(height * scale), round(width * scale), "megapixels"
     else:
-        new_w, new_h = int_input(inputs, "width"), int_input(inputs, "height")
+        new_w, new_h = _keep_aspect(int_input(inputs, "width"), int_input(inputs, "height"), width, height)
         cause = _largest(inputs, {"width": 512, "height": 512})
-        if new_w == 0 and new_h == 0:
-            new_w, new_h = width, height
-        elif new_w == 0:
-            new_w = max(1, round(width * new_h / max(height, 1)))
-        elif new_h == 0:
-            new_h = max(1, round(height * new_w / max(width, 1)))
     return MemoryEstimate((TensorSize((batch, new_h, new_w, channels)),), cause=cause)
 
 

@@ -1,0 +1,54 @@
+"""Node memory estimates (graph/estimate.py, nodes/memory_estimates.py) against the shapes the nodes make."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from graph.estimate import TensorSize, estimate_prompt
+from graph.workflow import parse_api_workflow
+from nodes.image import EmptyImage, ImageScale, ImageScaleBy
+from nodes.latent import EmptyLatentImage, LatentUpscale
+from nodes.latent_combine import RepeatLatentBatch
+
+
+def shape_of(estimate) -> tuple[int, ...]:
+    return estimate.outputs[0].shape
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 50), (300, 0), (0, 0), (64, 40)])
+def test_image_scale_estimate_matches_the_node(width, height):
+    image = torch.zeros(2, 100, 200, 3)
+    made = ImageScale().execute(image=image, upscale_method="nearest-exact", width=width, height=height,
+                                crop="disabled")[0]
+    estimate = ImageScale.estimate({"image": TensorSize(tuple(image.shape)), "upscale_method": "nearest-exact",
+                                    "width": width, "height": height, "crop": "disabled"})
+    assert shape_of(estimate) == tuple(made.shape)
+
+
+def test_scale_by_and_empty_nodes_match_the_node():
+    image = torch.zeros(1, 64, 48, 3)
+    made = ImageScaleBy().execute(image=image, upscale_method="nearest-exact", scale_by=1.5)[0]
+    assert shape_of(ImageScaleBy.estimate({"image": TensorSize((1, 64, 48, 3)), "scale_by": 1.5})) == tuple(made.shape)
+    made = EmptyImage().execute(width=40, height=24, batch_size=3, color=0)[0]
+    assert shape_of(EmptyImage.estimate({"width": 40, "height": 24, "batch_size": 3})) == tuple(made.shape)
+    latent = EmptyLatentImage().execute(width=64, height=128, batch_size=2)[0]["samples"]
+    assert shape_of(EmptyLatentImage.estimate({"width": 64, "height": 128, "batch_size": 2})) == tuple(latent.shape)
+    upscaled = LatentUpscale().execute(samples={"samples": latent}, upscale_method="nearest-exact", width=128,
+                                       height=0, crop="disabled")[0]["samples"]
+    # ComfyUI's rule: 128 px wide, and the latent's 2:1 aspect makes it 256 px (32 latent rows) tall.
+    assert tuple(upscaled.shape[-2:]) == (32, 16)
+    estimate = LatentUpscale.estimate({"samples": TensorSize(tuple(latent.shape)), "width": 128, "height": 0})
+    assert shape_of(estimate) == tuple(upscaled.shape)
+    repeated = RepeatLatentBatch().execute(samples={"samples": latent}, amount=3)[0]["samples"]
+    assert shape_of(RepeatLatentBatch.estimate({"samples": TensorSize(tuple(latent.shape)), "amount": 3})) \
+        == tuple(repeated.shape)
+
+
+def test_a_node_without_estimate_or_with_a_broken_one_never_blocks():
+    workflow = parse_api_workflow({"1": {"class_type": "A", "inputs": {}}, "2": {"class_type": "B", "inputs": {}}})
+
+    def broken(inputs):
+        raise RuntimeError("an estimator bug")
+
+    assert estimate_prompt(workflow, ["1", "2"], {"1": broken}, limit=1) is None
