@@ -24,6 +24,7 @@ from nodes.models.keymap import KeyMap, KeySource, gather, with_prefix
 from nodes.models.keymap_clip import hf_clip_key_map, open_clip_key_map
 from nodes.models.keymap_unet import unet_key_map
 from nodes.models.keymap_vae import vae_key_map
+from nodes.models.side_config import sibling_config
 from nodes.models.state_source import StateSource, open_state
 from nodes.models.tokenizers import bundled_clip_tokenizer
 
@@ -148,9 +149,9 @@ def load_vae(
     """Load a standalone VAE file (LDM keys with or without ``first_stage_model.``, or diffusers keys).
 
     The architecture comes from the file's ``latentgraph.config`` metadata (its ``vae`` part)
-    when present, else the standard SD VAE config (identical for SD1/SD2/SDXL; only the
-    latent scale differs, and that belongs to the checkpoint: use
-    ``LoadedCheckpoint.vae_scale_factor``, not this VAE's ``config.scaling_factor``).
+    when present, else a diffusers ``config.json`` beside the file, else the standard SD VAE
+    config (identical for SD1/SD2/SDXL; only the latent scale differs, and that belongs to
+    the checkpoint: use ``LoadedCheckpoint.vae_scale_factor``, not this VAE's ``config.scaling_factor``).
     Returns an ``AutoencoderKL`` in eval mode on ``device`` computing in ``dtype``; with
     ``keep_file_precision`` its weight matrices keep the file's dtype when narrower
     (``cast_weights``).
@@ -158,5 +159,8 @@ def load_vae(
     with open_state(path, device, dtype) as source:
         layout = _vae_layout(source.shapes)
         arch = arch_config_from_metadata(source.metadata) or {}
-        config = dict(arch.get("vae") or bundled_configs("sd1", config_root).vae)
+        folder = sibling_config(Path(path), ("AutoencoderKL",))  # a diffusers vae/ folder's config.json
+        if folder is not None:
+            folder = {k: v for k, v in folder.items() if not k.startswith("_")}
+        config = dict(arch.get("vae") or folder or bundled_configs("sd1", config_root).vae)
         return _load_vae_from(source, config, layout, dtype, keep_file_precision)
