@@ -113,22 +113,30 @@ def json_size_over(value: Any, limit: int) -> bool:
     return False
 
 
-def cgroup_memory_limit() -> int | None:
-    """The memory limit of this process's cgroup (v2 or v1) in bytes, or None when unlimited."""
-    candidates = [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup"),
+                        membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The memory limit of this process's cgroup (v2 or v1) in bytes, or None when unlimited.
+
+    ``root`` is where cgroups are mounted and ``membership`` the process's cgroup list.
+    """
+    candidates = []
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            relative = line.split(":", 2)[-1].lstrip("/")
-            if relative:
-                candidates.insert(0, Path("/sys/fs/cgroup") / relative / "memory.max")
-    except OSError:
+        for line in membership.read_text().splitlines():
+            _id, controllers, relative = line.split(":", 2)
+            relative = relative.lstrip("/")
+            if controllers == "":  # v2: one hierarchy
+                candidates.append(root / relative / "memory.max")
+            elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
+                candidates.append(root / "memory" / relative / "memory.limit_in_bytes")
+    except (OSError, ValueError):
         pass
+    candidates += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
     for path in candidates:
         try:
             text = path.read_text().strip()
         except OSError:
             continue
-        if text.isdigit() and int(text) < 2**60:  # cgroup v1 writes a huge number for "none"
+        if text.isdigit() and int(text) < 2**60:  # "max" (v2) or a huge number (v1) mean no limit
             return int(text)
     return None
 

@@ -52,3 +52,21 @@ def test_a_node_without_estimate_or_with_a_broken_one_never_blocks():
         raise RuntimeError("an estimator bug")
 
     assert estimate_prompt(workflow, ["1", "2"], {"1": broken}, limit=1) is None
+
+
+def test_cgroup_memory_limits_v1_and_v2(tmp_path):
+    from latentgraph_server.request_bounds import cgroup_memory_limit
+
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    (v2 / "app").mkdir(parents=True)
+    (v2 / "app" / "memory.max").write_text("3221225472\n")
+    (v2 / "cgroup").write_text("0::/app\n")
+    assert cgroup_memory_limit(v2, v2 / "cgroup") == 3 * 1024**3
+    (v2 / "app" / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit(v2, v2 / "cgroup") is None
+    (v1 / "memory" / "box").mkdir(parents=True)
+    (v1 / "memory" / "box" / "memory.limit_in_bytes").write_text("2147483648\n")
+    (v1 / "cgroup").write_text("9:name=systemd:/\n4:memory:/box\n")
+    assert cgroup_memory_limit(v1, v1 / "cgroup") == 2 * 1024**3
+    (v1 / "memory" / "box" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroup_memory_limit(v1, v1 / "cgroup") is None
