@@ -26,6 +26,7 @@ from nodes.models.keymap_unet import unet_key_map
 from nodes.models.keymap_vae import vae_key_map
 from nodes.models.split import detect_text_encoder, detect_unet, load_text_encoders, load_unet_file
 from tests.fixtures.model_env import model_env
+from tests.fixtures.tiny_loras import random_lora, write_kohya
 from tests.utility_support import CAPTURED, Capture
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
@@ -101,6 +102,8 @@ def split_files(tiny_checkpoints, tmp_path_factory):
             "sd2_clip_h.safetensors": write_open_clip_text_encoder(out / "sd2_clip_h.safetensors",
                                                                    sd2.text_encoders[0]),
         },
+        "loras": {"sd1_lora.safetensors": write_kohya(random_lora(sd1.unet, sd1.text_encoders, seed=5),
+                                                      out / "sd1_lora.safetensors")},
         "vae": {
             "sd1_vae.safetensors": write_comfy_vae(out / "sd1_vae.safetensors", sd1.vae),
             "sdxl_vae.safetensors": write_comfy_vae(out / "sdxl_vae.safetensors", sdxl.vae),
@@ -194,6 +197,20 @@ def test_split_files_give_the_checkpoint_image(env, family, layout):
     image = CAPTURED[key][-1]
     assert image.shape == (1, 64, 64, 3)
     assert torch.equal(image, expected)
+
+
+def test_a_lora_on_split_models_gives_the_checkpoint_lora_image(env):
+    lora = {"class_type": "LoraLoader", "inputs": {"lora_name": "sd1_lora.safetensors", "strength_model": 0.8,
+                                                    "strength_clip": 0.6}}
+    ckpt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd1.safetensors"}},
+            "20": lora | {"inputs": lora["inputs"] | {"model": ["1", 0], "clip": ["1", 1]}}}
+    split = split_loaders(*SPLIT["sd1", "comfy"]) | {
+        "20": lora | {"inputs": lora["inputs"] | {"model": ["10", 0], "clip": ["11", 0]}}}
+    assert run(env, txt2img(ckpt, ["20", 0], ["20", 1], ["1", 2], "lora-ckpt")).status == "success"
+    assert run(env, txt2img(split, ["20", 0], ["20", 1], ["12", 0], "lora-split")).status == "success"
+    with_lora = CAPTURED["lora-split"][-1]
+    assert torch.equal(with_lora, CAPTURED["lora-ckpt"][-1])
+    assert not torch.equal(with_lora, checkpoint_image(env, "sd1"))  # the LoRA changed the image
 
 
 def test_a_changed_prompt_reuses_the_loaded_split_models(env):
