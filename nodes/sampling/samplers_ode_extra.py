@@ -22,8 +22,8 @@ def sample_heunpp2(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, callb
                    noise_sampler: NoiseSampler | None = None) -> torch.Tensor:
     """Heun++ (ComfyUI's ``heunpp2``, from the sd-webui-samplers-scheduler extension): Euler
     predictors to the next one or two sigmas, and the step taken with a weighted mean of
-    the slopes there, the later slopes weighted by sigma / (k * sigma_max) (k = 2 or 3
-    points).  The weights shrink with sigma, so late steps are nearly Euler and the method
+    the slopes there, the later slopes weighted by sigma / (k * sigmas[0]) (k = 2 or 3
+    points; sigmas[0] is where this run starts, sigma_max for txt2img).  The weights shrink with sigma, so late steps are nearly Euler and the method
     is first order; the last step is Euler.  Up to three model calls per step."""
     sig = sigma_list(sigmas)
     n = len(sig) - 1
