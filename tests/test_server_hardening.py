@@ -370,8 +370,10 @@ def make_run_server_arguments() -> list[str]:
 
 def test_editor_save_with_the_make_run_command_line(tmp_path):
     """``make run`` starts the server with relative folders (user/, output/...): saving and
-    moving a workflow in the library must work there, not only with absolute folders."""
-    arguments = make_run_server_arguments()
+    moving a workflow in the library must work there, not only with absolute folders.
+    Folders now default to the installation, so a relative ``--base-directory .`` (this
+    test's folder) stands for them and keeps the test's files out of the checkout."""
+    arguments = [*make_run_server_arguments(), "--base-directory", "."]
     port = free_port()
     arguments[arguments.index("--port") + 1] = str(port)
     env = dict(os.environ, PYTHONPATH=str(REPO))
