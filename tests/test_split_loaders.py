@@ -153,6 +153,9 @@ def txt2img(loaders: dict, model, clip, vae, key: str) -> dict:
 
 
 def checkpoint_image(env, family: str) -> torch.Tensor:
+    """The image CheckpointLoaderSimple's parts give (made once per family)."""
+    if f"ckpt-{family}" in CAPTURED:
+        return CAPTURED[f"ckpt-{family}"][-1]
     document = txt2img({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"{family}.safetensors"}}},
                        ["1", 0], ["1", 1], ["1", 2], f"ckpt-{family}")
     result = run(env, document)
