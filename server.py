@@ -598,9 +598,17 @@ def create_app(config: ServerConfig) -> web.Application:
     pools = {"models": config.model_cache_budget} if config.model_cache_budget is not None else None
     cache = OutputCache(config.cache_budget, pool_budgets=pools)
     services = app_services(config, folders)
-    worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
-                          hub.send_threadsafe, hub.send_preview_threadsafe, on_queue_changed=lambda: None,
-                          preview_method=config.preview_method)
+    worker: Any
+    if config.ray_address:
+        # Imported only here: without --ray, Ray is never imported (an optional extra).
+        from latentgraph_server.ray_dispatch import RayDispatcher
+
+        worker = RayDispatcher(config, store, registry, services, hub.send_threadsafe, hub.send_preview_threadsafe,
+                               on_queue_changed=lambda: None)
+    else:
+        worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
+                              hub.send_threadsafe, hub.send_preview_threadsafe, on_queue_changed=lambda: None,
+                              preview_method=config.preview_method)
     missing = no_checkpoint_warning(services["models"])
     if missing:
         log.warning("%s", missing)

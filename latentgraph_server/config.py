@@ -68,6 +68,13 @@ class ServerConfig:
     preview_method: str = "none"
     user_directory: Path = INSTALL_ROOT / "user"
     examples_directory: Path | None = INSTALL_ROOT / "workflows"
+    # Scale-out on Ray (latentgraph_server/ray_dispatch.py); None: the local worker thread, no Ray.
+    ray_address: str | None = None
+    ray_workers: int = 0  # 0: one per GPU of the cluster, or one when it has none
+    ray_worker_cpus: float = 1.0
+    ray_worker_gpus: float | None = None  # None: 1 when the cluster has GPUs (and not --cpu), else 0
+    ray_max_tries: int = 3
+    ray_routing: str = "affinity"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the editor's saved workflows and other user files (default: BASE/user)")
     parser.add_argument("--examples-directory", type=Path, default=INSTALL_ROOT / "workflows",
                         help="example workflows offered read-only in the editor (default: the installation's)")
+    scale_out = parser.add_argument_group("scale-out", "run prompts on Ray workers (pip install latentgraph[ray])")
+    scale_out.add_argument("--ray", dest="ray_address", default=None, metavar="ADDRESS",
+                           help="the Ray cluster to run prompts on (ray://HOST:10001 or HOST:6379); 'auto': a "
+                                "cluster started on this machine, else a new local one; 'local': a new local one")
+    scale_out.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                           help="workers to keep (default 0: one per GPU of the cluster, or one without GPUs)")
+    scale_out.add_argument("--ray-worker-cpus", type=float, default=1.0, metavar="CPUS",
+                           help="CPUs Ray reserves for each worker (default 1)")
+    scale_out.add_argument("--ray-worker-gpus", type=float, default=None, metavar="GPUS",
+                           help="GPUs per worker (default 1 when the cluster has GPUs, else 0)")
+    scale_out.add_argument("--ray-max-tries", type=int, default=3, metavar="N",
+                           help="a prompt whose worker is lost this many times is recorded as failed (default 3)")
+    scale_out.add_argument("--ray-routing", choices=("affinity", "random"), default="affinity",
+                           help="affinity: the idle worker holding the prompt's models (default); random: any idle one")
     return parser
 
 
@@ -189,6 +210,12 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         preview_method=args.preview_method,
         user_directory=folder["user_directory"],
         examples_directory=args.examples_directory.resolve(),
+        ray_address=args.ray_address or None,
+        ray_workers=max(args.ray_workers, 0),
+        ray_worker_cpus=args.ray_worker_cpus,
+        ray_worker_gpus=args.ray_worker_gpus,
+        ray_max_tries=max(args.ray_max_tries, 1),
+        ray_routing=args.ray_routing,
     )
 
 

@@ -1,0 +1,432 @@
+"""The front server's side of ``--ray``: one queue, many Ray workers.
+
+``RayDispatcher`` stands where the local ``PromptWorker`` stands in ``server.create_app``
+(same methods: start, stop, wake, interrupt, request_free, current, health,
+ensure_running). The SQLite queue and history stay on the front server. Its thread takes
+the next prompt in queue order (``QueueStore.claim_next``: priority, then arrival) whenever
+a worker is idle, and gives it to the idle worker ``ray_routing.choose`` picks; each
+running prompt has a thread here that reads the worker's stream.
+
+Each worker is a ``RayLane``: a ``PromptWorker`` whose ``_execute`` runs the prompt on its
+actor instead of in-process. Everything else is the local worker's own code, so events
+reach websocket clients in the same order (terminal events held back until the history is
+written, then ``executing`` null), previews follow the same policy and history writes are
+retried the same way.
+
+Faults: a worker whose actor dies (its process killed, its machine lost) is noticed by the
+stream it was sending (or by a ping while idle) and dropped; its prompt goes back to the
+queue at its old place and runs again on another worker, and the files the lost run had
+already shipped are removed, so one prompt leaves one set of outputs. After
+``ray_max_tries`` lost runs the prompt is recorded as failed with the reason. Workers are
+kept at the wanted number: a replacement waits for room in the cluster, so a machine that
+joins is used as soon as Ray places a worker on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import exceptions as ray_errors
+
+from graph import NodeRegistry
+from graph.cache import OutputCache
+from latentgraph_server.config import ServerConfig
+from latentgraph_server.queue_store import QueueItem, QueueStore
+from latentgraph_server.ray_files import FileNames, InputTracker, place_file, prompt_inputs
+from latentgraph_server.ray_routing import Candidate, choose, model_candidates
+from latentgraph_server.ray_workers import remote_runner
+from latentgraph_server.worker import PromptWorker, RunningPrompt, SendJson, SendPreview
+
+log = logging.getLogger("latentgraph.ray")
+
+# What a lost worker looks like from the stream it was sending.
+LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError,
+        ray_errors.NodeDiedError)
+PING_SECONDS = 2.0
+HOUSEKEEPING_SECONDS = 0.5
+PLACEMENTS_KEPT = 10_000
+
+
+class WorkerLost(Exception):
+    """The worker running a prompt went away; ``started``: it had sent some of its events."""
+
+    def __init__(self, reason: str, started: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.started = started
+
+
+def _no_executor() -> Any:
+    raise RuntimeError("a Ray lane runs nothing in-process")
+
+
+class RayLane(PromptWorker):
+    """One Ray worker, seen from the front server."""
+
+    def __init__(self, name: str, actor: Any, store: QueueStore, registry: NodeRegistry,
+                 services: dict[str, Any], send: SendJson, send_preview: SendPreview,
+                 on_queue_changed: Callable[[], None], preview_method: str) -> None:
+        super().__init__(store, registry, services, _no_executor, OutputCache(0), send, send_preview,
+                         on_queue_changed, preview_method)
+        self.name = name
+        self.actor = actor
+        self.state = "starting"  # starting -> idle <-> busy -> dead
+        self.info: dict[str, Any] = {}
+        self.idle_since = time.monotonic()
+        self.ready_ref: Any = actor.info.remote()
+        self.ping_ref: Any = None
+        self.ping_sent = 0.0
+        folders = services["folders"]
+        self.roots = {"output": Path(folders.output), "temp": Path(folders.temp)}
+        self.inputs = InputTracker()
+        self.names = FileNames()
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.name, set(self.info.get("models", {})), int(self.info.get("cached_bytes", 0)),
+                         self.idle_since)
+
+    def describe(self) -> dict[str, Any]:
+        running = self.current()
+        return {"name": self.name, "state": self.state, "device": self.info.get("device"),
+                "host": self.info.get("host"), "node_id": self.info.get("node_id"), "pid": self.info.get("pid"),
+                "loaded_models": sorted(self.info.get("models", {}).values()),
+                "cached_bytes": self.info.get("cached_bytes", 0), "prompts_run": self.info.get("prompts_run", 0),
+                "prompt": running.prompt_id if running else None}
+
+    # -- PromptWorker, pointed at the actor ------------------------------------------------
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        running = self.current()
+        if not super().interrupt(prompt_id) or running is None:
+            return False
+        self.actor.interrupt.remote(running.prompt_id)
+        return True
+
+    def request_free(self, *, unload_models: bool, free_memory: bool) -> None:
+        if self.state != "dead":
+            self.actor.free.remote(unload_models, free_memory)
+
+    def _release_memory(self) -> None:
+        """Nothing of a prompt is held here; its worker frees its own memory."""
+
+    def _execute(self, item: QueueItem, running: RunningPrompt,
+                 on_event: Callable[[str, dict[str, Any]], None]) -> tuple[dict, dict, dict]:
+        placed: list[Path] = []
+        started = False
+        payload = {"number": item.number, "prompt_id": item.prompt_id, "prompt": item.prompt,
+                   "extra_data": item.extra_data, "outputs_to_execute": item.outputs_to_execute,
+                   "client_id": item.client_id}
+        try:
+            files = self.inputs.to_send(prompt_inputs(item.prompt, Path(self.services["folders"].input)))
+            stream = self.actor.run.remote(payload, files)
+            if running.interrupt.is_set():  # interrupted before the actor knew of the prompt
+                self.actor.interrupt.remote(item.prompt_id)
+            for ref in stream:
+                for message in ray.get(ref):
+                    kind = message[0]
+                    if kind == "file":
+                        _, folder_kind, subfolder, name, data = message
+                        target = place_file(self.roots, folder_kind, subfolder, name, data)
+                        if target is not None:
+                            self.names.set(folder_kind, subfolder, name, target.name)
+                            placed.append(target)
+                    elif kind == "event":
+                        started = True
+                        on_event(message[1], self.names.rewrite(message[2]))
+                    elif kind == "done":
+                        _, outputs, status, meta, self.info = message
+                        return self.names.rewrite(outputs), self.names.rewrite(status), meta
+            raise WorkerLost("the worker's stream ended without a result", started)
+        except LOST as exc:
+            self.inputs.forget()
+            for path in placed:  # the run that will replace this one ships its own
+                path.unlink(missing_ok=True)
+            raise WorkerLost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                             started) from exc
+        except WorkerLost:
+            raise
+        except Exception as exc:  # a failure on this side (a file that cannot be written, ...)
+            log.exception("prompt %s failed on the front server", item.prompt_id)
+            return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__, {})
+
+
+class RayDispatcher:
+    """Runs queued prompts on Ray workers, one prompt per worker at a time."""
+
+    def __init__(self, config: ServerConfig, store: QueueStore, registry: NodeRegistry, services: dict[str, Any],
+                 send: SendJson, send_preview: SendPreview, on_queue_changed: Callable[[], None],
+                 routing: str | None = None, seed: int | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.services = services
+        self._send = send
+        self._send_preview = send_preview
+        self.on_queue_changed = on_queue_changed
+        self.routing = routing or config.ray_routing
+        self._rng = random.Random(seed)
+        self._lanes: list[RayLane] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="latentgraph-ray-dispatcher", daemon=True)
+        self._owns_ray = False
+        self._next_name = 0
+        self._start_failures = 0  # workers that failed to start in a row (backs off new starts)
+        self._next_start = 0.0
+        self.tries: dict[str, int] = {}
+        # prompt id -> the workers it was given to, in order (also what the tests check routing by)
+        self.placements: OrderedDict[str, list[str]] = OrderedDict()
+        self.restarts = 0
+        self.lost_workers = 0
+        self.last_failure: str | None = None
+
+    # -- the PromptWorker interface ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        for lane in self.lanes():
+            lane.stop(0)  # interrupts its prompt
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while any(lane.state == "busy" for lane in self.lanes()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # interrupted prompts finish (and are recorded) before their workers go
+        for lane in self.lanes():
+            _kill(lane.actor)
+        if self._owns_ray:
+            ray.shutdown()
+
+    def ensure_running(self) -> bool:
+        """The watchdog: restarts the dispatcher thread if it died; True when it had to."""
+        if self._stopping.is_set() or self._thread.is_alive() or self._thread.ident is None:
+            return False
+        self.restarts += 1
+        self.last_failure = "the dispatcher thread died"
+        log.error("%s; starting a new one (restart %d)", self.last_failure, self.restarts)
+        self._thread = threading.Thread(target=self._loop, name="latentgraph-ray-dispatcher", daemon=True)
+        self._thread.start()
+        return True
+
+    def current(self) -> RunningPrompt | None:
+        for lane in self.lanes():
+            running = lane.current()
+            if running is not None:
+                return running
+        return None
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupts ``prompt_id`` on the worker running it; without an id, every running prompt."""
+        hit = False
+        for lane in self.lanes():
+            hit = lane.interrupt(prompt_id) or hit
+        return hit
+
+    def request_free(self, *, unload_models: bool, free_memory: bool) -> None:
+        for lane in self.lanes():
+            lane.request_free(unload_models=unload_models, free_memory=free_memory)
+
+    def health(self) -> dict[str, Any]:
+        """What /system_stats shows: the dispatcher and every worker (never waits on Ray)."""
+        running = [lane.current() for lane in self.lanes()]
+        return {"alive": self._thread.is_alive(), "restarts": self.restarts, "last_failure": self.last_failure,
+                "running": next((r.prompt_id for r in running if r is not None), None),
+                "mode": "ray", "ray_address": self.config.ray_address, "routing": self.routing,
+                "lost_workers": self.lost_workers, "workers": [lane.describe() for lane in self.lanes()]}
+
+    @property
+    def executor(self) -> None:
+        return None
+
+    def lanes(self) -> list[RayLane]:
+        with self._lock:
+            return list(self._lanes)
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._connect()
+                break
+            except Exception as exc:
+                self.last_failure = f"cannot connect to Ray at {self.config.ray_address}: {exc}"
+                log.error("%s; retrying", self.last_failure)
+                self._stopping.wait(5.0)
+        last_housekeeping = 0.0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECONDS:
+                    last_housekeeping = time.monotonic()
+                    self._housekeeping()
+                self._dispatch()
+            except Exception:
+                log.exception("the Ray dispatcher failed; going on")
+                self._stopping.wait(1.0)
+            self._wake.wait(HOUSEKEEPING_SECONDS)
+
+    def _connect(self) -> None:
+        if ray.is_initialized():
+            return
+        address = self.config.ray_address
+        if address == "local":
+            ray.init(include_dashboard=False)
+        else:  # "auto": Ray's own default (a cluster started on this machine, else a new local one)
+            ray.init(address=None if address == "auto" else address, include_dashboard=False)
+        self._owns_ray = True
+        log.info("connected to Ray: %s", ray.cluster_resources())
+
+    def _wanted(self) -> int:
+        if self.config.ray_workers > 0:
+            return self.config.ray_workers
+        gpus = ray.cluster_resources().get("GPU", 0)  # default: one worker per GPU, or one without any
+        return max(1, math.floor(gpus / self._gpus_each())) if gpus and self._gpus_each() > 0 else 1
+
+    def _gpus_each(self) -> float:
+        if self.config.cpu:
+            return 0.0
+        if self.config.ray_worker_gpus is not None:
+            return self.config.ray_worker_gpus
+        return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+    def _housekeeping(self) -> None:
+        """Workers: drop the dead, add up to the wanted number, mark the ready, ping the idle."""
+        now = time.monotonic()
+        with self._lock:
+            self._lanes = [lane for lane in self._lanes if lane.state != "dead"]
+            missing = self._wanted() - len(self._lanes)
+        if now >= self._next_start:
+            for _ in range(max(missing, 0)):
+                self._add_lane()
+        for lane in self.lanes():
+            if lane.state == "starting":
+                if ray.wait([lane.ready_ref], timeout=0)[0]:
+                    self._settle(lane, lane.ready_ref)
+            elif lane.state == "idle":
+                if lane.ping_ref is not None and ray.wait([lane.ping_ref], timeout=0)[0]:
+                    self._settle(lane, lane.ping_ref)
+                    lane.ping_ref = None
+                if lane.ping_ref is None and now - lane.ping_sent >= PING_SECONDS and lane.state == "idle":
+                    lane.ping_ref, lane.ping_sent = lane.actor.ping.remote(), now
+
+    def _add_lane(self) -> None:
+        name = f"w{self._next_name}"
+        self._next_name += 1
+        actor = remote_runner(self.config.ray_worker_cpus, self._gpus_each()).remote(self.config, name)
+        lane = RayLane(name, actor, self.store, self.registry, self.services, self._send, self._send_preview,
+                       self._lane_done, self.config.preview_method)
+        with self._lock:
+            self._lanes.append(lane)
+        log.info("started Ray worker %s", name)
+
+    def _settle(self, lane: RayLane, ref: Any) -> None:
+        """Reads a worker's info answer: ready (or still alive), else dead."""
+        try:
+            info = ray.get(ref)
+        except Exception as exc:
+            starting = lane.state == "starting"
+            with self._lock:
+                lane.state = "dead"
+            self.lost_workers += 1
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            self.last_failure = f"worker {lane.name} was lost {'starting' if starting else 'while idle'}: {reason}"
+            log.error("%s", self.last_failure)
+            if starting:  # a worker that cannot start (bad models path, ...) is not retried in a tight loop
+                self._start_failures += 1
+                self._next_start = time.monotonic() + min(2.0 ** self._start_failures, 60.0)
+            return
+        self._start_failures = 0
+        with self._lock:
+            lane.info = info
+            if lane.state == "starting":
+                lane.state = "idle"
+                lane.idle_since = time.monotonic()
+                log.info("Ray worker %s ready on %s (%s)", lane.name, info.get("host"), info.get("device"))
+
+    def _lane_done(self) -> None:
+        self.on_queue_changed()
+
+    def _dispatch(self) -> None:
+        """Gives queued prompts, in queue order, to idle workers."""
+        while not self._stopping.is_set():
+            with self._lock:
+                idle = [lane for lane in self._lanes if lane.state == "idle"]
+            if not idle:
+                return
+            item = self.store.claim_next()
+            if item is None:
+                return
+            by_name = {lane.name: lane for lane in idle}
+            chosen = by_name[choose([lane.candidate() for lane in idle], set(model_candidates(item.prompt)),
+                                    self.routing, self._rng).name]
+            with self._lock:
+                chosen.state = "busy"
+            self.placements.setdefault(item.prompt_id, []).append(chosen.name)
+            while len(self.placements) > PLACEMENTS_KEPT:
+                self.placements.popitem(last=False)
+            threading.Thread(target=self._run_on, args=(chosen, item), daemon=True,
+                             name=f"latentgraph-ray-{chosen.name}").start()
+
+    def _run_on(self, lane: RayLane, item: QueueItem) -> None:
+        try:
+            lane._run(item)
+            self.tries.pop(item.prompt_id, None)
+            with self._lock:
+                if lane.state == "busy":
+                    lane.state = "idle"
+                    lane.idle_since = time.monotonic()
+        except WorkerLost as lost:
+            self._lost(lane, item, lost)
+        except BaseException:  # the dispatcher outlives anything a run does
+            log.exception("prompt %s failed outside the engine on worker %s", item.prompt_id, lane.name)
+            with self._lock:
+                lane.state = "idle"
+        finally:
+            self._wake.set()
+
+    def _lost(self, lane: RayLane, item: QueueItem, lost: WorkerLost) -> None:
+        with self._lock:
+            lane.state = "dead"
+        _kill(lane.actor)
+        self.lost_workers += 1
+        tries = self.tries.get(item.prompt_id, 0) + (1 if lost.started else 0)
+        self.tries[item.prompt_id] = tries
+        self.last_failure = f"worker {lane.name} was lost running prompt {item.prompt_id}: {lost.reason}"
+        if tries < self.config.ray_max_tries:
+            log.error("%s; the prompt goes back to the queue (lost runs: %d)", self.last_failure, tries)
+            self.store.requeue(item.prompt_id)
+            self.on_queue_changed()
+            return
+        log.error("%s; failing it after %d lost runs", self.last_failure, tries)
+        self.tries.pop(item.prompt_id, None)
+        message = f"its worker was lost {tries} times (--ray-max-tries); last: {lost.reason}"
+        error = lane._error_payload(item.prompt_id, message, "WorkerLost", {})
+        lane._record(item.prompt_id, {}, {"status_str": "error", "completed": False,
+                                          "messages": [["execution_error", error]]}, {})
+        self._send(item.client_id, "execution_error", error)
+        self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
+        self.on_queue_changed()
+
+
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass  # already gone
