@@ -350,3 +350,27 @@ def test_full_size_shapes_are_told_apart_without_a_config():
     with pytest.raises(UnknownCheckpointError, match="width 32 with 1 layers"):
         detect_text_encoder({"embeddings.token_embedding.weight": (49408, 32),
                              "encoder.layers.0.mlp.fc1.weight": (64, 32)})
+
+
+def test_a_controlnet_is_not_taken_for_a_unet():
+    controlnet_like = {"control_model.input_blocks.0.0.weight": (32, 4, 3, 3),
+                       "control_model.input_blocks.1.1.proj_in.weight": (32, 32, 1, 1),
+                       "control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (32, 32),
+                       "control_model.zero_convs.0.0.weight": (32, 32, 1, 1)}
+    with pytest.raises(UnknownCheckpointError, match=r"cn\.safetensors: .*no control_model\.output_blocks\..*ControlNet"):
+        detect_unet(controlnet_like, "cn.safetensors")
+
+
+def test_the_split_loaders_read_the_parts_of_a_whole_checkpoint(tiny_checkpoints):
+    """ComfyUI's UNETLoader and CLIPLoader accept a whole checkpoint too: its UNet / text encoder is read."""
+    unet = load_unet_file(tiny_checkpoints.sd1)
+    assert (unet.info.layout, unet.info.prefix, unet.family) == ("ldm", "model.diffusion_model.", "sd1")
+    original = tiny_checkpoints.models["sd1"]
+    for name, tensor in original.unet.state_dict().items():
+        assert torch.equal(unet.unet.state_dict()[name], tensor), name
+    clip = load_text_encoders([tiny_checkpoints.sd1], "stable_diffusion")
+    assert clip.infos[0].prefix == "cond_stage_model.transformer.text_model."
+    for name, tensor in original.text_encoders[0].state_dict().items():
+        assert torch.equal(clip.encoders[0].state_dict()[name], tensor), name
+    with pytest.raises(UnknownCheckpointError, match="holds 2 text encoders"):
+        load_text_encoders([tiny_checkpoints.sdxl], "stable_diffusion")

@@ -127,6 +127,8 @@ def _prefix_of(shapes: Shapes, suffix: str) -> str | None:
 def looks_like(shapes: Shapes) -> str | None:
     """A short guess at what kind of model file this is, for error messages, or None."""
     keys = list(shapes)
+    if any("zero_convs." in k or "input_hint_block." in k or "controlnet_cond_embedding." in k for k in keys):
+        return "a ControlNet, not a diffusion model"
     if _prefix_of(shapes, _LDM_CONV_IN) is not None or _prefix_of(shapes, _DIFFUSERS_TIME) is not None:
         return "a diffusion model (UNet): load it with UNETLoader"
     if any(k.endswith(_OPEN_TOKEN) for k in keys):
@@ -160,6 +162,11 @@ def detect_unet(shapes: Shapes, name: str = "the file") -> UnetFileInfo:
             f"{name}: expected an SD1.x, SD2.x or SDXL diffusion model (UNet: LDM input_blocks.* or "
             f"diffusers down_blocks.* keys); {_what(shapes)}")
     layout, prefix = ("ldm", ldm) if ldm is not None else ("diffusers", diffusers)
+    decoder = prefix + ("output_blocks." if layout == "ldm" else "up_blocks.")
+    if not any(k.startswith(decoder) for k in shapes):  # a ControlNet is a UNet's first half
+        raise UnknownCheckpointError(
+            f"{name}: expected an SD1.x, SD2.x or SDXL diffusion model (UNet), but it has no "
+            f"{decoder}* blocks; {_what(shapes)}")
     if any(_SCALED_FP8.search(k) for k in shapes):
         raise UnknownCheckpointError(f"{name}: scaled fp8 weights (per-tensor scale keys) are not supported; "
                                      "use an fp16, bf16 or fp32 file")
