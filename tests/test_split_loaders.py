@@ -374,3 +374,18 @@ def test_the_split_loaders_read_the_parts_of_a_whole_checkpoint(tiny_checkpoints
         assert torch.equal(clip.encoders[0].state_dict()[name], tensor), name
     with pytest.raises(UnknownCheckpointError, match="holds 2 text encoders"):
         load_text_encoders([tiny_checkpoints.sdxl], "stable_diffusion")
+
+
+def test_checkpointsave_of_split_parts_writes_the_combined_checkpoint(env, tiny_checkpoints):
+    """Split parts saved with CheckpointSave give back the combined file's tensors, key for key."""
+    from safetensors.torch import load_file
+
+    document = split_loaders(*SPLIT["sdxl", "diffusers"]) | {
+        "20": {"class_type": "CheckpointSave", "inputs": {"model": ["10", 0], "clip": ["11", 0], "vae": ["12", 0],
+                                                          "filename_prefix": "checkpoints/from_split"}}}
+    result = run(env, document)
+    assert result.status == "success", result.error
+    saved = sorted((env[1]["folders"].output / "checkpoints").glob("from_split_*.safetensors"))
+    written, combined = load_file(str(saved[-1])), load_file(str(tiny_checkpoints.sdxl))
+    assert set(written) == set(combined)
+    assert all(torch.equal(written[k], combined[k]) for k in combined)
