@@ -33,7 +33,7 @@ _SCALAR_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
 
 _INPUT_OPTION_NAMES = (
     "default", "min", "max", "step", "round", "multiline", "tooltip",
-    "force_input", "control_after_generate", "image_upload", "placeholder",
+    "force_input", "control_after_generate", "image_upload", "placeholder", "advanced",
 )
 
 
@@ -74,6 +74,7 @@ class Input:
     placeholder: str | None = None
     dynamic: Mapping[str, tuple[str, ...]] | None = None
     name: str = ""  # filled in from the attribute name
+    advanced: bool = False  # ComfyUI's "advanced" option: the editor tucks the widget away
 
     def __post_init__(self) -> None:
         if self.dynamic is not None and self.choices is None:

@@ -161,7 +161,7 @@ class CLIPLoader(Node):
     category = "advanced/loaders"
     clip_name = Input(choices=folder_choices("text_encoders"), tooltip="file in models/text_encoders or models/clip")
     type = Input(choices=list(CLIP_TYPES))
-    device = Input(choices=list(DEVICES), optional=True)
+    device = Input(choices=list(DEVICES), optional=True, advanced=True)
     outputs = (Output("CLIP"),)
 
     @classmethod
@@ -182,7 +182,7 @@ class DualCLIPLoader(Node):
     clip_name1 = Input(choices=folder_choices("text_encoders"), tooltip="file in models/text_encoders or models/clip")
     clip_name2 = Input(choices=folder_choices("text_encoders"), tooltip="file in models/text_encoders or models/clip")
     type = Input(choices=list(DUAL_CLIP_TYPES))
-    device = Input(choices=list(DEVICES), optional=True)
+    device = Input(choices=list(DEVICES), optional=True, advanced=True)
     outputs = (Output("CLIP"),)
 
     @classmethod

@@ -69,6 +69,8 @@ def test_declarations_follow_comfyui(registry):
         assert list(definition.inputs) == names
         assert [o.type for o in definition.outputs] == (["MODEL"] if node_type == "UNETLoader" else ["CLIP"])
         assert [n for n, i in definition.inputs.items() if i.optional] == (["device"] if "device" in names else [])
+        if "device" in names:  # ComfyUI declares it {"advanced": True}
+            assert definition.inputs["device"].spec() == [["default", "cpu"], {"advanced": True}]
     for (node_type, name), choices in COMFY_CHOICES.items():
         ours = registry.get(node_type).inputs[name].choice_list()
         # ComfyUI's list, in its order; later ComfyUI versions appended names (seen in the templates).
