@@ -389,3 +389,26 @@ def test_checkpointsave_of_split_parts_writes_the_combined_checkpoint(env, tiny_
     written, combined = load_file(str(saved[-1])), load_file(str(tiny_checkpoints.sdxl))
     assert set(written) == set(combined)
     assert all(torch.equal(written[k], combined[k]) for k in combined)
+
+
+def _unet_shapes(in_channels: int = 4, context: int = 768, adm: int = 0) -> dict:
+    shapes = {"input_blocks.0.0.weight": (320, in_channels, 3, 3), "input_blocks.1.1.proj_in.weight": (320, 320),
+              "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, context),
+              "output_blocks.0.0.in_layers.0.weight": (1280,)}
+    return shapes | ({"label_emb.0.0.weight": (1280, adm)} if adm else {})
+
+
+def test_unets_of_unsupported_variants_are_refused_by_name():
+    assert detect_unet(_unet_shapes(context=1024)).family == "sd2"
+    assert detect_unet(_unet_shapes(context=2048, adm=2816)).family == "sdxl"
+    with pytest.raises(UnknownCheckpointError, match=r"up\.safetensors: a UNet taking 7 input channels"):
+        detect_unet(_unet_shapes(in_channels=7, context=1024), "up.safetensors")
+    with pytest.raises(UnknownCheckpointError, match="class-conditioning input"):
+        detect_unet(_unet_shapes(context=1024, adm=2048), "unclip.safetensors")
+    with pytest.raises(UnknownCheckpointError, match="SDXL refiner"):
+        detect_unet(_unet_shapes(context=1280, adm=2560), "refiner.safetensors")
+
+
+def test_an_inpainting_unet_keeps_its_nine_input_channels(tiny_checkpoints):
+    loaded = load_unet_file(tiny_checkpoints.sd1_inpaint)
+    assert loaded.in_channels == 9 and loaded.unet.config.in_channels == 9

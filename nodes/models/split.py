@@ -180,14 +180,23 @@ def detect_unet(shapes: Shapes, name: str = "the file") -> UnetFileInfo:
                                      "Found: " + describe(shapes))
     adm = int(shapes[adm_key][1]) if adm_key in shapes else 0
     context_dim = int(shapes[to_k[0]][1])
+    in_channels = int(shapes[conv_in][1])
+    if in_channels not in (4, 9):
+        raise UnknownCheckpointError(
+            f"{name}: a UNet taking {in_channels} input channels (an upscaler or edit model?); supported are "
+            "4 (text to image) and 9 (inpainting)")
     if adm:
-        if adm == 2560 and context_dim == 1280:  # only the full-size refiner is recognisable
+        # Only full-size files show these: SDXL base is 2816 wide into label_emb with 2048-wide context.
+        if adm == 2560 and context_dim == 1280:
             raise UnknownCheckpointError(f"{name}: an SDXL refiner UNet; only the SDXL base is supported")
+        if context_dim in (768, 1024):
+            raise UnknownCheckpointError(
+                f"{name}: an SD1.x/SD2.x UNet with a class-conditioning input (unCLIP?), which is not supported")
         family = "sdxl"
     else:
         # SD2.x's transformer blocks project in and out with linear layers, SD1.x's with 1x1 convolutions.
         family = "sd2" if len(shapes[proj_in[0]]) == 2 else "sd1"
-    return UnetFileInfo(family, layout, prefix, int(shapes[conv_in][1]), context_dim, adm)
+    return UnetFileInfo(family, layout, prefix, in_channels, context_dim, adm)
 
 
 def side_files(path: Path) -> list[Path]:
