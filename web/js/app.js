@@ -8,6 +8,7 @@ import { ExecutionView } from "./execution.js";
 import { FRONTEND_DEFS, registerFrontendNodes } from "./frontend_nodes.js";
 import { registerNodeDefs } from "./nodes.js";
 import { SubgraphView, registerSubgraphTypes } from "./subgraphs.js";
+import { showNodeIds } from "./node_ids.js";
 import { NodeSearch, Palette, acceptsInput, providesOutput } from "./palette.js";
 import { MODE_BYPASSED, MODE_MUTED, graphToPrompt, loadApiPrompt } from "./prompt.js";
 import { QueuePanel } from "./queue_panel.js";
@@ -32,6 +33,7 @@ export class App {
 
   /** Builds everything, loads the node definitions and the last (or default) workflow. */
   async start() {
+    showNodeIds();
     this.#setupCanvas();
     this.palette = new Palette(this, $("palette"));
     this.search = new NodeSearch(this);
@@ -128,8 +130,9 @@ export class App {
     return missing;
   }
 
-  /** Loads a UI-format workflow (replacing the graph). */
-  loadWorkflow(workflow, name = null) {
+  /** Loads a UI-format workflow (replacing the graph), fitted into view: a view saved with
+   * it was made on another screen (`restoreView` keeps it, for the editor's own reloads). */
+  loadWorkflow(workflow, name = null, { restoreView = false } = {}) {
     this.errors?.clear();
     let missing;
     try {
@@ -139,7 +142,7 @@ export class App {
       return false;
     }
     const ds = workflow.extra?.ds;
-    if (ds?.offset && ds.scale) {
+    if (restoreView && ds?.offset && ds.scale) {
       this.canvas.ds.offset = [...ds.offset];
       this.canvas.ds.scale = ds.scale;
     } else {
@@ -168,6 +171,14 @@ export class App {
     this.workflowName = name;
     $("workflow-name").textContent = name;
     document.title = `${name} - Latentgraph`;
+    // A rename (saving to the library) changes no node, so nothing else would store it for
+    // the next reload.
+    try {
+      const saved = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null");
+      if (saved?.workflow) localStorage.setItem(STORAGE_KEY, JSON.stringify({ ...saved, name }));
+    } catch {
+      // storage full, disabled or holding something else: only reloads forget the name
+    }
   }
 
   #persist(workflow) {
@@ -183,7 +194,7 @@ export class App {
     if (saved) {
       try {
         const { name, workflow } = JSON.parse(saved);
-        if (this.loadWorkflow(workflow, name)) return;
+        if (this.loadWorkflow(workflow, name, { restoreView: true })) return;
       } catch {
         // a broken entry: fall back to the default
       }
@@ -317,7 +328,10 @@ export class App {
       y1 = Math.max(y1, item.pos[1] + item.size[1]);
     }
     const margin = 40;
-    const scale = Math.max(0.25, Math.min(1.1, rect.width / (x1 - x0 + 2 * margin), rect.height / (y1 - y0 + 2 * margin)));
+    // Down to the smallest zoom the canvas allows: a wide workflow in a small window is better
+    // seen whole and small than partly off-screen.
+    const smallest = this.canvas.ds.min_scale ?? 0.1;
+    const scale = Math.max(smallest, Math.min(1.1, rect.width / (x1 - x0 + 2 * margin), rect.height / (y1 - y0 + 2 * margin)));
     this.canvas.ds.scale = scale;
     this.canvas.ds.offset = [-x0 + (rect.width / scale - (x1 - x0)) / 2, -y0 + (rect.height / scale - (y1 - y0)) / 2];
     this.canvas.setDirty(true, true);

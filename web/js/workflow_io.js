@@ -110,7 +110,9 @@ export class WorkflowFiles {
           h("button.link", { onclick: () => this.openFromLibrary(path) }, path.replace(/\.json$/, "")),
           h("button.small", { onclick: () => this.deleteFromLibrary(path), title: "Delete" }, "×")))
         : [h("div.empty", {}, "Nothing saved yet.")]));
-      this.exampleList.replaceChildren(...examples.map((name) => h("div.library-item", { dataset: { example: name } },
+      // Each example comes as NAME (editor format) and NAME_api (API format): list it once.
+      const listed = examples.filter((name) => !(name.endsWith("_api") && examples.includes(name.slice(0, -4))));
+      this.exampleList.replaceChildren(...listed.map((name) => h("div.library-item", { dataset: { example: name } },
         h("button.link", { onclick: () => this.openExample(name) }, name))));
     } catch (error) {
       toast(`Cannot list workflows: ${error.message}`, "error");
