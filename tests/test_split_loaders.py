@@ -412,3 +412,14 @@ def test_unets_of_unsupported_variants_are_refused_by_name():
 def test_an_inpainting_unet_keeps_its_nine_input_channels(tiny_checkpoints):
     loaded = load_unet_file(tiny_checkpoints.sd1_inpaint)
     assert loaded.in_channels == 9 and loaded.unet.config.in_channels == 9
+
+
+def test_a_unet_inside_a_diffusers_folder_takes_its_scheduler_prediction(tiny_checkpoints, tmp_path):
+    folder = shutil.copytree(tiny_checkpoints.diffusers_sd1, tmp_path / "pipeline")
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    assert load_unet_file(weights).prediction_type == "epsilon"
+    scheduler.write_text(json.dumps(json.loads(scheduler.read_text()) | {"prediction_type": "v_prediction"}))
+    loaded = load_unet_file(weights)
+    assert (loaded.prediction_type, loaded.prediction_source) == ("v_prediction", "diffusers scheduler_config.json")
+    assert loaded.info.layout == "diffusers" and loaded.family == "sd1"
