@@ -116,6 +116,8 @@ ROUTES = [
     Route("GET", "/experiment/models", "model_library.model_folders", "Model kinds and their folders"),
     Route("GET", "/experiment/models/{folder}", "model_library.model_files", "Model files of a kind, with sizes",
           responses={"404": "no such kind"}),
+    Route("GET", "/experiment/models/preview/{folder}/{path_index}/{filename:.+}", "model_library.model_preview",
+          "The picture saved beside a model", responses={"404": "no picture"}),
     Route("GET", "/view_metadata/{folder}", "model_library.view_metadata", "A .safetensors model's metadata",
           query=("filename",), responses={"404": "no such model or no metadata"}),
     Route("GET", "/internal/folder_paths", "model_library.folder_paths", "Model kinds and their folders"),

@@ -6,6 +6,8 @@ Shapes as ComfyUI answers them:
 - ``GET /experiment/models/{folder}``: ``[{"name": "sub/model.safetensors", "pathIndex": 0,
   "modified": ..., "size": ...}, ...]`` (``pathIndex``: which of the kind's folders holds
   it), 404 for a kind that does not exist;
+- ``GET /experiment/models/preview/{folder}/{path_index}/{filename}``: the picture saved
+  beside a model (``name.webp``, ``.png``, ``.jpg``, ``.jpeg`` or ``name.preview.png``), 404 when there is none;
 - ``GET /view_metadata/{folder}?filename=NAME``: the ``__metadata__`` of a ``.safetensors``
   model's header, 404 when it has none;
 - ``GET /internal/folder_paths``: ``{kind: [folders]}``;
@@ -27,10 +29,11 @@ from typing import Any
 from aiohttp import web
 
 from graph.context import Folders
-from graph.paths import UnsafePathError
+from graph.paths import UnsafePathError, safe_join
 from latentgraph_server.paths import FOLDER_TYPES, folder_for
 from nodes.model_folders import ModelFolders
 
+PREVIEW_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".preview.png")
 # A safetensors header larger than this is not read for /view_metadata (ComfyUI's bound too).
 MAX_HEADER_BYTES = 1024 * 1024
 
@@ -84,6 +87,21 @@ class ModelLibrary:
         if kind not in await asyncio.to_thread(self.models.kinds):
             raise web.HTTPNotFound(text=f"no model folder {kind[:80]!r}")
         return web.json_response(await asyncio.to_thread(self._files, kind))
+
+    async def model_preview(self, request: web.Request) -> web.StreamResponse:
+        kind, index, name = (request.match_info[key] for key in ("folder", "path_index", "filename"))
+        folders = self.models.folders(kind) if kind in await asyncio.to_thread(self.models.kinds) else []
+        if not index.isdigit() or int(index) >= len(folders):
+            raise web.HTTPNotFound(text="no such model folder")
+        stem = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+        for suffix in PREVIEW_SUFFIXES:
+            try:
+                path = safe_join(folders[int(index)], stem + suffix)
+            except UnsafePathError as exc:
+                raise web.HTTPNotFound(text=str(exc)) from exc
+            if await asyncio.to_thread(path.is_file):
+                return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
+        raise web.HTTPNotFound(text="the model has no preview picture")
 
     async def view_metadata(self, request: web.Request) -> web.Response:
         kind = request.match_info["folder"]

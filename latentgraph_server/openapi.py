@@ -28,7 +28,8 @@ def openapi_document(routes: list[Route], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         for prefix in ("", API_PREFIX):
-            path = prefix + route.path
+            # aiohttp's "{name:regex}" is "{name}" in OpenAPI
+            path = prefix + re.sub(r"{(\w+):[^}]+}", r"{\1}", route.path)
             paths.setdefault(path, {})[route.method.lower()] = _operation(route, prefix)
     return {
         "openapi": "3.0.3",
@@ -42,7 +43,7 @@ def openapi_document(routes: list[Route], version: str) -> dict[str, Any]:
 
 def _operation(route: Route, prefix: str) -> dict[str, Any]:
     parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for name in re.findall(r"{(\w+)}", route.path)]
+                  for name in re.findall(r"{(\w+)(?::[^}]+)?}", route.path)]
     parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
                    for name in route.query]
     responses = {"200": {"description": "OK"}}

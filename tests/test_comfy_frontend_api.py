@@ -193,6 +193,12 @@ def test_model_library_routes(server):
     assert metadata.json() == {"title": "A"}
     for name in ("plain.safetensors", "../../etc/passwd.safetensors", "missing.safetensors", "sub/a.ckpt"):
         assert requests.get(f"{server.url}/api/view_metadata/checkpoints", params={"filename": name}).status_code == 404
+    Image.new("RGB", (2, 2)).save(server.root / "models" / "checkpoints" / "sub" / "a.png")
+    preview = requests.get(f"{server.url}/api/experiment/models/preview/checkpoints/0/sub/a.webp")
+    assert preview.status_code == 200 and preview.content[:4] == b"\x89PNG"
+    for path in ("checkpoints/0/plain.webp", "checkpoints/1/sub/a.webp", "checkpoints/x/sub/a.webp",
+                 "nope/0/a.webp", "checkpoints/0/..%2F..%2Fmodels%2Fcheckpoints%2Fsub%2Fa.webp"):
+        assert requests.get(f"{server.url}/api/experiment/models/preview/{path}").status_code == 404, path
     paths = requests.get(f"{server.url}/internal/folder_paths").json()
     assert paths["checkpoints"] == checkpoints["folders"]
 

@@ -130,7 +130,7 @@ def test_fuzz_get_routes(server, params, segment):
     for path in ("/view", "/history", f"/history/{part}", f"/object_info/{part}", f"/models/{part}",
                  # the official frontend's routes (latentgraph_server/settings.py, jobs.py, model_library.py, frontend.py)
                  "/jobs", f"/jobs/{part}", f"/settings/{part}", "/settings", "/users", f"/experiment/models/{part}",
-                 f"/view_metadata/{part}", f"/internal/files/{part}", "/internal/folder_paths", "/features",
+                 f"/view_metadata/{part}", f"/internal/files/{part}", f"/experiment/models/preview/checkpoints/0/{part}", "/internal/folder_paths", "/features",
                  f"/global_subgraphs/{part}", f"/templates/{part}"):
         response = requests.get(f"{server.url}{path}?{query}", timeout=30)
         assert response.status_code < 500, (path, query, response.text[:300])
