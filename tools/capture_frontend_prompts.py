@@ -189,17 +189,28 @@ def placeholder_models(root: Path, models: dict[str, list[str]]) -> ModelFolders
 
 
 def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console: bool = False,
-            ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+            server: str | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Loads each workflow into the frontend and returns the /prompt body it sent, by name,
-    and the routes the frontend asked for that the stand-in did not have."""
+    and the routes the frontend asked for that the stand-in did not have.
+
+    ``server``: the URL of a running Latentgraph server that serves the official frontend
+    (``python server.py --front-end official``) to use instead of the stand-in; its model
+    lists are then whatever its folders hold. The bodies are read from the browser's
+    requests, so a prompt that server refuses is captured all the same.
+    """
     import tempfile
 
     from playwright.sync_api import sync_playwright
 
-    registry = build_registry("nodes", None)
-    services = {"models": placeholder_models(Path(tempfile.mkdtemp(prefix="capture-models-")), MODELS)}
-    stand_in = StandIn(static, json.loads(json.dumps(registry.object_info(services), default=repr)))
-    url, stop = serve(stand_in)
+    stand_in: StandIn | None = None
+    stop = None
+    if server is None:
+        registry = build_registry("nodes", None)
+        services = {"models": placeholder_models(Path(tempfile.mkdtemp(prefix="capture-models-")), MODELS)}
+        stand_in = StandIn(static, json.loads(json.dumps(registry.object_info(services), default=repr)))
+        url, stop = serve(stand_in)
+    else:
+        url = server.rstrip("/")
     bodies: dict[str, dict[str, Any]] = {}
     try:
         with sync_playwright() as playwright:
@@ -211,17 +222,18 @@ def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console:
             page.goto(url + "/")
             page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=180000)
             for name, workflow in workflows.items():
-                before = len(stand_in.prompts)
                 page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", workflow)
-                page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
-                page.wait_for_function("1", timeout=1000)
-                if len(stand_in.prompts) == before:
-                    raise RuntimeError(f"{name}: the frontend posted no prompt")
-                bodies[name] = stand_in.prompts[-1]
+                with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/prompt"),
+                                         timeout=30000) as posted:
+                    # A refused prompt makes queuePrompt report an error in the page; the body
+                    # it sent is what is wanted here.
+                    page.evaluate("async () => { try { await window.app.queuePrompt(0, 1); } catch (e) {} }")
+                bodies[name] = posted.value.post_data_json
             browser.close()
     finally:
-        stop()
-    return bodies, sorted(set(stand_in.unknown))
+        if stop is not None:
+            stop()
+    return bodies, sorted(set(stand_in.unknown)) if stand_in is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for NAME.json")
     parser.add_argument("--frontend-static", type=Path, help="a frontend build (default: the installed package)")
     parser.add_argument("--console", action="store_true", help="print the page's console")
+    parser.add_argument("--server", help="URL of a running server with --front-end official, instead of the "
+                                         "stand-in (records the models that server lists as they are)")
     args = parser.parse_args(argv)
     static, version = frontend_static()
     if args.frontend_static:
@@ -239,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         name, _, source = item.partition("=") if "=" in item else (Path(item).stem, "", item)
         named[name] = source
     workflows = {name: read_workflow(source) for name, source in named.items()}
-    bodies, unknown = capture(workflows, static, show_console=args.console)
+    bodies, unknown = capture(workflows, static, show_console=args.console, server=args.server)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, body in bodies.items():
-        record = {"frontend_version": version, "workflow": named[name], "models": MODELS, "prompt": body.get("prompt")}
+        record = {"frontend_version": version, "workflow": named[name], "models": MODELS if not args.server else {},
+                  "prompt": body.get("prompt")}
         (args.out / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"{name}: {len(record['prompt'] or {})} nodes -> {args.out / (name + '.json')}")
     if unknown:
