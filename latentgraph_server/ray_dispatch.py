@@ -100,7 +100,7 @@ class RayLane(PromptWorker):
                 "host": self.info.get("host"), "node_id": self.info.get("node_id"), "pid": self.info.get("pid"),
                 "loaded_models": sorted(self.info.get("models", {}).values()),
                 "cached_bytes": self.info.get("cached_bytes", 0), "prompts_run": self.info.get("prompts_run", 0),
-                "prompt": running.prompt_id if running else None}
+                "prompt": running.prompt_id if running else None, "node": running.node if running else None}
 
     # -- PromptWorker, pointed at the actor ------------------------------------------------
 
@@ -150,7 +150,8 @@ class RayLane(PromptWorker):
             self.inputs.forget()
             for path in placed:  # the run that will replace this one ships its own
                 path.unlink(missing_ok=True)
-            raise WorkerLost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise WorkerLost(f"{type(exc).__name__}: {detail}{'' if started else ' (before its first event)'}",
                              started) from exc
         except WorkerLost:
             raise
@@ -378,6 +379,9 @@ class RayDispatcher:
                                     self.routing, self._rng).name]
             with self._lock:
                 chosen.state = "busy"
+            # A ping sent before this prompt would answer with the state before it: dropped, so
+            # the state the prompt's end reports (its models) is not overwritten by an older one.
+            chosen.ping_ref, chosen.ping_sent = None, time.monotonic()
             self.placements.setdefault(item.prompt_id, []).append(chosen.name)
             while len(self.placements) > PLACEMENTS_KEPT:
                 self.placements.popitem(last=False)
@@ -406,7 +410,9 @@ class RayDispatcher:
             lane.state = "dead"
         _kill(lane.actor)
         self.lost_workers += 1
-        tries = self.tries.get(item.prompt_id, 0) + (1 if lost.started else 0)
+        # Every lost run counts, started or not: a prompt that kills each worker it reaches
+        # before its first event must still end.
+        tries = self.tries.get(item.prompt_id, 0) + 1
         self.tries[item.prompt_id] = tries
         self.last_failure = f"worker {lane.name} was lost running prompt {item.prompt_id}: {lost.reason}"
         if tries < self.config.ray_max_tries:

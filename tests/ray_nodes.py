@@ -61,6 +61,11 @@ class InputFileDigest(Node):
     output_node = True
     name = Input("STRING", default="")
 
+    @classmethod
+    def fingerprint(cls, context, name):  # as LoadImage: a replaced file is read again
+        stat = (context.folders.input / name).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
     def execute(self, name):
         data = (self.context.folders.input / name).read_bytes()
         return NodeResult(ui={"size": [len(data)], "sha256": [hashlib.sha256(data).hexdigest()]})

@@ -1,0 +1,260 @@
+"""Scale-out on Ray (server.py --ray) against a local Ray instance shared by this module.
+
+Ray's start-up is slow here (tens of seconds on the loaded 2-core box), so one instance
+serves every test, one Ray server with two workers serves most of them, and the nodes sleep
+rather than compute. The local worker runs the same prompts where the two must agree.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from websockets.sync.client import connect
+
+from tests.server_support import REPO, ServerThread, make_config, submit, wait_history, wait_until
+from tests.test_server_api import finished, receive_until
+
+ray = pytest.importorskip("ray")
+
+PACKAGES = ["tests.engine_nodes", "tests.server_nodes", "tests.ray_nodes"]
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    # Workers import the test node packages from the repository, as the front server does.
+    ray.init(num_cpus=WORKERS + 2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+
+
+def ray_config(root: Path, **overrides: Any):
+    return make_config(root, cpu=True, node_packages=PACKAGES, ray_address="auto", ray_workers=WORKERS,
+                       ray_worker_cpus=1.0, **overrides)
+
+
+def wait_workers(server: ServerThread, count: int = WORKERS, timeout: float = 120.0) -> list[dict[str, Any]]:
+    def ready() -> bool:
+        workers = server.handlers.worker.health()["workers"]
+        return sum(w["state"] == "idle" for w in workers) >= count
+    wait_until(ready, timeout)
+    return server.handlers.worker.health()["workers"]
+
+
+@pytest.fixture(scope="module")
+def ray_server(ray_instance, tmp_path_factory):
+    with ServerThread(ray_config(tmp_path_factory.mktemp("ray"))) as running:
+        wait_workers(running)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def local_server(tmp_path_factory):
+    with ServerThread(make_config(tmp_path_factory.mktemp("local"), cpu=True, node_packages=PACKAGES)) as running:
+        yield running
+
+
+def model_prompt(name: str, seconds: float = 0.1, size: int = 1000) -> dict[str, Any]:
+    return {"1": {"class_type": "FakeCheckpoint", "inputs": {"ckpt_name": name, "load_seconds": 0.2, "size": size}},
+            "2": {"class_type": "UseModel", "inputs": {"model": ["1", 0], "seconds": seconds}}}
+
+
+def placed(server: ServerThread, prompt_id: str) -> list[str]:
+    return list(server.handlers.worker.placements.get(prompt_id, []))
+
+
+def trace(server: ServerThread, prompt: dict[str, Any]) -> list[Any]:
+    """A prompt's websocket messages as a client that asked for previews gets them, without
+    what differs between runs (ids, times, queue status broadcasts)."""
+    client_id = uuid.uuid4().hex
+    with connect(f"{server.ws_url}?clientId={client_id}") as socket:
+        socket.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+        reply = submit(server.url, prompt, client_id=client_id)
+        messages = receive_until(socket, finished(reply["prompt_id"]))
+    prompt_id = reply["prompt_id"]
+    shown = []
+    for message in messages:
+        if isinstance(message, bytes):
+            shown.append(("binary", message[:4], message.replace(prompt_id.encode(), b"P")[8:200]))
+            continue
+        if message["type"] in ("status", "feature_flags"):
+            continue
+        text = json.dumps(message["data"], sort_keys=True).replace(prompt_id, "P")
+        data = json.loads(text)
+        data.pop("timestamp", None)
+        data.pop("traceback", None)  # the same code either way, but the frames above it differ
+        shown.append((message["type"], data))
+    return shown
+
+
+def test_event_sequence_is_the_local_workers(ray_server, local_server):
+    prompts = [
+        {"1": {"class_type": "SlowSteps", "inputs": {"steps": 3, "value": 1}},
+         "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}},
+         "3": {"class_type": "SaveTestImage", "inputs": {"red": 9, "filename_prefix": "events"}},
+         "4": {"class_type": "PreviewSteps", "inputs": {"steps": 2}}},
+        {"1": {"class_type": "Fail", "inputs": {"value": 7}},
+         "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}},
+    ]
+    first = None
+    for prompt in prompts:
+        expected = trace(local_server, prompt)
+        if first is None:
+            first = expected
+            assert sum(kind == "binary" for kind, *_ in first) == 2  # PreviewSteps' previews
+            assert [kind for kind, *_ in first][-2:] == ["execution_success", "executing"]
+        got = trace(ray_server, prompt)
+        assert got == expected
+    kinds = [kind for kind, *_ in expected]
+    assert kinds[-2:] == ["execution_error", "executing"]  # the second prompt fails, as it should
+    image = wait_history(ray_server.url, list(requests.get(f"{ray_server.url}/history", params={"max_items": 2})
+                                              .json())[0])["outputs"]["3"]["images"][0]
+    view = requests.get(f"{ray_server.url}/view", params={"filename": image["filename"], "type": "output"})
+    assert view.status_code == 200 and view.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prompts_spread_over_workers_and_run_exactly_once(ray_server):
+    started = time.monotonic()
+    ids = [submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 1.0, "tag": 100 + i}}})
+           ["prompt_id"] for i in range(6)]
+    entries = [wait_history(ray_server.url, prompt_id, 60) for prompt_id in ids]
+    elapsed = time.monotonic() - started
+    assert [e["outputs"]["1"]["value"] for e in entries] == [[100 + i] for i in range(6)]
+    assert all(len(placed(ray_server, prompt_id)) == 1 for prompt_id in ids)  # each ran once
+    assert {placed(ray_server, prompt_id)[0] for prompt_id in ids} == {"w0", "w1"}
+    assert elapsed < 6.0  # one worker alone needs 6 s of waiting
+    stats = requests.get(f"{ray_server.url}/system_stats").json()["latentgraph"]["worker"]
+    assert stats["mode"] == "ray" and len(stats["workers"]) == WORKERS
+    assert all(w["device"] == "cpu" and w["state"] == "idle" for w in stats["workers"])
+
+
+def test_routing_follows_loaded_models_and_never_waits_for_a_busy_worker(ray_server):
+    a, b = f"a-{uuid.uuid4().hex[:6]}.safetensors", f"b-{uuid.uuid4().hex[:6]}.safetensors"
+    big = 10**9  # more cached than anything else here: B goes to the other worker (least to evict)
+    first_a = submit(ray_server.url, model_prompt(a, size=big))["prompt_id"]
+    wait_history(ray_server.url, first_a, 30)
+    first_b = submit(ray_server.url, model_prompt(b, size=big))["prompt_id"]
+    wait_history(ray_server.url, first_b, 30)
+    holder_a, holder_b = placed(ray_server, first_a)[0], placed(ray_server, first_b)[0]
+    assert holder_a != holder_b
+    wait_until(lambda: any(f"FakeCheckpoint({a})" in w["loaded_models"]
+                           for w in ray_server.handlers.worker.health()["workers"] if w["name"] == holder_a))
+    for name, holder in ((b, holder_b), (a, holder_a), (b, holder_b)):
+        again = submit(ray_server.url, model_prompt(name, size=big))["prompt_id"]
+        entry = wait_history(ray_server.url, again, 30)
+        assert placed(ray_server, again) == [holder]
+        cached = [data["nodes"] for event, data in entry["status"]["messages"] if event == "execution_cached"]
+        assert cached and "1" in cached[0]  # the model was not loaded again
+    # A holds the worker busy; a second prompt for A goes to the idle worker rather than wait.
+    long_a = submit(ray_server.url, model_prompt(a, seconds=3, size=big))["prompt_id"]
+    wait_until(lambda: ray_server.handlers.worker.current() is not None)
+    quick_a = submit(ray_server.url, model_prompt(a, size=big))["prompt_id"]
+    wait_history(ray_server.url, quick_a, 30)
+    assert placed(ray_server, long_a) == [holder_a] and placed(ray_server, quick_a) == [holder_b]
+    assert not requests.get(f"{ray_server.url}/history/{long_a}").json()  # still running meanwhile
+    wait_history(ray_server.url, long_a, 30)
+
+
+def png_bytes(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_uploads_reach_the_worker_and_interrupt_reaches_its_prompt(ray_server):
+    import hashlib
+
+    for colour in ((1, 2, 3), (200, 100, 0)):  # the second upload replaces the first under the same name
+        data = png_bytes(colour)
+        reply = requests.post(f"{ray_server.url}/upload/image", files={"image": ("shipped.png", data, "image/png")},
+                              data={"overwrite": "true"})
+        assert reply.status_code == 200, reply.text
+        prompt = {"1": {"class_type": "InputFileDigest", "inputs": {"name": "shipped.png"}}}
+        entry = wait_history(ray_server.url, submit(ray_server.url, prompt)["prompt_id"], 30)
+        stored = (ray_server.config.input_directory / "shipped.png").read_bytes()  # as the front stored it
+        assert entry["outputs"]["1"]["sha256"] == [hashlib.sha256(stored).hexdigest()]
+        assert entry["outputs"]["1"]["size"] == [len(stored)]
+    blockers = [submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 60, "tag": 7 + i}}})
+                ["prompt_id"] for i in range(WORKERS)]
+    pending = submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 60, "tag": 9}}})["prompt_id"]
+    wait_until(lambda: len(requests.get(f"{ray_server.url}/queue").json()["queue_running"]) == WORKERS)
+    requests.post(f"{ray_server.url}/queue", json={"delete": [pending]})
+    for prompt_id in blockers:
+        requests.post(f"{ray_server.url}/interrupt", json={"prompt_id": prompt_id})
+        entry = wait_history(ray_server.url, prompt_id, 20)
+        assert any(event == "execution_interrupted" for event, _ in entry["status"]["messages"])
+    assert not requests.get(f"{ray_server.url}/history/{pending}").json() and pending not in ray_server.handlers.worker.placements
+
+
+def kill_worker_running(server: ServerThread, prompt_id: str) -> str:
+    """Kills (SIGKILL) the worker process running ``prompt_id`` once a node of it runs there;
+    returns the worker's name."""
+    def running() -> dict[str, Any] | None:
+        return next((w for w in server.handlers.worker.health()["workers"]
+                     if w["prompt"] == prompt_id and w["node"] is not None), None)
+    wait_until(lambda: running() is not None, 30)
+    worker = running()
+    os.kill(worker["pid"], signal.SIGKILL)
+    return worker["name"]
+
+
+def test_a_killed_worker_s_prompt_completes_once_elsewhere(ray_server):
+    dispatcher = ray_server.handlers.worker
+    prefix = f"kill{uuid.uuid4().hex[:6]}"
+    prompt = {"1": {"class_type": "SaveTestImage", "inputs": {"red": 5, "filename_prefix": prefix}},
+              "2": {"class_type": "Wait", "inputs": {"seconds": 4.0, "tag": 1}}}
+    other = submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 1.0, "tag": 2}}})["prompt_id"]
+    prompt_id = submit(ray_server.url, prompt)["prompt_id"]
+    output = ray_server.config.output_directory
+    wait_until(lambda: any(output.glob(f"{prefix}_*")), 30)  # its first output already came back
+    killed = kill_worker_running(ray_server, prompt_id)
+    entry = wait_history(ray_server.url, prompt_id, 90)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    runs = placed(ray_server, prompt_id)
+    assert len(runs) == 2 and runs[0] == killed and runs[1] != killed
+    assert len(list(output.glob(f"{prefix}_*"))) == 1  # the lost run's file was taken back
+    assert wait_history(ray_server.url, other, 30)["status"]["status_str"] == "success"
+    assert "was lost running prompt" in dispatcher.health()["last_failure"]
+    workers = wait_workers(ray_server)  # a replacement took the lost worker's place
+    assert killed not in {w["name"] for w in workers} and len(workers) == WORKERS
+    # After --ray-max-tries lost runs, the prompt is recorded as failed with the reason.
+    dispatcher.config.ray_max_tries = 1
+    try:
+        doomed = submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 30, "tag": 3}}})["prompt_id"]
+        kill_worker_running(ray_server, doomed)
+        failed = wait_history(ray_server.url, doomed, 60)
+    finally:
+        dispatcher.config.ray_max_tries = 3
+    assert failed["status"]["status_str"] == "error"
+    error = dict(failed["status"]["messages"])["execution_error"]
+    assert error["exception_type"] == "WorkerLost" and "lost 1 times" in error["exception_message"]
+    wait_workers(ray_server)
+
+
+def test_without_ray_flag_ray_is_never_imported(tmp_path):
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tests.server_support import ServerThread, make_config, submit, wait_history\n"
+        "with ServerThread(make_config(Path(sys.argv[1]))) as s:\n"
+        "    wait_history(s.url, submit(s.url, {'1': {'class_type': 'Wait', 'inputs': {'seconds': 0, 'tag': 1}}})['prompt_id'])\n"
+        "print('ray' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
