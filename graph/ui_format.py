@@ -280,22 +280,25 @@ def _parse_link(link: Any) -> tuple[str, str, int, str] | None:
 def _instance_widget_value(instance: dict[str, Any], slot: int) -> tuple[Any] | None:
     """The value a subgraph instance holds for its input ``slot`` when that input is one of
     its widgets (current frontends: the inputs marked ``widget``, whose values are saved in
-    order in ``widgets_values`` and by input name in ``widgets_values_named``), or None."""
+    order in ``widgets_values`` and by input name in ``widgets_values_named``), or None.
+
+    The frontend reads the positional list (the named one only behind a setting that is off
+    by default; a capture with the two disagreeing confirmed it), so that list comes first."""
     inputs = instance.get("inputs")
     if not isinstance(inputs, list) or not 0 <= slot < len(inputs) or not isinstance(inputs[slot], dict):
         return None
     entry = inputs[slot]
     if not isinstance(entry.get("widget"), dict):
         return None
+    values = instance.get("widgets_values")
+    index = sum(1 for other in inputs[:slot] if isinstance(other, dict) and isinstance(other.get("widget"), dict))
     named = instance.get("widgets_values_named")
-    if isinstance(named, dict) and isinstance(entry.get("name"), str) and entry["name"] in named:
+    if isinstance(values, list) and index < len(values):
+        value = values[index]
+    elif isinstance(named, dict) and isinstance(entry.get("name"), str) and entry["name"] in named:
         value = named[entry["name"]]
     else:
-        values = instance.get("widgets_values")
-        index = sum(1 for other in inputs[:slot] if isinstance(other, dict) and isinstance(other.get("widget"), dict))
-        if not isinstance(values, list) or index >= len(values):
-            return None
-        value = values[index]
+        return None
     return None if value is None else (value,)
 
 

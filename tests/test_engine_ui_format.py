@@ -234,9 +234,9 @@ def test_values_on_a_subgraph_instance_override_the_inner_widgets(registry, runn
         node["inputs"][1]["widget"] = {"name": "b"}
         if value is None:
             del node["widgets_values"]
-        elif instance == 8:
+        elif instance == 8:  # saved only by name
             node["widgets_values_named"] = {"b": value}
-            node["widgets_values"] = [999]  # the named values win, as in the frontend
+            del node["widgets_values"]
         nodes += [node, ui_node(instance + 10, "ShowValue", inputs=[("value", "*", link + 10)])]
         links += [[link, 1, 0, instance, 0, "INT"], [link + 10, instance, 0, instance + 10, 0, "INT"]]
     doc = document(nodes, links)
@@ -246,6 +246,17 @@ def test_values_on_a_subgraph_instance_override_the_inner_widgets(registry, runn
     assert api["8:1"]["inputs"] == {"a": ["1", 0], "b": 20}
     assert api["9:1"]["inputs"] == {"a": ["1", 0], "b": 3}  # the inner widget's own value
     assert runner.run(doc).outputs == {"17": {"value": [15]}, "18": {"value": [25]}, "19": {"value": [8]}}
+
+
+def test_an_instance_widget_value_is_read_by_position_first(registry):
+    """The frontend restores ``widgets_values`` by position; ``widgets_values_named`` only
+    behind a setting that is off by default (a capture where the two disagree showed it)."""
+    node = ui_node(7, "add", [10], inputs=[("x", "INT", None), ("b", "INT", None)], outputs=[("y", "INT", [3])])
+    node["inputs"][1]["widget"] = {"name": "b"}
+    node["widgets_values_named"] = {"b": 999}
+    doc = document([node, ui_node(3, "ShowValue", inputs=[("value", "*", 3)])], [[3, 7, 0, 3, 0, "INT"]])
+    doc["definitions"] = {"subgraphs": [_add_subgraph()]}
+    assert ui_to_api(doc, registry)["7:1"]["inputs"]["b"] == 10
 
 
 def test_a_linked_instance_input_wins_over_its_widget_value(registry):
