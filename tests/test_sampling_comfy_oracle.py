@@ -5,7 +5,8 @@
 commit in its metadata): ComfyUI's noise preparation, KSampler sigma planning and sampler
 functions run on an analytic model (two Gaussian data denoisers under CFG, defined in that
 tool), for every ComfyUI sampler x normal/karras x batch 1/3 x two seeds, plus img2img,
-KSamplerAdvanced start/end/add-noise and ``batch_index`` runs of the noise-using samplers.
+KSamplerAdvanced start/end/add-noise and ``batch_index`` runs of the noise-using samplers,
+and inpainting (noise mask) runs.
 Here the same settings go through our planning (``denoise_sigmas`` / ``advanced_sigmas``)
 and ``run_sampler`` with the same model, and must give the same latents to float
 tolerance: same seed, same noise (starting, Gaussian per-step, torchsde Brownian), same
@@ -30,7 +31,7 @@ from nodes.sampling import (
     run_sampler,
     sd_schedule,
 )
-from tools.record_comfy_sampler_oracle import CFG, case_latent, cond_uncond
+from tools.record_comfy_sampler_oracle import CFG, case_latent, case_mask, cond_uncond
 
 ORACLE = Path(__file__).parent / "data" / "comfy_sampler_oracle.safetensors"
 SCHEDULE = sd_schedule()
@@ -73,12 +74,12 @@ def our_sigmas(case: dict[str, Any]) -> torch.Tensor:
 def our_run(case: dict[str, Any], seed: int | None = None) -> torch.Tensor:
     return run_sampler(GuidedGaussian(), case_latent(case), our_sigmas(case), case["sampler"], schedule=SCHEDULE,
                        seed=case["seed"] if seed is None else seed, add_noise=case["add_noise"],
-                       batch_index=case["batch_index"])
+                       batch_index=case["batch_index"], noise_mask=case_mask(case))
 
 
 def _describe(case: dict[str, Any]) -> str:
     keys = ("sampler", "scheduler", "batch", "seed", "steps", "denoise", "start_step", "last_step",
-            "force_full_denoise", "add_noise", "batch_index", "latent")
+            "force_full_denoise", "add_noise", "batch_index", "latent", "mask")
     return ", ".join(f"{k}={case[k]}" for k in keys)
 
 

@@ -71,6 +71,8 @@ BATCHES = (1, 3)
 SEEDS = (42, 2**40 + 17)  # a large seed too: the generator and torchsde take it whole
 STEPS = 6
 NOISE_PLUMBING_SAMPLERS = ("euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde")
+# inpainting: a noise mask; ddim because ComfyUI re-noises the kept region with its own noise
+MASK_SAMPLERS = ("euler", "ddim", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde")
 
 
 def img2img_latent(batch: int) -> torch.Tensor:
@@ -84,11 +86,13 @@ def cases(sampler_names: list[str]) -> list[dict[str, Any]]:
     The grid: every sampler x normal/karras x batch 1/3 x two seeds, txt2img from an empty
     latent.  Then, for the noise-using samplers, the paths where the noise plumbing differs:
     img2img at denoise < 1, KSamplerAdvanced start/end steps with and without added noise
-    and leftover noise, and a latent with a ``batch_index``.
+    and leftover noise, and a latent with a ``batch_index``; and inpainting runs (a noise
+    mask) at full and partial denoise.
     """
     out: list[dict[str, Any]] = []
     base = {"steps": STEPS, "denoise": 1.0, "start_step": None, "last_step": None,
-            "force_full_denoise": False, "add_noise": True, "batch_index": None, "latent": "empty"}
+            "force_full_denoise": False, "add_noise": True, "batch_index": None, "latent": "empty",
+            "mask": False}
     for sampler in sampler_names:
         for scheduler in SCHEDULERS:
             for batch in BATCHES:
@@ -102,9 +106,23 @@ def cases(sampler_names: list[str]) -> list[dict[str, Any]]:
         out.append({**common, "steps": 8, "start_step": 0, "last_step": 5, "force_full_denoise": False})
         out.append({**base, "sampler": sampler, "scheduler": "normal", "batch": 3, "seed": 9,
                     "batch_index": [2, 0, 2]})
+    for sampler in MASK_SAMPLERS:
+        common = {**base, "sampler": sampler, "scheduler": "karras", "batch": 2, "seed": 11, "latent": "img2img",
+                  "mask": True}
+        out.append(common)
+        out.append({**common, "denoise": 0.6})
     for i, case in enumerate(out):
         case["key"] = f"{i:04d}"
     return out
+
+
+def case_mask(case: dict[str, Any]) -> torch.Tensor | None:
+    """The case's noise mask (1 = regenerate) [1, 6, 6], at a higher resolution than the
+    latent and with fractional values so that resizing it matters; None without one."""
+    if not case.get("mask"):
+        return None
+    ramp = torch.linspace(-0.5, 1.5, 6).clamp(0, 1)
+    return ramp.expand(6, 6).unsqueeze(0).contiguous()
 
 
 def case_latent(case: dict[str, Any]) -> torch.Tensor:
@@ -119,7 +137,7 @@ def case_latent(case: dict[str, Any]) -> torch.Tensor:
 # Modules comfy.samplers / comfy.sample / k-diffusion import but never use on the path taken
 # here; each becomes an empty module whose attributes are inert placeholders.
 STUBBED = ("comfy.model_management", "comfy.sampler_helpers", "comfy.model_patcher", "comfy.patcher_extension",
-           "comfy.hooks", "comfy.context_windows", "comfy.utils", "comfy.ldm.util")
+           "comfy.hooks", "comfy.context_windows", "comfy.ldm.util")
 
 
 class _Inert:
@@ -167,8 +185,10 @@ def import_comfy(checkout: Path) -> dict[str, Any]:
     import comfy.model_sampling  # importable only from here on
     import comfy.sample
     import comfy.samplers
+    import comfy.utils
 
-    return {"model_sampling": comfy.model_sampling, "sample": comfy.sample, "samplers": comfy.samplers}
+    return {"model_sampling": comfy.model_sampling, "sample": comfy.sample, "samplers": comfy.samplers,
+            "utils": comfy.utils}
 
 
 def comfy_version(checkout: Path, commit: str | None) -> tuple[str, str]:
@@ -191,6 +211,13 @@ class _BaseModel:
 
     def __init__(self, model_sampling: Any) -> None:
         self.model_sampling = model_sampling
+
+    def scale_latent_inpaint(self, sigma: torch.Tensor, noise: torch.Tensor, latent_image: torch.Tensor,
+                             **kwargs: Any) -> torch.Tensor:
+        """The kept region's model input: the latent noised to ``sigma`` (what an SD1
+        BaseModel does, through the model sampling's own noise scaling)."""
+        return self.model_sampling.noise_scaling(sigma.reshape([sigma.shape[0]] + [1] * (noise.ndim - 1)), noise,
+                                                 latent_image)
 
 
 class _Patcher:
@@ -239,8 +266,11 @@ def run_case(comfy: dict[str, Any], case: dict[str, Any]) -> tuple[torch.Tensor,
 
     def guided_sample(model, noise, positive, negative, cfg, device, sampler, sigmas, model_options=None,
                       latent_image=None, denoise_mask=None, callback=None, disable_pbar=False, seed=None):
-        # stands in for comfy.samplers.sample -> CFGGuider: straight to the sampler object
+        # stands in for comfy.samplers.sample -> CFGGuider: straight to the sampler object,
+        # with the noise mask resized to the latent as the guider resizes it
         seen["sigmas"] = sigmas.clone()
+        if denoise_mask is not None:
+            denoise_mask = comfy["utils"].reshape_mask(denoise_mask, noise.shape)
         extra_args = {"model_options": {}, "seed": seed}
         return sampler.sample(_Guider(samplers, patcher), sigmas, extra_args, callback, noise, latent_image,
                               denoise_mask, disable_pbar)
@@ -249,7 +279,8 @@ def run_case(comfy: dict[str, Any], case: dict[str, Any]) -> tuple[torch.Tensor,
     out = sample.sample(patcher, noise, case["steps"], CFG, case["sampler"], case["scheduler"], "cond", "uncond",
                         latent, denoise=case["denoise"], disable_noise=not case["add_noise"],
                         start_step=case["start_step"], last_step=case["last_step"],
-                        force_full_denoise=case["force_full_denoise"], disable_pbar=True, seed=case["seed"])
+                        force_full_denoise=case["force_full_denoise"], noise_mask=case_mask(case), disable_pbar=True,
+                        seed=case["seed"])
     return out.to(torch.float32).contiguous(), seen.get("sigmas", torch.zeros(0)).to(torch.float32).contiguous()
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .noise import initial_noise, make_noise_sampler
 from .plan import is_max_denoise, noise_latent
 from .sampler_base import Callback, Model, denoise_with_uncond
-from .samplers import get_sampler
+from .samplers import SamplerSpec, get_sampler
 from .schedule import DiscreteSchedule
 
 
@@ -56,6 +56,16 @@ class MaskedDenoiser:
         return denoised * self.mask + self.latent * (1 - self.mask)
 
 
+def inpaint_noise(spec: SamplerSpec, noise: torch.Tensor, seed: int) -> torch.Tensor:
+    """The noise the kept region of an inpainting run is re-noised with, like ``noise``
+    [B, C, h, w]: the starting noise, or for samplers with ``fresh_inpaint_noise`` (ddim)
+    a CPU draw from seed + 1, as ComfyUI makes it (even when no starting noise was added)."""
+    if not spec.fresh_inpaint_noise:
+        return noise
+    generator = torch.Generator("cpu").manual_seed((int(seed) + 1) % 2**64)
+    return torch.randn(noise.shape, generator=generator).to(device=noise.device, dtype=noise.dtype)
+
+
 def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sampler_name: str, *,
                 schedule: DiscreteSchedule, seed: int, add_noise: bool = True,
                 noise_mask: torch.Tensor | None = None, callback: Callback | None = None,
@@ -87,11 +97,14 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
     mask = None
     if noise_mask is not None:
         mask = prepare_mask(noise_mask, latent)
-        model = MaskedDenoiser(model, latent, noise, mask)
+        model = MaskedDenoiser(model, latent, inpaint_noise(spec, noise, seed), mask)
     sigmas = sigmas.to(torch.float32)
     # per-step noise as ComfyUI draws it for this seed; SDE trees span these very sigmas
     noise_sampler = make_noise_sampler(spec.noise, x, seed, sigmas)
     x = spec.fn(model, x, sigmas, callback=callback, noise_sampler=noise_sampler, **spec.options(schedule))
     if mask is not None:
-        x = x * mask + (latent + noise * float(sigmas[-1])) * (1 - mask)
+        # where the mask is 0 the sampler already returns the latent (noised to the last
+        # sigma) up to rounding: make that exact.  Blending again would apply a soft mask
+        # twice (ComfyUI returns the sampler's result as it is)
+        x = torch.where(mask == 0, latent + noise * float(sigmas[-1]), x)
     return x

@@ -59,12 +59,15 @@ class SamplerSpec:
     second-to-last one (they would otherwise spend a step at the tiny sigma_min).
     ``schedule_options``: keyword arguments the function takes from the model's schedule
     (SA-Solver's stochastic interval); :meth:`options` gives them.
+    ``fresh_inpaint_noise``: when inpainting, the kept region is re-noised with noise drawn
+    from seed + 1 instead of the starting noise (ComfyUI's "ddim" does this).
     """
 
     fn: Callable[..., torch.Tensor]
     noise: str | None = None
     discard_penultimate_sigma: bool = False
     schedule_options: Callable[[DiscreteSchedule], dict[str, Any]] | None = None
+    fresh_inpaint_noise: bool = False
 
     def options(self, schedule: DiscreteSchedule) -> dict[str, Any]:
         """The keyword arguments ``fn`` needs for a model with ``schedule``."""
@@ -117,7 +120,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "seeds_3": SamplerSpec(sde_extra.sample_seeds_3, noise="gaussian"),
     "sa_solver": SamplerSpec(sa.sample_sa_solver, noise="gaussian", schedule_options=_sa_solver_options),
     "sa_solver_pece": SamplerSpec(sa.sample_sa_solver_pece, noise="gaussian", schedule_options=_sa_solver_options),
-    "ddim": SamplerSpec(classic.sample_ddim),
+    "ddim": SamplerSpec(classic.sample_ddim, fresh_inpaint_noise=True),
     "uni_pc": SamplerSpec(multistep.sample_uni_pc, discard_penultimate_sigma=True),
     "uni_pc_bh2": SamplerSpec(multistep.sample_uni_pc_bh2, discard_penultimate_sigma=True),
 }
