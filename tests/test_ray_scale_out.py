@@ -165,6 +165,32 @@ def test_routing_follows_loaded_models_and_never_waits_for_a_busy_worker(ray_ser
     assert placed(ray_server, long_a) == [holder_a] and placed(ray_server, quick_a) == [holder_b]
     assert not requests.get(f"{ray_server.url}/history/{long_a}").json()  # still running meanwhile
     wait_history(ray_server.url, long_a, 30)
+    # POST /free reaches every worker: their models are unloaded (seen at their next ping).
+    requests.post(f"{ray_server.url}/free", json={"unload_models": True})
+    wait_until(lambda: not any(w["loaded_models"] for w in ray_server.handlers.worker.health()["workers"]), 20)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread dies on purpose
+def test_the_watchdog_restarts_a_dead_dispatcher_thread(ray_server):
+    dispatcher = ray_server.handlers.worker
+    original, calls = dispatcher._dispatch, []
+
+    def dying() -> None:
+        if not calls:
+            calls.append(1)
+            raise SystemExit("simulated")  # not an Exception: the thread's own guard lets it through
+        original()
+
+    dispatcher._dispatch = dying
+    try:
+        wait_until(lambda: dispatcher.restarts >= 1, 20)
+    finally:
+        del dispatcher._dispatch
+    assert dispatcher.health()["last_failure"] == "the dispatcher thread died"
+    assert requests.get(f"{ray_server.url}/system_stats").json()["latentgraph"]["worker"]["restarts"] >= 1
+    entry = wait_history(ray_server.url, submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {
+        "seconds": 0, "tag": 4}}})["prompt_id"], 30)
+    assert entry["status"]["status_str"] == "success"
 
 
 def png_bytes(colour: tuple[int, int, int]) -> bytes:
