@@ -21,8 +21,15 @@ drawn on the latent's device, because ComfyUI draws it there.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torchsde
+
+# torchsde rounds the tree's ends and then warns that a query at the run's own largest sigma
+# lies past the rounded end (and clamps it, as ComfyUI's runs do too): harmless, but it
+# would be logged for every new sigma range
+warnings.filterwarnings("ignore", message=r"Should have (ta|tb)(>=t0|<=t1) but got", module=r"torchsde\.")
 
 
 def initial_noise(shape: torch.Size | tuple[int, ...], seed: int,
