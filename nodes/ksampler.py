@@ -23,53 +23,20 @@ SAMPLER_NAMES = ("euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cf
 SCHEDULER_NAMES = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
                    "linear_quadratic", "kl_optimal")
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-PREVIEW_SIZE = 256
 
 
 def sample_latent(context: Any, model: Any, positive: list, negative: list, latent: dict, *, seed: int, cfg: float,
                   sampler_name: str, sigmas: Any, add_noise: bool = True) -> dict:
-    """Runs one sampler over ``sigmas`` and returns the new LATENT (unscaled, on the CPU).
+    """KSampler's run: CFG guidance, the named sampler with its defaults, noise from ``seed``
+    (zeros when not ``add_noise``; the seed still drives stochastic samplers), through the
+    one sampling path every sampler node shares (:func:`nodes.sd.sample.sample_latent`).
+    Returns the new LATENT (unscaled, on the CPU)."""
+    from nodes.sampling.custom import NoiseSource, SamplerChoice
+    from nodes.sd.guiders import CFGGuider
+    from nodes.sd.sample import sample_latent as sample
 
-    Latents are scaled into the UNet's space by ``model.latent_scale`` and back. Every step
-    reports progress with a latent preview, and honours interrupts. Conditionings with
-    several entries (areas, masks, strengths) are combined as in ComfyUI
-    (:mod:`nodes.sampling.regions`). A 9-channel inpainting UNet also gets the latent's
-    noise mask and masked-image latent (:func:`~nodes.sd.unet_call.inpaint_concat`).
-    """
-    import torch
-
-    from nodes.sampling import CFGDenoiser, DiscreteDenoiser, latent_to_image, run_sampler
-    from nodes.sd.memory import on_device, sampling_working_bytes
-    from nodes.sd.unet_call import conditioning_regions, inpaint_concat, unet_function
-
-    if len(sigmas) < 2:  # nothing to denoise (denoise 0, or an empty KSamplerAdvanced slice)
-        return latent
-    on_device(context, model.device, model.unet, working_bytes=sampling_working_bytes(latent["samples"].shape, model.dtype))
-    samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
-    mask = latent.get("noise_mask")
-    concat = None
-    if model.in_channels == 9:
-        concat = inpaint_concat(samples, mask.to(model.device) if mask is not None else None)
-    elif samples.shape[1] != model.in_channels:
-        raise ValueError(f"the latent has {samples.shape[1]} channels but the model takes {model.in_channels}")
-    denoiser = CFGDenoiser(DiscreteDenoiser(unet_function(model), model.schedule, model.prediction),
-                           conditioning_regions(positive, model, samples, concat),
-                           conditioning_regions(negative, model, samples, concat), cfg)
-
-    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_to_image(denoised[0].float().cpu(), model.family, max_size=PREVIEW_SIZE)
-        context.progress(step + 1, total, preview)
-
-    result = run_sampler(denoiser, samples, sigmas, sampler_name, schedule=model.schedule, seed=seed,
-                         add_noise=add_noise, noise_mask=mask.to(model.device) if mask is not None else None,
-                         callback=on_step, batch_index=latent.get("batch_index"))
-    out = (result / model.latent_scale).float().cpu()
-    if mask is not None:  # keep the unmasked latent exactly (dividing by the scale is not exact)
-        from nodes.sampling import prepare_mask
-
-        keep = 1.0 - prepare_mask(mask, out)
-        out = out * (1.0 - keep) + latent["samples"].float().cpu() * keep
-    return dict(latent, samples=out)
+    guider = CFGGuider(model, positive, negative, cfg)
+    return sample(context, guider, SamplerChoice(sampler_name), sigmas, NoiseSource(seed, add_noise), latent)[0]
 
 
 class KSampler(Node):

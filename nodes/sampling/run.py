@@ -6,6 +6,9 @@ sigmas (:mod:`nodes.sampling.plan`) and hands them here together with the seed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -69,7 +72,8 @@ def inpaint_noise(spec: SamplerSpec, noise: torch.Tensor, seed: int) -> torch.Te
 def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sampler_name: str, *,
                 schedule: DiscreteSchedule, seed: int, add_noise: bool = True,
                 noise_mask: torch.Tensor | None = None, callback: Callback | None = None,
-                batch_index: list[int] | None = None) -> torch.Tensor:
+                batch_index: list[int] | None = None, noise: torch.Tensor | None = None,
+                options: Mapping[str, Any] | None = None) -> torch.Tensor:
     """Sample from ``latent`` [B, C, h, w] along ``sigmas`` with ``sampler_name``.
 
     - Fewer than 2 sigmas (denoise 0, or KSamplerAdvanced with nothing to do): ``latent`` is
@@ -84,11 +88,19 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
     - ``noise_mask`` (1 = regenerate) keeps the rest of the latent; see :class:`MaskedDenoiser`.
     - ``callback(i, total, x, denoised)`` after every step; raise in it to interrupt.
     - ``model(x, sigma [B]) -> x0``, e.g. a :class:`~nodes.sampling.denoiser.CFGDenoiser`.
+    - ``noise`` [B, C, h, w]: the starting noise itself (SamplerCustomAdvanced's NOISE),
+      instead of ``add_noise``/``batch_index``; ``seed`` still seeds the per-step noise.
+      Then a single sigma means no step, but the latent is still noised to it (ComfyUI's
+      custom sampling does so).
+    - ``options``: keyword options for the sampler function (e.g. SamplerEulerAncestral's
+      ``eta``), over the sampler table's own.
     """
     spec = get_sampler(sampler_name)
-    if len(sigmas) < 2:
+    if len(sigmas) < (2 if noise is None else 1):
         return latent
-    if add_noise:
+    if noise is not None:
+        noise = noise.to(device=latent.device, dtype=latent.dtype)
+    elif add_noise:
         noise = initial_noise(latent.shape, seed, batch_index).to(device=latent.device, dtype=latent.dtype)
     else:
         noise = torch.zeros_like(latent)
@@ -100,8 +112,10 @@ def run_sampler(model: Model, latent: torch.Tensor, sigmas: torch.Tensor, sample
         model = MaskedDenoiser(model, latent, inpaint_noise(spec, noise, seed), mask)
     sigmas = sigmas.to(torch.float32)
     # per-step noise as ComfyUI draws it for this seed; SDE trees span these very sigmas
-    noise_sampler = make_noise_sampler(spec.noise, x, seed, sigmas)
-    x = spec.fn(model, x, sigmas, callback=callback, noise_sampler=noise_sampler, **spec.options(schedule))
+    if len(sigmas) > 1:
+        noise_sampler = make_noise_sampler(spec.noise, x, seed, sigmas)
+        x = spec.fn(model, x, sigmas, callback=callback, noise_sampler=noise_sampler,
+                    **{**spec.options(schedule), **(options or {})})
     if mask is not None:
         # where the mask is 0 the sampler already returns the latent (noised to the last
         # sigma) up to rounding: make that exact.  Blending again would apply a soft mask
