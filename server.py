@@ -53,6 +53,7 @@ from latentgraph_server.request_bounds import (
     read_json_body,
 )
 from latentgraph_server.security import is_loopback, make_security_middleware, redact_argv
+from latentgraph_server.server_logs import LogBuffer, ServerLogs
 from latentgraph_server.settings import UserSettings
 from latentgraph_server.system_info import package_version, system_stats
 from latentgraph_server.userdata import WorkflowLibrary
@@ -123,6 +124,10 @@ ROUTES = [
     Route("GET", "/internal/folder_paths", "model_library.folder_paths", "Model kinds and their folders"),
     Route("GET", "/internal/files/{type}", "model_library.files", "Files in the input, output or temp folder",
           responses={"400": "unknown type"}),
+    Route("GET", "/internal/logs", "server_logs.get_logs", "The server's recent log, as text"),
+    Route("GET", "/internal/logs/raw", "server_logs.get_raw", "The server's recent log entries"),
+    Route("PATCH", "/internal/logs/subscribe", "server_logs.subscribe", "Follow the log over the websocket",
+          body="json", responses={"400": "bad body", "429": "too many followers"}),
     Route("GET", "/features", "front_end.get_features", "The server's feature flags"),
     Route("GET", "/i18n", "front_end.get_i18n", "Translations from custom nodes"),
     Route("GET", "/global_subgraphs", "front_end.get_global_subgraphs", "Subgraph blueprints from custom nodes"),
@@ -240,6 +245,8 @@ class Handlers:
         self.jobs = Jobs(store)
         self.model_library = ModelLibrary(self.models, self.folders)
         self.front_end = FrontEndRoutes(config.max_upload_size)
+        self.log_buffer = LogBuffer(hub.send_threadsafe)
+        self.server_logs = ServerLogs(self.log_buffer, read_json)
         memory_limit = config.max_prompt_memory
         if memory_limit is None:
             memory_limit = prompt_memory_limit(config.memory_reserve)
@@ -641,6 +648,7 @@ def create_app(config: ServerConfig) -> web.Application:
 
     async def on_startup(app: web.Application) -> None:
         hub.attach(asyncio.get_running_loop())
+        handlers.log_buffer.attach()
         worker.start()
         app[WATCHDOG_KEY] = asyncio.create_task(watch_worker())
 
@@ -649,6 +657,7 @@ def create_app(config: ServerConfig) -> web.Application:
         await hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
+        handlers.log_buffer.detach()
         await asyncio.to_thread(worker.stop)
         store.close()
 

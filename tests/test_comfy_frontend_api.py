@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import struct
 import uuid
@@ -349,3 +350,25 @@ def test_save_image_websocket_sends_full_size_pngs_to_any_client(server):
     assert image.format == "PNG" and image.size == (24, 16) and image.getpixel((0, 0))[0] == 9
     # re-submitted, it sends again (never served from the cache)
     assert len([m for m in run_with_socket(server, prompt, ask=True) if isinstance(m, bytes)]) == 2
+
+
+# -- the log viewer ----------------------------------------------------------------------------------
+
+
+def test_log_viewer_routes_and_following_the_log(server):
+    logging.getLogger("latentgraph.test").warning("before anyone follows")
+    raw = requests.get(f"{server.url}/internal/logs/raw").json()
+    assert raw["size"]["cols"] > 0 and any("before anyone follows" in e["m"] for e in raw["entries"])
+    assert "before anyone follows" in requests.get(f"{server.url}/internal/logs").json()
+    client_id = uuid.uuid4().hex
+    with connect(f"{server.ws_url}?clientId={client_id}") as socket:
+        assert json.loads(socket.recv(timeout=10))["type"] == "status"
+        assert requests.patch(f"{server.url}/internal/logs/subscribe",
+                              json={"enabled": True, "clientId": client_id}).status_code == 200
+        logging.getLogger("latentgraph.test").warning("now followed")
+        message = json.loads(socket.recv(timeout=10))
+        assert message["type"] == "logs" and "now followed" in message["data"]["entries"][0]["m"]
+        assert requests.patch(f"{server.url}/internal/logs/subscribe",
+                              json={"enabled": False, "clientId": client_id}).status_code == 200
+    for body in ({"enabled": "yes", "clientId": "x"}, {"enabled": True}, [1], {"enabled": True, "clientId": 5}):
+        assert requests.patch(f"{server.url}/internal/logs/subscribe", json=body).status_code == 400

@@ -120,6 +120,14 @@ def test_fuzz_other_json_routes(server, path, body):
 
 
 @FUZZ
+@given(body=st.one_of(json_values, st.fixed_dictionaries({}, optional={"enabled": json_values,
+                                                                     "clientId": json_values})))
+def test_fuzz_log_subscription(server, body):
+    response = requests.patch(f"{server.url}/internal/logs/subscribe", data=encode(body), timeout=30)
+    assert response.status_code < 500, (body, response.text[:300])
+
+
+@FUZZ
 @given(params=st.dictionaries(st.sampled_from(["filename", "type", "subfolder", "preview", "channel",
                                                 "max_items", "offset", "status", "limit", "sort_by",
                                                 "sort_order", "workflow_id"]), st.text(max_size=12), max_size=5),
