@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def test_object_info_and_single_node(server):
 def test_every_route_is_served_under_api_and_described(server):
     document = requests.get(f"{server.url}/openapi.json").json()
     for route in ROUTES:
-        for path in (route.path, "/api" + route.path):
+        described = re.sub(r"{(\w+):[^}]+}", r"{\1}", route.path)  # OpenAPI has no aiohttp path regexes
+        for path in (described, "/api" + described):
             assert route.method.lower() in document["paths"][path]
     assert requests.get(f"{server.url}/api/prompt").json() == requests.get(f"{server.url}/prompt").json()
 
