@@ -246,6 +246,18 @@ def test_front_end_flags():
         config_from_args(["--preview-method", "fancy"])
 
 
+def test_front_end_official_without_the_package_says_how_to_install_it(monkeypatch, capsys):
+    import latentgraph_server.frontend as frontend_module
+
+    def missing(name: str) -> Any:
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(frontend_module, "import_module", missing)
+    with pytest.raises(SystemExit):
+        config_from_args(["--front-end", "official"])
+    assert "pip install 'latentgraph[frontend]'" in capsys.readouterr().err
+
+
 # -- websocket: feature flags, previews, progress_state ----------------------------------------------
 
 
