@@ -92,14 +92,17 @@ class Hub:
             if conn.outbox.qsize() < _PREVIEW_BACKLOG:
                 conn.outbox.put_nowait(payload)
 
-    def send_preview(self, client_id: str | None, legacy: bytes, with_metadata: bytes, *, only_askers: bool) -> None:
-        """Queues a preview for a client's connections: the metadata frame to those that
+    def send_preview(self, client_id: str | None, legacy: bytes, with_metadata: bytes, *, only_askers: bool,
+                     droppable: bool = True) -> None:
+        """Queues an image frame for a client's connections: the metadata frame to those that
         announced ``supports_preview_metadata``, the legacy frame to the rest, and nothing to
-        the rest when ``only_askers`` (latentgraph_server/previews.py decides)."""
+        the rest when ``only_askers`` (latentgraph_server/previews.py decides). A live preview
+        is ``droppable`` for a client falling behind; a SaveImageWebsocket image, the prompt's
+        result, is not."""
         targets = self.connections() if client_id is None else list(self._clients.get(client_id, ()))
         for conn in targets:
             asked = conn.feature_flags.get("supports_preview_metadata") is True
-            if (asked or not only_askers) and conn.outbox.qsize() < _PREVIEW_BACKLOG:
+            if (asked or not only_askers) and (not droppable or conn.outbox.qsize() < _PREVIEW_BACKLOG):
                 conn.outbox.put_nowait(with_metadata if asked else legacy)
 
     def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
@@ -118,8 +121,9 @@ class Hub:
         self.call_soon(self.send_bytes, client_id, payload)
 
     def send_preview_threadsafe(self, client_id: str | None, legacy: bytes, with_metadata: bytes,
-                                only_askers: bool) -> None:
-        self.call_soon(lambda: self.send_preview(client_id, legacy, with_metadata, only_askers=only_askers))
+                                only_askers: bool, droppable: bool = True) -> None:
+        self.call_soon(lambda: self.send_preview(client_id, legacy, with_metadata, only_askers=only_askers,
+                                                 droppable=droppable))
 
     async def close_all(self) -> None:
         for conn in self.connections():

@@ -35,6 +35,8 @@ from latentgraph_server.uploads import write_atomically
 DEFAULT_USER = "default"
 SETTINGS_FILE = "comfy.settings.json"
 MAX_SETTING_ID = 256
+# The frontend's settings take a few KiB; a store growing past this is refused (413), not written.
+MAX_SETTINGS_BYTES = 4 * 1024 * 1024
 # Printable, no path separators: what every frontend setting id looks like ("Comfy.Locale").
 _SETTING_ID = re.compile(r"^[^\x00-\x1f\x7f/\\]+$")
 
@@ -74,9 +76,17 @@ class UserSettings:
         return stored if isinstance(stored, dict) else {}
 
     def _save(self, settings: dict[str, Any]) -> None:
+        try:
+            # No NaN or Infinity: the browser's JSON.parse refuses them, and the frontend would not start.
+            data = json.dumps(settings, indent=4, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"a setting is not plain JSON: {exc}") from exc
+        if len(data) > MAX_SETTINGS_BYTES:
+            raise web.HTTPRequestEntityTooLarge(MAX_SETTINGS_BYTES, len(data),
+                                                text=f"the settings would exceed {MAX_SETTINGS_BYTES} bytes")
         path = self.settings_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps(settings, indent=4, ensure_ascii=False).encode("utf-8"))
+        write_atomically(path, data)
 
     async def get_users(self, request: web.Request) -> web.Response:
         user_root = safe_join(self.user_directory, DEFAULT_USER)

@@ -38,8 +38,8 @@ from nodes.save_websocket import IMAGE_EVENT
 log = logging.getLogger("latentgraph.worker")
 
 SendJson = Callable[[str | None, str, Any], None]
-# (client_id, legacy frame, metadata frame, only to the connections that asked): Hub.send_preview
-SendPreview = Callable[[str | None, bytes, bytes, bool], None]
+# (client_id, legacy frame, metadata frame, only to the connections that asked, droppable): Hub.send_preview
+SendPreview = Callable[[str | None, bytes, bytes, bool, bool], None]
 
 _TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
@@ -211,7 +211,7 @@ class PromptWorker:
             if event == IMAGE_EVENT:  # SaveImageWebsocket: always to the prompt's client, as in ComfyUI
                 frames = preview_frames(data, png=True)
                 if frames is not None and item.client_id is not None:
-                    self._send_preview_frames(item.client_id, *frames, False)
+                    self._send_preview_frames(item.client_id, *frames, False, False)
                 return
             if event in _TERMINAL_EVENTS:
                 held.append((event, data))
@@ -296,4 +296,4 @@ class PromptWorker:
             return
         frames = preview_frames(data)
         if frames is not None:
-            self._send_preview_frames(item.client_id, *frames, policy == ONLY_ASKERS)
+            self._send_preview_frames(item.client_id, *frames, policy == ONLY_ASKERS, True)

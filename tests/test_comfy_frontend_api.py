@@ -20,6 +20,7 @@ from websockets.sync.client import connect
 
 from latentgraph_server.config import config_from_args
 from latentgraph_server.frontend import official_front_end_root
+from latentgraph_server.hub import Connection, Hub
 from server import ROUTES
 from tests.server_support import (
     TEST_PACKAGES,
@@ -106,6 +107,16 @@ def test_setting_ids_that_look_like_paths_are_refused(server, setting_id):
 def test_bad_settings_bodies_are_400(server, body):
     response = requests.post(f"{server.url}/api/settings", data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_settings_refuse_nan_and_a_store_past_its_bound(server):
+    for body in (b'{"N": NaN}', b'{"N": [Infinity]}'):
+        response = requests.post(f"{server.url}/api/settings", data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400
+    big = requests.post(f"{server.url}/api/settings/Big", json="x" * (5 * 1024 * 1024))
+    assert big.status_code == 413 and big.json()["error"]["message"]
+    settings = requests.get(f"{server.url}/api/settings").json()
+    assert "N" not in settings and "Big" not in settings
 
 
 def test_a_damaged_settings_file_reads_as_empty_and_is_replaced(server, tmp_path):
@@ -384,3 +395,23 @@ def test_log_viewer_routes_and_following_the_log(server):
                               json={"enabled": False, "clientId": client_id}).status_code == 200
     for body in ({"enabled": "yes", "clientId": "x"}, {"enabled": True}, [1], {"enabled": True, "clientId": 5}):
         assert requests.patch(f"{server.url}/internal/logs/subscribe", json=body).status_code == 400
+
+
+def test_a_client_falling_behind_loses_previews_but_never_websocket_images():
+    hub = Hub()
+    behind = Connection("c", None)  # type: ignore[arg-type]  # the socket is not used to queue
+    hub.add(behind)
+    for _ in range(100):
+        behind.outbox.put_nowait("queued")
+    hub.send_preview("c", b"legacy", b"meta", only_askers=False)
+    assert behind.outbox.qsize() == 100
+    hub.send_preview("c", b"legacy", b"meta", only_askers=False, droppable=False)
+    assert behind.outbox.qsize() == 101
+    behind.feature_flags = {"supports_preview_metadata": True}
+    fresh = Connection("c", None)  # type: ignore[arg-type]
+    hub.add(fresh)
+    hub.send_preview("c", b"legacy", b"meta", only_askers=True)
+    assert fresh.outbox.qsize() == 0  # it did not ask
+    fresh.feature_flags = {"supports_preview_metadata": True}
+    hub.send_preview("c", b"legacy", b"meta", only_askers=True)
+    assert fresh.outbox.get_nowait() == b"meta"
