@@ -22,6 +22,8 @@ cannot parse empties the whole panel), so stored errors are normalised to its sc
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +33,8 @@ from latentgraph_server.queue_store import QueueItem, QueueStore
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_KEYS = ("created_at", "execution_duration")
 MAX_LIMIT = 100_000
+STATES = {"running": "in_progress", "pending": "pending"}
+log = logging.getLogger("latentgraph.jobs")
 # Output kinds the frontend can show as a job's preview (ComfyUI's list).
 PREVIEWABLE = frozenset({"images", "video", "audio"})
 _END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
@@ -53,25 +57,30 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int) -
     return value
 
 
-def _metadata(extra_data: dict[str, Any]) -> tuple[Any, Any]:
-    """(create_time, workflow_id) from a prompt's extra_data, tolerating any shape."""
-    create_time = extra_data.get("create_time")
-    pnginfo = extra_data.get("extra_pnginfo")
-    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
-    workflow_id = workflow.get("id") if isinstance(workflow, dict) else None
+def _checked(create_time: Any, workflow_id: Any) -> tuple[Any, Any]:
     return (create_time if isinstance(create_time, (int, float)) and not isinstance(create_time, bool) else None,
             workflow_id if isinstance(workflow_id, str) else None)
+
+
+def _metadata(extra_data: dict[str, Any]) -> tuple[Any, Any]:
+    """(create_time, workflow_id) from a prompt's extra_data, tolerating any shape."""
+    pnginfo = extra_data.get("extra_pnginfo")
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    return _checked(extra_data.get("create_time"), workflow.get("id") if isinstance(workflow, dict) else None)
 
 
 def _pruned(job: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in job.items() if value is not None}
 
 
+def _priority(number: float) -> float | int:
+    return int(number) if float(number).is_integer() else number
+
+
 def queue_job(item: QueueItem, status: str) -> dict[str, Any]:
     create_time, workflow_id = _metadata(item.extra_data)
-    priority = int(item.number) if float(item.number).is_integer() else item.number
-    return _pruned({"id": item.prompt_id, "status": status, "priority": priority, "create_time": create_time or 0,
-                    "outputs_count": 0, "workflow_id": workflow_id})
+    return _pruned({"id": item.prompt_id, "status": status, "priority": _priority(item.number),
+                    "create_time": create_time or 0, "outputs_count": 0, "workflow_id": workflow_id})
 
 
 def _error_for_frontend(error: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +120,15 @@ def outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | None
 
 def history_job(prompt_id: str, entry: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
     number, _, prompt, extra_data, _ = entry["prompt"]
-    create_time, workflow_id = _metadata(extra_data)
-    status_info = entry.get("status") or {}
+    job = finished_job(prompt_id, number, *_metadata(extra_data), entry.get("outputs") or {}, entry.get("status") or {})
+    if detail:
+        job.update(outputs=entry.get("outputs") or {}, execution_status=entry.get("status") or {},
+                   workflow={"prompt": prompt, "extra_data": extra_data})
+    return job
+
+
+def finished_job(prompt_id: str, number: float, create_time: Any, workflow_id: Any, outputs: dict[str, Any],
+                 status_info: dict[str, Any]) -> dict[str, Any]:
     failed = status_info.get("status_str") == "error"
     start = end = error = None
     for message in status_info.get("messages") or ():
@@ -125,17 +141,29 @@ def history_job(prompt_id: str, entry: dict[str, Any], *, detail: bool = False) 
             end = data.get("timestamp")
             if event == "execution_error":
                 error = _error_for_frontend(data)
-    outputs = entry.get("outputs") or {}
     count, preview = outputs_summary(outputs)
-    job = _pruned({"id": prompt_id, "status": "failed" if failed else "completed", "priority": number,
-                   # a prompt stored before create_time was recorded: when it started is the best we know
-                   "create_time": create_time or start or 0,
-                   "execution_start_time": start, "execution_end_time": end, "execution_error": error,
-                   "outputs_count": count, "preview_output": preview, "workflow_id": workflow_id})
-    if detail:
-        job.update(outputs=outputs, execution_status=status_info,
-                   workflow={"prompt": prompt, "extra_data": extra_data})
-    return job
+    return _pruned({"id": prompt_id, "status": "failed" if failed else "completed", "priority": _priority(number),
+                    # a prompt stored before create_time was recorded: when it started is the best we know
+                    "create_time": create_time or start or 0,
+                    "execution_start_time": start, "execution_end_time": end, "execution_error": error,
+                    "outputs_count": count, "preview_output": preview, "workflow_id": workflow_id})
+
+
+def row_job(row: tuple[Any, ...]) -> dict[str, Any] | None:
+    """A job from ``QueueStore.job_rows``; None for a row whose stored JSON is damaged."""
+    state, number, prompt_id, create_time, workflow_id, outputs, status = row
+    create_time, workflow_id = _checked(create_time, workflow_id)
+    if state in STATES:
+        return _pruned({"id": prompt_id, "status": STATES[state], "priority": _priority(number),
+                        "create_time": create_time or 0, "outputs_count": 0, "workflow_id": workflow_id})
+    try:
+        outputs, status = json.loads(outputs or "{}"), json.loads(status or "{}")
+    except ValueError as exc:
+        log.error("skipped unreadable stored prompt %r: %s", prompt_id, exc)
+        return None
+    if not isinstance(outputs, dict) or not isinstance(status, dict):
+        return None
+    return finished_job(prompt_id, number, create_time, workflow_id, outputs, status)
 
 
 def _duration(job: dict[str, Any]) -> float:
@@ -150,17 +178,8 @@ class Jobs:
         self.store = store
 
     def _all(self, statuses: set[str]) -> list[dict[str, Any]]:
-        jobs: list[dict[str, Any]] = []
-        if "in_progress" in statuses:
-            jobs += [queue_job(item, "in_progress") for item in self.store.running()]
-        if "pending" in statuses:
-            jobs += [queue_job(item, "pending") for item in self.store.pending()]
-        if statuses & {"completed", "failed"}:
-            for prompt_id, entry in self.store.history().items():
-                job = history_job(prompt_id, entry)
-                if job["status"] in statuses:
-                    jobs.append(job)
-        return jobs
+        jobs = (row_job(row) for row in self.store.job_rows())
+        return [job for job in jobs if job is not None and job["status"] in statuses]
 
     async def list(self, request: web.Request) -> web.Response:
         raw_status = request.query.get("status")

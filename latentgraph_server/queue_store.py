@@ -281,6 +281,19 @@ class QueueStore:
                 ).fetchall()
         return dict(_readable(rows, _history_entry))
 
+    def job_rows(self) -> list[tuple[Any, ...]]:
+        """Every prompt, light: ``(state, number, prompt_id, create_time, workflow_id, outputs,
+        status)`` with outputs and status as stored JSON text (None while queued). For
+        ``/jobs``, which the frontend polls: SQLite picks the two fields out of extra_data, so
+        the prompts and editor workflows stored with each are never decoded here."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT state, number, prompt_id, "
+                "CASE WHEN json_valid(extra_data) THEN json_extract(extra_data, '$.create_time') END, "
+                "CASE WHEN json_valid(extra_data) THEN json_extract(extra_data, '$.extra_pnginfo.workflow.id') END, "
+                "outputs, status FROM prompts ORDER BY seq"
+            ).fetchall()
+
     def history_item(self, prompt_id: str) -> dict[str, Any]:
         with self._lock:
             row = self._db.execute(

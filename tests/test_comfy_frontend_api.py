@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import struct
 import uuid
 from typing import Any
@@ -182,6 +183,18 @@ def test_jobs_shows_running_and_pending_prompts(server):
     assert requests.get(f"{server.url}/api/jobs/{pending['prompt_id']}").json()["status"] in ("pending", "in_progress",
                                                                                                "completed")
     wait_history(server.url, pending["prompt_id"])
+
+
+def test_jobs_skips_a_damaged_row(server):
+    done = submit(server.url, value_prompt(21))
+    wait_history(server.url, done["prompt_id"])
+    with sqlite3.connect(server.root / "queue.sqlite3") as db:
+        db.execute("INSERT INTO prompts (prompt_id, number, state, prompt, extra_data, outputs_to_execute, created, "
+                   "finished_seq, outputs, status) VALUES ('damaged', 1e9, 'done', '{', '{', '[]', 0, 1e9, '{', '[')")
+    response = requests.get(f"{server.url}/api/jobs", params={"status": "completed,failed"})
+    assert response.status_code == 200
+    ids = [job["id"] for job in response.json()["jobs"]]
+    assert done["prompt_id"] in ids and "damaged" not in ids
 
 
 @pytest.mark.parametrize("params", [{"status": "bogus"}, {"limit": "x"}, {"limit": "0"}, {"offset": "-1"},
