@@ -24,9 +24,11 @@ joins is used as soon as Ray places a worker on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -181,6 +183,8 @@ class RayDispatcher:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="latentgraph-ray-dispatcher", daemon=True)
         self._owns_ray = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signals: dict[int, Any] = {}  # the main thread's handlers before Ray connected
         self._next_name = 0
         self._start_failures = 0  # workers that failed to start in a row (backs off new starts)
         self._next_start = 0.0
@@ -194,6 +198,20 @@ class RayDispatcher:
     # -- the PromptWorker interface ------------------------------------------------------------
 
     def start(self) -> None:
+        """Connects to Ray and starts the dispatcher thread (called on the server's event loop,
+        before it listens). Ray is connected to from the main thread when this is it: a local
+        instance started from another thread leaves two of its processes behind at shutdown."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        if threading.current_thread() is threading.main_thread():
+            self._signals = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                self._connect()
+            except Exception as exc:  # the dispatcher thread tries again
+                self.last_failure = f"cannot connect to Ray at {self.config.ray_address}: {exc}"
+                log.error("%s", self.last_failure)
         self._thread.start()
 
     def wake(self) -> None:
@@ -213,6 +231,7 @@ class RayDispatcher:
             _kill(lane.actor)
         if self._owns_ray:
             ray.shutdown()
+            log.info("stopped the Ray workers and disconnected from Ray")
 
     def ensure_running(self) -> bool:
         """The watchdog: restarts the dispatcher thread if it died; True when it had to."""
@@ -287,11 +306,14 @@ class RayDispatcher:
         if ray.is_initialized():
             return
         address = self.config.ray_address
-        if address == "local":
-            ray.init(include_dashboard=False)
-        else:  # "auto": Ray's own default (a cluster started on this machine, else a new local one)
-            ray.init(address=None if address == "auto" else address, include_dashboard=False)
+        # "auto": Ray's own default (RAY_ADDRESS, else the cluster last started on this machine with
+        # `ray start`, else a new local one); "local" (Ray's own word too): always a new local one.
+        ray.init(address=None if address == "auto" else address, include_dashboard=False)
         self._owns_ray = True
+        if threading.current_thread() is threading.main_thread():
+            restore_signals(self._signals)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(restore_signals, self._signals)
         log.info("connected to Ray: %s", ray.cluster_resources())
 
     def _wanted(self) -> int:
@@ -429,6 +451,18 @@ class RayDispatcher:
         self._send(item.client_id, "execution_error", error)
         self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
         self.on_queue_changed()
+
+
+def restore_signals(handlers: dict[int, Any]) -> None:
+    """Gives SIGTERM and SIGINT back to the handlers they had before Ray connected (asyncio's,
+    set by aiohttp). Connecting installs Ray's own, which end the process at once: the server
+    would skip its shutdown and leave the Ray instance it started behind. Python sets handlers
+    only on the main thread, where the server's event loop runs."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number, handler in handlers.items():
+        if handler is not None:
+            signal.signal(number, handler)
 
 
 def _kill(actor: Any) -> None:
