@@ -40,6 +40,7 @@ from graph.host_memory import tune_allocator
 from latentgraph_server import views
 from latentgraph_server.config import ServerConfig, config_from_args
 from latentgraph_server.frontend import FrontEndRoutes
+from latentgraph_server.frontend_routes import FRONTEND_ROUTES
 from latentgraph_server.hub import Connection, Hub, encode_message
 from latentgraph_server.jobs import Jobs
 from latentgraph_server.model_library import ModelLibrary
@@ -101,41 +102,7 @@ ROUTES = [
           responses={"404": "no such example"}),
     Route("GET", "/ws", "websocket", "Websocket of events (?clientId=ID; ?token=T with --auth-token)",
           query=("clientId", "token")),
-    # What the official ComfyUI frontend reads (latentgraph_server/settings.py, jobs.py, model_library.py,
-    # frontend.py); handlers named "a.b" are method b of the Handlers attribute a.
-    Route("GET", "/users", "settings.get_users", "The user list (one user: default; settings on the server)"),
-    Route("GET", "/settings", "settings.get_settings", "The user's settings"),
-    Route("POST", "/settings", "settings.post_settings", "Merge settings (a JSON object)", body="json",
-          responses={"400": "not an object, or a bad setting id"}),
-    Route("GET", "/settings/{id}", "settings.get_setting", "One setting (null when unset)",
-          responses={"400": "bad setting id"}),
-    Route("POST", "/settings/{id}", "settings.post_setting", "Set one setting (any JSON value)", body="json",
-          responses={"400": "bad setting id or body"}),
-    Route("GET", "/jobs", "jobs.list", "Queue and history as jobs",
-          query=("status", "workflow_id", "sort_by", "sort_order", "limit", "offset")),
-    Route("GET", "/jobs/{job_id}", "jobs.get", "One job with its outputs and workflow", responses={"404": "no such job"}),
-    Route("GET", "/experiment/models", "model_library.model_folders", "Model kinds and their folders"),
-    Route("GET", "/experiment/models/{folder}", "model_library.model_files", "Model files of a kind, with sizes",
-          responses={"404": "no such kind"}),
-    Route("GET", "/experiment/models/preview/{folder}/{path_index}/{filename:.+}", "model_library.model_preview",
-          "The picture saved beside a model", responses={"404": "no picture"}),
-    Route("GET", "/view_metadata/{folder}", "model_library.view_metadata", "A .safetensors model's metadata",
-          query=("filename",), responses={"404": "no such model or no metadata"}),
-    Route("GET", "/internal/folder_paths", "model_library.folder_paths", "Model kinds and their folders"),
-    Route("GET", "/internal/files/{type}", "model_library.files", "Files in the input, output or temp folder",
-          responses={"400": "unknown type"}),
-    Route("GET", "/internal/logs", "server_logs.get_logs", "The server's recent log, as text"),
-    Route("GET", "/internal/logs/raw", "server_logs.get_raw", "The server's recent log entries"),
-    Route("PATCH", "/internal/logs/subscribe", "server_logs.subscribe", "Follow the log over the websocket",
-          body="json", responses={"400": "bad body", "429": "too many followers"}),
-    Route("GET", "/features", "front_end.get_features", "The server's feature flags"),
-    Route("GET", "/i18n", "front_end.get_i18n", "Translations from custom nodes"),
-    Route("GET", "/global_subgraphs", "front_end.get_global_subgraphs", "Subgraph blueprints from custom nodes"),
-    Route("GET", "/global_subgraphs/{id}", "front_end.get_global_subgraph", "One subgraph blueprint",
-          responses={"404": "no such blueprint"}),
-    Route("GET", "/templates/{file}", "front_end.get_template_file",
-          "ComfyUI's template index (empty: our examples are under /workflow_templates)",
-          responses={"404": "not an index file"}),
+    *FRONTEND_ROUTES,
 ]
 
 MAX_ID_LENGTH = 256
