@@ -284,3 +284,27 @@ def test_without_ray_flag_ray_is_never_imported(tmp_path):
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_server_py_with_ray_local_runs_prompts_and_stops_cleanly(tmp_path):
+    """The real command line: `server.py --ray local` starts its own Ray instance and workers,
+    runs a prompt, and on SIGTERM shuts down (exit 0) and stops that instance."""
+    from tests.server_support import free_port, start_process
+
+    port = free_port()
+    process = start_process(tmp_path, port, "--cpu", "--ray", "local", "--ray-workers", "1",
+                            "--nodes-package", "tests.ray_nodes")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        prompt = {"1": {"class_type": "SaveTestImage", "inputs": {"red": 1, "filename_prefix": "cli"}}}
+        entry = wait_history(url, submit(url, prompt)["prompt_id"], 120)
+        assert entry["outputs"]["1"]["images"][0]["filename"] == "cli_00001_.png"
+        assert (tmp_path / "output" / "cli_00001_.png").is_file()
+        stats = requests.get(f"{url}/system_stats", timeout=10).json()["latentgraph"]["worker"]
+        assert stats["mode"] == "ray" and stats["ray_address"] == "local" and len(stats["workers"]) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert code == 0, log[-2000:]
+    assert "stopped the Ray workers and disconnected from Ray" in log
