@@ -209,7 +209,7 @@ class Handlers:
         self.worker = worker
         self.library = WorkflowLibrary(config.user_directory, config.examples_directory)
         self.settings = UserSettings(config.user_directory, read_json)
-        self.jobs = Jobs(store)
+        self.jobs = Jobs(store, worker.interrupt, self.broadcast_status, read_json)
         self.model_library = ModelLibrary(self.models, self.folders)
         self.front_end = FrontEndRoutes(config.max_upload_size)
         self.log_buffer = LogBuffer(hub.send_threadsafe)

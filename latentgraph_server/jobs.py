@@ -11,6 +11,9 @@ route alone (not from ``/queue`` or ``/history``):
   (``created_at`` or ``execution_duration``) and ``sort_order`` (``desc`` by default) order them.
 - ``GET /jobs/{id}``: one job with its ``outputs``, ``execution_status`` and ``workflow``
   (``{"prompt", "extra_data"}``), or 404.
+- ``POST /jobs/{id}/cancel`` and ``POST /jobs/cancel`` ``{"job_ids": [...]}`` (the frontend's
+  cancel buttons): a pending job leaves the queue, the running one is interrupted, a
+  finished or unknown one is left alone; answers ``{"cancelled": [ids acted on]}``.
 
 A job is ``{"id", "status", "priority", "create_time", "outputs_count", "workflow_id"}``
 plus, once finished, ``execution_start_time``, ``execution_end_time``, ``execution_error``
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -172,10 +176,18 @@ def _duration(job: dict[str, Any]) -> float:
 
 
 class Jobs:
-    """Route handlers for ``/jobs`` (see the module docstring)."""
+    """Route handlers for ``/jobs`` (see the module docstring).
 
-    def __init__(self, store: QueueStore) -> None:
+    ``interrupt(prompt_id)`` stops that prompt if it is running (PromptWorker.interrupt);
+    ``queue_changed()`` tells clients the queue changed (the server's status broadcast).
+    """
+
+    def __init__(self, store: QueueStore, interrupt: Callable[[str], bool] | None = None,
+                 queue_changed: Callable[[], None] | None = None, read_json: Any = None) -> None:
         self.store = store
+        self._interrupt = interrupt or (lambda prompt_id: False)
+        self._queue_changed = queue_changed or (lambda: None)
+        self._read_json = read_json
 
     def _all(self, statuses: set[str]) -> list[dict[str, Any]]:
         jobs = (row_job(row) for row in self.store.job_rows())
@@ -220,3 +232,22 @@ class Jobs:
                 if item.prompt_id == prompt_id:
                     return web.json_response(queue_job(item, status))
         raise web.HTTPNotFound(text=f"no job {prompt_id[:80]!r}")
+
+    def _cancel(self, job_ids: list[str]) -> list[str]:
+        cancelled = [job_id for job_id in job_ids if self.store.delete_pending([job_id])]
+        cancelled += [job_id for job_id in job_ids if job_id not in cancelled and self._interrupt(job_id)]
+        return cancelled
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        cancelled = await asyncio.to_thread(self._cancel, [request.match_info["job_id"]])
+        self._queue_changed()
+        return web.json_response({"cancelled": cancelled})
+
+    async def cancel_many(self, request: web.Request) -> web.Response:
+        body = await self._read_json(request)
+        job_ids = body.get("job_ids") if isinstance(body, dict) else None
+        if not isinstance(job_ids, list) or not all(isinstance(i, str) for i in job_ids) or len(job_ids) > 10_000:
+            raise _bad('the body must be {"job_ids": ["...", ...]}')
+        cancelled = await asyncio.to_thread(self._cancel, job_ids)
+        self._queue_changed()
+        return web.json_response({"cancelled": cancelled})

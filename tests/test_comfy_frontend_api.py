@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -183,6 +184,29 @@ def test_jobs_shows_running_and_pending_prompts(server):
     assert requests.get(f"{server.url}/api/jobs/{pending['prompt_id']}").json()["status"] in ("pending", "in_progress",
                                                                                                "completed")
     wait_history(server.url, pending["prompt_id"])
+
+
+def test_cancelling_jobs_dequeues_pending_and_interrupts_running(server):
+    slow = {"1": {"class_type": "DelayedValue", "inputs": {"seconds": 2.0, "value": 1}},
+            "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    running = submit(server.url, slow)
+    pending = submit(server.url, value_prompt(31))
+    other = submit(server.url, value_prompt(32))
+    reply = requests.post(f"{server.url}/api/jobs/{pending['prompt_id']}/cancel")
+    assert reply.status_code == 200 and reply.json() == {"cancelled": [pending["prompt_id"]]}
+    assert requests.get(f"{server.url}/api/jobs/{pending['prompt_id']}").status_code == 404
+    deadline = time.monotonic() + 30
+    while requests.get(f"{server.url}/api/jobs/{running['prompt_id']}").json()["status"] != "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    both = requests.post(f"{server.url}/api/jobs/cancel", json={"job_ids": [running["prompt_id"], "unknown"]})
+    assert both.json() == {"cancelled": [running["prompt_id"]]}
+    assert wait_history(server.url, running["prompt_id"])["status"]["status_str"] == "error"  # interrupted
+    assert wait_history(server.url, other["prompt_id"])["status"]["status_str"] == "success"
+    # A finished job is left alone.
+    assert requests.post(f"{server.url}/api/jobs/{other['prompt_id']}/cancel").json() == {"cancelled": []}
+    for body in ({"job_ids": "x"}, {"job_ids": [1]}, [], {}):
+        assert requests.post(f"{server.url}/api/jobs/cancel", json=body).status_code == 400
 
 
 def test_jobs_skips_a_damaged_row(server):

@@ -111,9 +111,9 @@ def test_fuzz_raw_bodies(server, raw):
 
 @FUZZ
 @given(path=st.sampled_from(["/queue", "/history", "/interrupt", "/free", "/api/queue", "/settings",
-                             "/settings/Comfy.Locale", "/api/settings/a.b"]),
+                             "/settings/Comfy.Locale", "/api/settings/a.b", "/jobs/cancel", "/jobs/x/cancel"]),
        body=st.one_of(json_values, st.fixed_dictionaries({}, optional={
-           "clear": json_values, "delete": st.one_of(st.lists(st.text(max_size=5)), json_values),
+           "clear": json_values, "job_ids": st.one_of(st.lists(st.text(max_size=5)), json_values), "delete": st.one_of(st.lists(st.text(max_size=5)), json_values),
            "prompt_id": json_values, "unload_models": json_values, "free_memory": json_values})))
 def test_fuzz_other_json_routes(server, path, body):
     post(server, path, encode(body))
