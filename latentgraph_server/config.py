@@ -74,6 +74,7 @@ class ServerConfig:
     ray_worker_cpus: float = 1.0
     ray_worker_gpus: float | None = None  # None: 1 when the cluster has GPUs (and not --cpu), else 0
     ray_max_tries: int = 3
+    ray_ping_timeout: float = 60.0  # seconds a worker may leave a ping unanswered before it is killed
     ray_routing: str = "affinity"
 
 
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="GPUs per worker (default 1 when the cluster has GPUs, else 0)")
     scale_out.add_argument("--ray-max-tries", type=int, default=3, metavar="N",
                            help="a prompt whose worker is lost this many times is recorded as failed (default 3)")
+    scale_out.add_argument("--ray-ping-timeout", type=float, default=60.0, metavar="SECONDS",
+                           help="a worker that leaves a ping unanswered this long (hung, unreachable) is "
+                                "killed and its prompt re-queued (default 60)")
     scale_out.add_argument("--ray-routing", choices=("affinity", "random"), default="affinity",
                            help="affinity: the idle worker holding the prompt's models (default); random: any idle one")
     return parser
@@ -215,6 +219,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         ray_worker_cpus=args.ray_worker_cpus,
         ray_worker_gpus=args.ray_worker_gpus,
         ray_max_tries=max(args.ray_max_tries, 1),
+        ray_ping_timeout=max(args.ray_ping_timeout, 1.0),
         ray_routing=args.ray_routing,
     )
 
