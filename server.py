@@ -45,7 +45,7 @@ from latentgraph_server.hub import Connection, Hub, encode_message
 from latentgraph_server.jobs import Jobs
 from latentgraph_server.model_library import ModelLibrary
 from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
-from latentgraph_server.previews import explain_method
+from latentgraph_server.previews import explain_method, install_taesd_previews, remove_taesd_previews
 from latentgraph_server.queue_store import QueueStore
 from latentgraph_server.request_bounds import (
     RequestRefused,
@@ -550,6 +550,8 @@ def make_executor_factory(services: dict[str, Any], config: ServerConfig, cache:
                 runtime = make_runtime()
                 break
         services.update(runtime.get("services", {}))  # the same dict validation reads
+        if config.preview_method in ("auto", "taesd"):
+            install_taesd_previews(services["models"].folders("vae_approx"))
         return Executor(cache, folders=services["folders"], services=services, run_context=runtime.get("run_context"))
 
     return factory
@@ -626,6 +628,8 @@ def create_app(config: ServerConfig) -> web.Application:
     async def on_cleanup(app: web.Application) -> None:
         handlers.log_buffer.detach()
         await asyncio.to_thread(worker.stop)
+        if config.preview_method in ("auto", "taesd"):
+            remove_taesd_previews()
         store.close()
 
     app.on_startup.append(on_startup)

@@ -19,11 +19,13 @@ the JPEG) for clients that did not announce ``supports_preview_metadata``, and
 ``PREVIEW_IMAGE_WITH_METADATA`` (type 4, a 4-byte length, JSON naming the node and
 prompt and the ``image_type``, then the JPEG) for those that did.
 
-Methods: ``latent2rgb`` is the per-family linear projection the samplers already draw
-(``nodes/sampling/latent_preview.py``); ``auto`` and ``taesd`` would use a TAESD decoder
-from ``models/vae_approx/`` as ComfyUI does, but decoding with one is not implemented
-yet, so both give latent2rgb previews and the server says so at start-up (nothing is
-ever downloaded).
+Methods: ``latent2rgb`` is the per-family linear projection the samplers draw by default
+(``nodes/sampling/latent_preview.py``). With the server's ``--preview-method auto`` or
+``taesd``, a TAESD decoder found in ``models/vae_approx/`` (``taesd_decoder`` for SD1.x/SD2.x,
+``taesdxl_decoder`` for SDXL; ``.safetensors`` or ``.pth``) draws them instead
+(``nodes/sampling/taesd.py``), as in ComfyUI; without one, latent2rgb, and the server says so at
+start-up (nothing is ever downloaded). The method is the server's: a prompt's own
+``preview_method`` turns previews on or off but does not switch the decoder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import io
 import json
 import logging
 import struct
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,8 +49,8 @@ PNG = 2
 JPEG_QUALITY = 85
 # What the official frontend (and our editor) announce to ask for previews.
 PREVIEW_FLAG = "supports_preview_metadata"
-# ComfyUI's TAESD decoder files, in models/vae_approx/.
-TAESD_DECODERS = ("taesd_decoder", "taesdxl_decoder", "taesd3_decoder", "taef1_decoder")
+# ComfyUI's TAESD decoder files, in models/vae_approx/, for the latent families we have.
+TAESD_DECODERS = ("taesd_decoder", "taesdxl_decoder")
 
 ONLY_ASKERS = "ask"  # preview_policy: send only to the connections that asked
 
@@ -73,16 +76,34 @@ def taesd_decoders(folders: Iterable[Path]) -> list[Path]:
 
 
 def explain_method(method: str, vae_approx_folders: Iterable[Path]) -> str | None:
-    """A start-up note when ``method`` cannot be honoured as ComfyUI would, else None."""
+    """A start-up note on what ``--preview-method`` auto or taesd will draw with, else None."""
     if method not in ("auto", "taesd"):
         return None
     decoders = taesd_decoders(vae_approx_folders)
     if not decoders:
         return (f"--preview-method {method}: no TAESD decoder in models/vae_approx/ "
-                f"({', '.join(name + '.safetensors' for name in TAESD_DECODERS[:2])}); using latent2rgb previews "
+                f"({', '.join(name + '.safetensors' for name in TAESD_DECODERS)}); using latent2rgb previews "
                 "(nothing is downloaded)")
-    return (f"--preview-method {method}: found {decoders[0].name}, but TAESD decoding is not implemented here "
-            "yet; using latent2rgb previews")
+    return (f"--preview-method {method}: TAESD previews from {', '.join(p.name for p in decoders)}; "
+            "latent2rgb for latent families without one")
+
+
+def install_taesd_previews(vae_approx_folders: Iterable[Path]) -> list[str]:
+    """Makes the samplers' previews TAESD's for every latent family with a decoder in the
+    folders (imports torch: call it where the nodes run); returns those families."""
+    from nodes.sampling import latent_preview
+    from nodes.sampling.taesd import TaesdPreviewer, find_decoders
+
+    files = find_decoders(vae_approx_folders)
+    latent_preview.set_previewer(TaesdPreviewer(files) if files else None)
+    return sorted(files)
+
+
+def remove_taesd_previews() -> None:
+    """Back to latent2rgb (when the server stops; nothing to do if torch was never loaded)."""
+    latent_preview = sys.modules.get("nodes.sampling.latent_preview")
+    if latent_preview is not None:
+        latent_preview.set_previewer(None)
 
 
 def encode_image(image: Any, png: bool = False) -> bytes:

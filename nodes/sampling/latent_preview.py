@@ -8,6 +8,8 @@ output by the VAE scale factor), i.e. what the sampler's ``denoised`` is.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from PIL import Image
@@ -55,6 +57,21 @@ def latent_to_rgb(latent: torch.Tensor, family: str = "sd1", max_size: int | Non
     return rgb
 
 
+# A better previewer the application may install (the server's --preview-method taesd:
+# nodes/sampling/taesd.py): called as previewer(latent, family, max_size) for its families.
+_previewer: Any = None
+
+
+def set_previewer(previewer: Any) -> None:
+    """Installs (or, with None, removes) a previewer with a ``families()`` method."""
+    global _previewer
+    _previewer = previewer
+
+
 def latent_to_image(latent: torch.Tensor, family: str = "sd1", max_size: int | None = None) -> Image.Image:
-    """:func:`latent_to_rgb` as a PIL RGB image (for JPEG preview frames)."""
+    """The installed previewer's picture of a latent, else :func:`latent_to_rgb`'s, as a PIL
+    RGB image (for JPEG preview frames)."""
+    previewer = _previewer
+    if previewer is not None and family in previewer.families():
+        return previewer(latent, family, max_size)
     return Image.fromarray(latent_to_rgb(latent, family, max_size), mode="RGB")
