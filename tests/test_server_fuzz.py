@@ -197,7 +197,9 @@ def test_fuzz_non_utf8_headers(server, locked_server, header, value, route):
 
 @FUZZ
 @given(client_id=st.one_of(st.text(max_size=8), st.text(min_size=300, max_size=400)),
-       messages=st.lists(st.one_of(st.text(max_size=64), st.binary(max_size=64), json_values.map(json.dumps)),
+       messages=st.lists(st.one_of(st.text(max_size=64), st.binary(max_size=64), json_values.map(json.dumps),
+                                   # ComfyUI's feature-flags handshake, with any data
+                                   json_values.map(lambda data: json.dumps({"type": "feature_flags", "data": data}))),
                          max_size=4))
 def test_fuzz_websocket(server, client_id, messages):
     with connect(f"{server.ws_url}?clientId={quote(client_id, safe='')}", open_timeout=30) as socket_:
