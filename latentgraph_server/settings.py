@@ -48,8 +48,8 @@ def check_setting_id(setting_id: str) -> str:
     if not setting_id or len(setting_id) > MAX_SETTING_ID or not _SETTING_ID.match(setting_id) \
             or ".." in setting_id:
         # HTTP errors become JSON bodies in the server's error middleware.
-        raise web.HTTPBadRequest(text=f"not a setting id: {setting_id[:80]!r} (printable text without '/', '\\\\' or '..', "
-                            f"at most {MAX_SETTING_ID} characters)")
+        raise web.HTTPBadRequest(text=f"not a setting id: {setting_id[:80]!r} (printable text without '/', "
+                                      f"'\\' or '..', at most {MAX_SETTING_ID} characters)")
     return setting_id
 
 
