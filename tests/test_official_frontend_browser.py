@@ -27,6 +27,8 @@ if not CHROMIUM.exists():
 
 from latentgraph_server.frontend import official_front_end_root  # noqa: E402
 
+pytestmark = pytest.mark.slow  # drives Chromium and the house model
+
 HOUSE_MODEL = "latentgraph-house-v1.safetensors"
 # Requests ComfyUI also answers 404 in the same situation: user files not created yet
 # (user.css, the template library's own file, the subgraphs folder), example workflows

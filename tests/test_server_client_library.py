@@ -67,6 +67,7 @@ def house_server(tmp_path_factory):
         yield running
 
 
+@pytest.mark.slow  # generates an image with the house model
 def test_queue_and_wait_images_returns_the_saved_png_with_its_metadata(house_server, tmp_path):
     # Driven as comfy-api-simplified's README shows: a workflow exported from ComfyUI in API format
     # (which gives every node a _meta title), a parameter set by node title, then queue_and_wait_images.
