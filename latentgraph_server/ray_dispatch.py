@@ -183,7 +183,7 @@ class RayDispatcher:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="latentgraph-ray-dispatcher", daemon=True)
         self._owns_ray = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self._signals: dict[int, Any] = {}  # the main thread's handlers before Ray connected
         self._next_name = 0
         self._start_failures = 0  # workers that failed to start in a row (backs off new starts)
@@ -193,6 +193,7 @@ class RayDispatcher:
         self.placements: OrderedDict[str, list[str]] = OrderedDict()
         self.restarts = 0
         self.lost_workers = 0
+        self.hung_workers = 0  # of those, killed for not answering pings
         self.last_failure: str | None = None
 
     # -- the PromptWorker interface ------------------------------------------------------------
@@ -202,9 +203,9 @@ class RayDispatcher:
         before it listens). Ray is connected to from the main thread when this is it: a local
         instance started from another thread leaves two of its processes behind at shutdown."""
         try:
-            self._loop = asyncio.get_running_loop()
+            self._event_loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._loop = None
+            self._event_loop = None
         if threading.current_thread() is threading.main_thread():
             self._signals = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
             try:
@@ -268,7 +269,7 @@ class RayDispatcher:
         return {"alive": self._thread.is_alive(), "restarts": self.restarts, "last_failure": self.last_failure,
                 "running": next((r.prompt_id for r in running if r is not None), None),
                 "mode": "ray", "ray_address": self.config.ray_address, "routing": self.routing,
-                "lost_workers": self.lost_workers, "workers": [lane.describe() for lane in self.lanes()]}
+                "lost_workers": self.lost_workers, "hung_workers": self.hung_workers, "workers": [lane.describe() for lane in self.lanes()]}
 
     @property
     def executor(self) -> None:
@@ -312,8 +313,8 @@ class RayDispatcher:
         self._owns_ray = True
         if threading.current_thread() is threading.main_thread():
             restore_signals(self._signals)
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(restore_signals, self._signals)
+        elif self._event_loop is not None:
+            self._event_loop.call_soon_threadsafe(restore_signals, self._signals)
         log.info("connected to Ray: %s", ray.cluster_resources())
 
     def _wanted(self) -> int:
@@ -330,7 +331,7 @@ class RayDispatcher:
         return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
     def _housekeeping(self) -> None:
-        """Workers: drop the dead, add up to the wanted number, mark the ready, ping the idle."""
+        """Workers: drop the dead, add up to the wanted number, mark the ready, ping the others."""
         now = time.monotonic()
         with self._lock:
             self._lanes = [lane for lane in self._lanes if lane.state != "dead"]
@@ -339,15 +340,38 @@ class RayDispatcher:
             for _ in range(max(missing, 0)):
                 self._add_lane()
         for lane in self.lanes():
-            if lane.state == "starting":
+            if lane.state == "starting":  # no time limit: it may be waiting for room in the cluster
                 if ray.wait([lane.ready_ref], timeout=0)[0]:
-                    self._settle(lane, lane.ready_ref)
-            elif lane.state == "idle":
-                if lane.ping_ref is not None and ray.wait([lane.ping_ref], timeout=0)[0]:
-                    self._settle(lane, lane.ping_ref)
-                    lane.ping_ref = None
-                if lane.ping_ref is None and now - lane.ping_sent >= PING_SECONDS and lane.state == "idle":
-                    lane.ping_ref, lane.ping_sent = lane.actor.ping.remote(), now
+                    self._settle(lane, lane.ready_ref, fresh=True)
+                continue
+            if lane.state not in ("idle", "busy"):
+                continue
+            if lane.ping_ref is not None:
+                if ray.wait([lane.ping_ref], timeout=0)[0]:
+                    ref, lane.ping_ref = lane.ping_ref, None
+                    if lane.state == "idle":  # a busy worker's death is reported by its prompt's stream
+                        # only an answer sent since the worker's last prompt describes it as it is now
+                        self._settle(lane, ref, fresh=lane.ping_sent >= lane.idle_since)
+                elif now - lane.ping_sent > self.config.ray_ping_timeout:
+                    self._unresponsive(lane, now - lane.ping_sent)
+                    continue
+            if lane.ping_ref is None and now - lane.ping_sent >= PING_SECONDS:
+                lane.ping_ref, lane.ping_sent = lane.actor.ping.remote(), now
+
+    def _unresponsive(self, lane: RayLane, waited: float) -> None:
+        """A worker that has not answered a ping for --ray-ping-timeout (hung, or its machine
+        unreachable) is killed; a prompt it was running goes the way of a lost worker's."""
+        self.hung_workers += 1
+        self.last_failure = f"worker {lane.name} did not answer for {waited:.0f} s; killed"
+        log.error("%s", self.last_failure)
+        with self._lock:
+            idle = lane.state == "idle"
+            if idle:
+                lane.state = "dead"
+        if idle:
+            self.lost_workers += 1
+        lane.ping_ref = None
+        _kill(lane.actor)  # a running prompt's stream now fails: _run_on re-queues it
 
     def _add_lane(self) -> None:
         name = f"w{self._next_name}"
@@ -359,8 +383,9 @@ class RayDispatcher:
             self._lanes.append(lane)
         log.info("started Ray worker %s", name)
 
-    def _settle(self, lane: RayLane, ref: Any) -> None:
-        """Reads a worker's info answer: ready (or still alive), else dead."""
+    def _settle(self, lane: RayLane, ref: Any, fresh: bool) -> None:
+        """Reads a worker's info answer: ready (or still alive), else dead. ``fresh``: the
+        answer may replace what is known of the worker (its models)."""
         try:
             info = ray.get(ref)
         except Exception as exc:
@@ -377,7 +402,8 @@ class RayDispatcher:
             return
         self._start_failures = 0
         with self._lock:
-            lane.info = info
+            if fresh:
+                lane.info = info
             if lane.state == "starting":
                 lane.state = "idle"
                 lane.idle_since = time.monotonic()
@@ -401,9 +427,6 @@ class RayDispatcher:
                                     self.routing, self._rng).name]
             with self._lock:
                 chosen.state = "busy"
-            # A ping sent before this prompt would answer with the state before it: dropped, so
-            # the state the prompt's end reports (its models) is not overwritten by an older one.
-            chosen.ping_ref, chosen.ping_sent = None, time.monotonic()
             self.placements.setdefault(item.prompt_id, []).append(chosen.name)
             while len(self.placements) > PLACEMENTS_KEPT:
                 self.placements.popitem(last=False)

@@ -271,6 +271,34 @@ def test_a_killed_worker_s_prompt_completes_once_elsewhere(ray_server):
     wait_workers(ray_server)
 
 
+def test_a_hung_worker_is_killed_and_its_prompt_completes_elsewhere(ray_server):
+    dispatcher = ray_server.handlers.worker
+    prompt_id = submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 2.0, "tag": 5}}})["prompt_id"]
+    hung_before = dispatcher.hung_workers
+    dispatcher.config.ray_ping_timeout = 3.0
+    stopped = None
+    try:
+        wait_until(lambda: any(w["prompt"] == prompt_id and w["node"] for w in dispatcher.health()["workers"]), 30)
+        worker = next(w for w in dispatcher.health()["workers"] if w["prompt"] == prompt_id)
+        stopped = worker["pid"]
+        os.kill(stopped, signal.SIGSTOP)  # alive but answering nothing, as a hung worker
+        entry = wait_history(ray_server.url, prompt_id, 90)
+    finally:
+        dispatcher.config.ray_ping_timeout = 60.0
+        if stopped is not None:
+            try:
+                os.kill(stopped, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # killed, as it should be
+    assert entry["status"]["status_str"] == "success"
+    runs = placed(ray_server, prompt_id)
+    assert len(runs) == 2 and runs[0] == worker["name"] != runs[1]
+    assert dispatcher.health()["hung_workers"] == hung_before + 1
+    wait_until(lambda: not os.path.exists(f"/proc/{stopped}") or "Z" in Path(f"/proc/{stopped}/stat").read_text()
+               .split()[2], 30)  # the hung process itself was killed
+    wait_workers(ray_server)
+
+
 def test_without_ray_flag_ray_is_never_imported(tmp_path):
     code = (
         "import sys, time\n"
