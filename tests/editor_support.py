@@ -29,6 +29,10 @@ class Editor:
         self.url = url
         self.errors: list[str] = []
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        # (status, method, path) of every response the page got: tests check none failed
+        self.responses: list[tuple[int, str, str]] = []
+        page.on("response", lambda r: self.responses.append(
+            (r.status, r.request.method, r.url.split("/", 3)[-1] if "://" in r.url else r.url)))
 
     def open(self) -> Editor:
         self.page.goto(self.url)

@@ -79,6 +79,10 @@ def test_first_open_shows_the_house_model_workflow_and_queue_makes_an_image(edit
     assert max(seen["progress"]) == 3 and seen["previews"] > 0
     assert {"3", "9"} <= set(seen["running"])  # the running node was tracked for highlighting
     editor.page.wait_for_selector("#history-list img")
+    # From opening to the image, no request failed (no 404/405 from a route ComfyUI answers, no 5xx).
+    assert (200, "POST", "api/prompt") in editor.responses
+    failed = [r for r in editor.responses if r[0] in (404, 405) or r[0] >= 500]
+    assert not failed, failed
 
     # The PNG carries the editor's workflow, so dropping it restores it (next test).
     filename = image["src"].split("filename=")[1].split("&")[0]
