@@ -7,15 +7,16 @@ the next prompt in queue order (``QueueStore.claim_next``: priority, then arriva
 a worker is idle, and gives it to the idle worker ``ray_routing.choose`` picks; each
 running prompt has a thread here that reads the worker's stream.
 
-Each worker is a ``RayLane``: a ``PromptWorker`` whose ``_execute`` runs the prompt on its
-actor instead of in-process. Everything else is the local worker's own code, so events
-reach websocket clients in the same order (terminal events held back until the history is
-written, then ``executing`` null), previews follow the same policy and history writes are
-retried the same way.
+Each worker is a ``RayLane`` (``latentgraph_server.ray_lane``): a ``PromptWorker`` whose
+``_execute`` runs the prompt on its actor instead of in-process. Everything else is the
+local worker's own code, so events reach websocket clients in the same order (terminal
+events held back until the history is written, then ``executing`` null), previews follow
+the same policy and history writes are retried the same way.
 
 Faults: a worker whose actor dies (its process killed, its machine lost) is noticed by the
-stream it was sending (or by a ping while idle) and dropped; its prompt goes back to the
-queue at its old place and runs again on another worker, and the files the lost run had
+stream it was sending, or by a ping (every worker is pinged every 2 s; one that leaves a
+ping unanswered for ``ray_ping_timeout`` is killed), and dropped; its prompt goes back to
+the queue at its old place and runs again on another worker, and the files the lost run had
 already shipped are removed, so one prompt leaves one set of outputs. After
 ``ray_max_tries`` lost runs the prompt is recorded as failed with the reason. Workers are
 kept at the wanted number: a replacement waits for room in the cluster, so a machine that
@@ -33,133 +34,23 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import ray
-from ray import exceptions as ray_errors
 
 from graph import NodeRegistry
-from graph.cache import OutputCache
 from latentgraph_server.config import ServerConfig
 from latentgraph_server.queue_store import QueueItem, QueueStore
-from latentgraph_server.ray_files import FileNames, InputTracker, place_file, prompt_inputs
-from latentgraph_server.ray_routing import Candidate, choose, model_candidates
+from latentgraph_server.ray_lane import RayLane, WorkerLost
+from latentgraph_server.ray_routing import choose, model_candidates
 from latentgraph_server.ray_workers import remote_runner
-from latentgraph_server.worker import PromptWorker, RunningPrompt, SendJson, SendPreview
+from latentgraph_server.worker import RunningPrompt, SendJson, SendPreview
 
 log = logging.getLogger("latentgraph.ray")
 
-# What a lost worker looks like from the stream it was sending.
-LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError,
-        ray_errors.NodeDiedError)
 PING_SECONDS = 2.0
 HOUSEKEEPING_SECONDS = 0.5
 PLACEMENTS_KEPT = 10_000
-
-
-class WorkerLost(Exception):
-    """The worker running a prompt went away; ``started``: it had sent some of its events."""
-
-    def __init__(self, reason: str, started: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.started = started
-
-
-def _no_executor() -> Any:
-    raise RuntimeError("a Ray lane runs nothing in-process")
-
-
-class RayLane(PromptWorker):
-    """One Ray worker, seen from the front server."""
-
-    def __init__(self, name: str, actor: Any, store: QueueStore, registry: NodeRegistry,
-                 services: dict[str, Any], send: SendJson, send_preview: SendPreview,
-                 on_queue_changed: Callable[[], None], preview_method: str) -> None:
-        super().__init__(store, registry, services, _no_executor, OutputCache(0), send, send_preview,
-                         on_queue_changed, preview_method)
-        self.name = name
-        self.actor = actor
-        self.state = "starting"  # starting -> idle <-> busy -> dead
-        self.info: dict[str, Any] = {}
-        self.idle_since = time.monotonic()
-        self.ready_ref: Any = actor.info.remote()
-        self.ping_ref: Any = None
-        self.ping_sent = 0.0
-        folders = services["folders"]
-        self.roots = {"output": Path(folders.output), "temp": Path(folders.temp)}
-        self.inputs = InputTracker()
-        self.names = FileNames()
-
-    def candidate(self) -> Candidate:
-        return Candidate(self.name, set(self.info.get("models", {})), int(self.info.get("cached_bytes", 0)),
-                         self.idle_since)
-
-    def describe(self) -> dict[str, Any]:
-        running = self.current()
-        return {"name": self.name, "state": self.state, "device": self.info.get("device"),
-                "host": self.info.get("host"), "node_id": self.info.get("node_id"), "pid": self.info.get("pid"),
-                "loaded_models": sorted(self.info.get("models", {}).values()),
-                "cached_bytes": self.info.get("cached_bytes", 0), "prompts_run": self.info.get("prompts_run", 0),
-                "prompt": running.prompt_id if running else None, "node": running.node if running else None}
-
-    # -- PromptWorker, pointed at the actor ------------------------------------------------
-
-    def interrupt(self, prompt_id: str | None = None) -> bool:
-        running = self.current()
-        if not super().interrupt(prompt_id) or running is None:
-            return False
-        self.actor.interrupt.remote(running.prompt_id)
-        return True
-
-    def request_free(self, *, unload_models: bool, free_memory: bool) -> None:
-        if self.state != "dead":
-            self.actor.free.remote(unload_models, free_memory)
-
-    def _release_memory(self) -> None:
-        """Nothing of a prompt is held here; its worker frees its own memory."""
-
-    def _execute(self, item: QueueItem, running: RunningPrompt,
-                 on_event: Callable[[str, dict[str, Any]], None]) -> tuple[dict, dict, dict]:
-        placed: list[Path] = []
-        started = False
-        payload = {"number": item.number, "prompt_id": item.prompt_id, "prompt": item.prompt,
-                   "extra_data": item.extra_data, "outputs_to_execute": item.outputs_to_execute,
-                   "client_id": item.client_id}
-        try:
-            files = self.inputs.to_send(prompt_inputs(item.prompt, Path(self.services["folders"].input)))
-            stream = self.actor.run.remote(payload, files)
-            if running.interrupt.is_set():  # interrupted before the actor knew of the prompt
-                self.actor.interrupt.remote(item.prompt_id)
-            for ref in stream:
-                for message in ray.get(ref):
-                    kind = message[0]
-                    if kind == "file":
-                        _, folder_kind, subfolder, name, data = message
-                        target = place_file(self.roots, folder_kind, subfolder, name, data)
-                        if target is not None:
-                            self.names.set(folder_kind, subfolder, name, target.name)
-                            placed.append(target)
-                    elif kind == "event":
-                        started = True
-                        on_event(message[1], self.names.rewrite(message[2]))
-                    elif kind == "done":
-                        _, outputs, status, meta, self.info = message
-                        return self.names.rewrite(outputs), self.names.rewrite(status), meta
-            raise WorkerLost("the worker's stream ended without a result", started)
-        except LOST as exc:
-            self.inputs.forget()
-            for path in placed:  # the run that will replace this one ships its own
-                path.unlink(missing_ok=True)
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise WorkerLost(f"{type(exc).__name__}: {detail}{'' if started else ' (before its first event)'}",
-                             started) from exc
-        except WorkerLost:
-            raise
-        except Exception as exc:  # a failure on this side (a file that cannot be written, ...)
-            log.exception("prompt %s failed on the front server", item.prompt_id)
-            return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__, {})
 
 
 class RayDispatcher:
