@@ -8,9 +8,11 @@ shape, so a seed means the same image on any device.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 
 SAMPLER_NAMES = ("euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
                  "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
@@ -55,6 +57,10 @@ class KSampler(Node):
     denoise = Input("FLOAT", default=1.0, min=0.0, max=1.0, step=0.01)
     outputs = (Output("LATENT"),)
 
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.sampler(inputs)
+
     def execute(self, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                 positive: list, negative: list, latent_image: dict, denoise: float) -> tuple:
         from nodes.sampling import denoise_sigmas
@@ -82,6 +88,10 @@ class KSamplerAdvanced(Node):
     end_at_step = Input("INT", default=10000, min=0, max=10000)
     return_with_leftover_noise = Input(choices=["disable", "enable"], default="disable")
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.sampler(inputs)
 
     def execute(self, model: Any, add_noise: str, noise_seed: int, steps: int, cfg: float, sampler_name: str,
                 scheduler: str, positive: list, negative: list, latent_image: dict, start_at_step: int,
