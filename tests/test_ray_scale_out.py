@@ -22,6 +22,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from tests import test_server_api as server_api_tests
 from tests.server_support import REPO, ServerThread, make_config, submit, wait_history, wait_until
 from tests.test_server_api import finished, receive_until
 
@@ -41,8 +42,9 @@ def ray_instance():
 
 
 def ray_config(root: Path, **overrides: Any):
-    return make_config(root, cpu=True, node_packages=PACKAGES, ray_address="auto", ray_workers=WORKERS,
-                       ray_worker_cpus=1.0, **overrides)
+    settings = {"cpu": True, "node_packages": PACKAGES, "ray_address": "auto", "ray_workers": WORKERS,
+                "ray_worker_cpus": 1.0, **overrides}
+    return make_config(root, **settings)
 
 
 def wait_workers(server: ServerThread, count: int = WORKERS, timeout: float = 120.0) -> list[dict[str, Any]]:
@@ -64,6 +66,28 @@ def ray_server(ray_instance, tmp_path_factory):
 def local_server(tmp_path_factory):
     with ServerThread(make_config(tmp_path_factory.mktemp("local"), cpu=True, node_packages=PACKAGES)) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def ray_server_one(ray_instance, tmp_path_factory):
+    """One Ray worker: the local worker's own API tests run unchanged against it."""
+    with ServerThread(ray_config(tmp_path_factory.mktemp("ray1"), ray_workers=1)) as running:
+        wait_workers(running, 1)
+        yield running
+
+
+# tests/test_server_api.py's tests that run prompts, run here against a Ray server as they are
+# (the others touch no worker); with one worker, as they count on one prompt running at a time.
+API_TESTS = ["test_prompt_runs_and_events_reach_the_submitting_client", "test_queue_remaining_counts_running_prompt",
+             "test_queue_delete_clear_front_and_interrupt_by_id", "test_front_runs_before_earlier_prompts",
+             "test_node_failure_reports_execution_error", "test_ui_format_prompt_is_converted_and_kept_in_extra_data",
+             "test_saved_image_is_viewable_and_previews_arrive_as_binary", "test_history_paging_and_deletion",
+             "test_partial_execution_targets"]
+
+
+@pytest.mark.parametrize("name", API_TESTS)
+def test_the_local_worker_s_api_tests_pass_on_ray(ray_server_one, name):
+    getattr(server_api_tests, name)(ray_server_one)
 
 
 def model_prompt(name: str, seconds: float = 0.1, size: int = 1000) -> dict[str, Any]:
