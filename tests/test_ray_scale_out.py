@@ -23,6 +23,7 @@ import requests
 from websockets.sync.client import connect
 
 from tests import test_server_api as server_api_tests
+from tests import test_server_hardening as server_hardening_tests
 from tests.server_support import REPO, ServerThread, make_config, submit, wait_history, wait_until
 from tests.test_server_api import finished, receive_until
 
@@ -88,6 +89,13 @@ API_TESTS = ["test_prompt_runs_and_events_reach_the_submitting_client", "test_qu
 @pytest.mark.parametrize("name", API_TESTS)
 def test_the_local_worker_s_api_tests_pass_on_ray(ray_server_one, name):
     getattr(server_api_tests, name)(ray_server_one)
+
+
+def test_the_hardening_tests_of_the_worker_pass_on_ray(ray_server_one, monkeypatch):
+    """tests/test_server_hardening.py, as it is: a node calling sys.exit fails only its prompt
+    (on the worker), and a history write that fails (a full disk) is retried until it succeeds."""
+    server_hardening_tests.test_a_node_calling_sys_exit_fails_only_its_prompt(ray_server_one)
+    server_hardening_tests.test_full_disk_database(ray_server_one, monkeypatch)
 
 
 def model_prompt(name: str, seconds: float = 0.1, size: int = 1000) -> dict[str, Any]:
