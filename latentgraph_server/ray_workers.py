@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import shutil
 import socket
 import sys
 import tempfile
@@ -74,10 +75,39 @@ class ModelTrackingCache(OutputCache):
         return held
 
 
+SCRATCH_PREFIX = "latentgraph-worker-"
+
+
+def scratch_folder() -> Path:
+    return Path(os.environ.get("LATENTGRAPH_WORKER_SCRATCH") or tempfile.gettempdir())
+
+
+def sweep_scratch(scratch: Path) -> list[Path]:
+    """Removes the scratch folders of workers whose process is gone (everything in them was
+    shipped to the front server already); returns them. A worker's folder ends in its pid."""
+    removed = []
+    for folder in scratch.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def worker_config(config: ServerConfig, name: str) -> ServerConfig:
     """The front server's configuration, with this machine's own folders."""
-    scratch = Path(os.environ.get("LATENTGRAPH_WORKER_SCRATCH") or tempfile.gettempdir())
-    root = scratch / f"latentgraph-worker-{name}-{os.getpid()}"
+    root = scratch_folder() / f"{SCRATCH_PREFIX}{name}-{os.getpid()}"
     models = os.environ.get("LATENTGRAPH_MODELS_DIRECTORY")
     custom_nodes = os.environ.get("LATENTGRAPH_CUSTOM_NODES_DIRECTORY")
     return dataclasses.replace(
@@ -97,6 +127,7 @@ class PromptRunner:
         from server import app_services, make_executor_factory, make_registry
 
         self.name = name
+        sweep_scratch(scratch_folder())
         self.config = worker_config(config, name)
         self.folders = Folders(self.config.input_directory, self.config.output_directory,
                                self.config.temp_directory)

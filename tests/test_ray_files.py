@@ -116,3 +116,21 @@ def test_no_path_outside_the_roots(tmp_path: Path):
     roots = {"output": tmp_path / "out", "temp": tmp_path / "tmp"}
     assert place_file(roots, "output", "", "a/b.png", b"x") is None
     assert place_file(roots, "temp", "/etc", "x.png", b"x") is None
+
+
+def test_scratch_folders_of_finished_workers_are_swept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from latentgraph_server.ray_workers import sweep_scratch
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    gone = tmp_path / f"latentgraph-worker-w3-{int(finished.stdout)}"
+    mine = tmp_path / f"latentgraph-worker-w4-{os.getpid()}"
+    other = tmp_path / "latentgraph-worker-notes"
+    for folder in (gone / "output", mine / "output", other):
+        folder.mkdir(parents=True)
+    assert sweep_scratch(tmp_path) == [gone]
+    assert not gone.exists() and mine.exists() and other.exists()

@@ -34,10 +34,12 @@ WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
-    # Workers import the test node packages from the repository, as the front server does.
+def ray_instance(tmp_path_factory):
+    # Workers import the test node packages from the repository, as the front server does, and
+    # keep their scratch folders where pytest cleans up.
+    scratch = tmp_path_factory.mktemp("scratch")
     ray.init(num_cpus=WORKERS + 2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "LATENTGRAPH_WORKER_SCRATCH": str(scratch)}})
     yield
     ray.shutdown()
 
@@ -346,11 +348,12 @@ def test_without_ray_flag_ray_is_never_imported(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_server_py_with_ray_local_runs_prompts_and_stops_cleanly(tmp_path):
+def test_server_py_with_ray_local_runs_prompts_and_stops_cleanly(tmp_path, monkeypatch):
     """The real command line: `server.py --ray local` starts its own Ray instance and workers,
     runs a prompt, and on SIGTERM shuts down (exit 0) and stops that instance."""
     from tests.server_support import free_port, start_process
 
+    monkeypatch.setenv("LATENTGRAPH_WORKER_SCRATCH", str(tmp_path / "scratch"))  # reaches the workers
     port = free_port()
     process = start_process(tmp_path, port, "--cpu", "--ray", "local", "--ray-workers", "1",
                             "--nodes-package", "tests.ray_nodes")
@@ -360,6 +363,7 @@ def test_server_py_with_ray_local_runs_prompts_and_stops_cleanly(tmp_path):
         entry = wait_history(url, submit(url, prompt)["prompt_id"], 120)
         assert entry["outputs"]["1"]["images"][0]["filename"] == "cli_00001_.png"
         assert (tmp_path / "output" / "cli_00001_.png").is_file()
+        assert list((tmp_path / "scratch").glob("latentgraph-worker-w0-*/output/cli_00001_.png"))  # its own copy
         stats = requests.get(f"{url}/system_stats", timeout=10).json()["latentgraph"]["worker"]
         assert stats["mode"] == "ray" and stats["ray_address"] == "local" and len(stats["workers"]) == 1
     finally:
