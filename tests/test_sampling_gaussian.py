@@ -96,8 +96,23 @@ def lcm_expected_std(sigmas: list[float], s: float) -> float:
     return math.sqrt(var)
 
 
+# ComfyUI 0.3.64's dpmpp_2s_ancestral_cfg_pp, which we reproduce exactly (the ComfyUI
+# oracle test), shifts each full step by D_g(x, sigma) - D_u(x_mid, sigma_mid): even without
+# guidance that is not 0, and the samples' std comes out 15-20% low at any step count
+# (0.80 at 480 steps).  Later ComfyUI versions changed the sampler; this marks the defect
+# so that changing the sampler is a deliberate choice against the oracle.
+KNOWN_COMFY_DEFECTS = {
+    "dpmpp_2s_ancestral_cfg_pp": "ComfyUI 0.3.64's form samples too narrow a distribution (std ~0.8 s)",
+}
+RECOVERY_SAMPLERS = [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_COMFY_DEFECTS[name]))
+    if name in KNOWN_COMFY_DEFECTS else name
+    for name in SAMPLER_NAMES
+]
+
+
 @pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
-@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+@pytest.mark.parametrize("sampler", RECOVERY_SAMPLERS)
 def test_gaussian_data_is_recovered(sampler: str, scheduler: str) -> None:
     mu, s = data_params(scheduler)
     spec = get_sampler(sampler)
