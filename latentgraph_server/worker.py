@@ -128,6 +128,11 @@ class PromptWorker:
         with self._lock:
             return self._current
 
+    def running_prompts(self) -> list[RunningPrompt]:
+        """The prompts running now: one at most here (the Ray dispatcher has one per worker)."""
+        running = self.current()
+        return [running] if running is not None else []
+
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Interrupts the running prompt (only if it is ``prompt_id``, when given)."""
         with self._lock:
