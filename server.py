@@ -412,10 +412,10 @@ class Handlers:
         connection = Connection(client_id, socket)
         self.hub.add(connection)
         connection.outbox.put_nowait(encode_message("status", {**self.status_payload(), "sid": client_id}))
-        running = self.worker.current()
-        if running is not None and running.client_id == client_id and running.node is not None:
-            connection.outbox.put_nowait(encode_message("executing", {
-                "node": running.node, "display_node": running.node, "prompt_id": running.prompt_id}))
+        for running in self.worker.running_prompts():  # a reconnecting client learns where its prompts are
+            if running.client_id == client_id and running.node is not None:
+                connection.outbox.put_nowait(encode_message("executing", {
+                    "node": running.node, "display_node": running.node, "prompt_id": running.prompt_id}))
         sender = asyncio.create_task(connection.run_sender())
         try:
             async for message in socket:
