@@ -143,6 +143,9 @@ class RayDispatcher:
                 return running
         return None
 
+    def running_prompts(self) -> list[RunningPrompt]:
+        return [running for running in (lane.current() for lane in self.lanes()) if running is not None]
+
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Interrupts ``prompt_id`` on the worker running it; without an id, every running prompt."""
         hit = False

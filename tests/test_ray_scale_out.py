@@ -260,6 +260,23 @@ def test_uploads_reach_the_worker_and_interrupt_reaches_its_prompt(ray_server):
     assert not requests.get(f"{ray_server.url}/history/{pending}").json() and pending not in ray_server.handlers.worker.placements
 
 
+def test_a_reconnecting_client_learns_where_each_of_its_prompts_runs(ray_server):
+    client_id = uuid.uuid4().hex
+    ids = {submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 60, "tag": 20 + i}}},
+                  client_id=client_id)["prompt_id"] for i in range(WORKERS)}
+    wait_until(lambda: sum(bool(w["node"]) for w in ray_server.handlers.worker.health()["workers"]) == WORKERS)
+    try:
+        with connect(f"{ray_server.ws_url}?clientId={client_id}") as socket:
+            messages = [json.loads(socket.recv(timeout=10)) for _ in range(1 + WORKERS)]
+        assert messages[0]["type"] == "status"
+        assert {m["data"]["prompt_id"] for m in messages[1:] if m["type"] == "executing"} == ids
+    finally:
+        for prompt_id in ids:
+            requests.post(f"{ray_server.url}/interrupt", json={"prompt_id": prompt_id})
+        for prompt_id in ids:
+            wait_history(ray_server.url, prompt_id, 20)
+
+
 def kill_worker_running(server: ServerThread, prompt_id: str) -> str:
     """Kills (SIGKILL) the worker process running ``prompt_id`` once a node of it runs there;
     returns the worker's name."""
