@@ -28,6 +28,7 @@ from tests.server_support import REPO, ServerThread, make_config, submit, wait_h
 from tests.test_server_api import finished, receive_until
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # starts a local Ray instance and its worker processes
 
 PACKAGES = ["tests.engine_nodes", "tests.server_nodes", "tests.ray_nodes"]
 WORKERS = 2
