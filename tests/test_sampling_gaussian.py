@@ -131,8 +131,10 @@ def test_gaussian_data_is_recovered(sampler: str, scheduler: str) -> None:
 
 DETERMINISTIC = [name for name in SAMPLER_NAMES if get_sampler(name).noise is None and name != "dpm_adaptive"]
 
-# the stochastic samplers with an ODE limit: these options turn their noise off
+# the stochastic samplers with an ODE limit: these options turn their noise off (ER-SDE's
+# noise scale function f(sigma) = sigma makes its drift the probability-flow ODE's)
 ODE_LIMITS = {
+    "er_sde": {"s_noise": 0.0, "noise_scaler": lambda sigma: sigma},
     "dpmpp_2m_sde_heun": {"eta": 0.0},
     "res_multistep_ancestral": {"eta": 0.0},
     "seeds_2": {"eta": 0.0},
