@@ -142,8 +142,8 @@ def sample_dpm_adaptive(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, 
     """Adaptive DPM-Solver-12 (``order=2``) or -23 (``order=3``, ComfyUI's default).
 
     Each attempt takes an order-(k-1) and an order-k step from the same point; their
-    difference, scaled by atol + rtol * |x| per element (the max of the lower-order result
-    and the previous accepted one) and RMS-averaged, is the error.  The step in t is then
+    difference, divided per element by max(atol, rtol * |x|) (|x| the larger of the
+    lower-order result and the previous accepted one) and RMS-averaged, is the error.  The step in t is then
     scaled by 1 + atan(error^(-1/k) - 1) (an integral controller, limited so it cannot
     jump), and the attempt is accepted if that factor is at least ``accept_safety``.
     ``max_calls`` stops a run whose controller cannot make progress (it never should)."""
