@@ -113,3 +113,20 @@ def test_another_seed_is_far_outside_the_tolerance(sampler: str) -> None:
     expected = TENSORS[f"{case['key']}.out"]
     assert torch.allclose(our_run(case), expected, rtol=RTOL, atol=ATOL)
     assert (our_run(case, seed=case["seed"] + 1) - expected).abs().max().item() > 100 * ATOL
+
+
+def test_node_output_applies_a_soft_mask_once() -> None:
+    """After sampling (which already applied the mask), the node gives the latent back exactly
+    where the mask is 0 and the sampler's result, unscaled, everywhere else: blending a soft
+    mask in again, as before, moved the partially masked pixels away from ComfyUI's."""
+    from nodes.sd.sample import _unscaled
+
+    latent = {"samples": torch.randn(1, 4, 3, 3, generator=torch.Generator("cpu").manual_seed(1))}
+    mask = case_mask({"mask": True})
+    result = torch.randn(1, 4, 3, 3, generator=torch.Generator("cpu").manual_seed(2))
+    scale = 0.18215
+    out = _unscaled(result, scale, latent, mask)
+    resized = torch.nn.functional.interpolate(mask.reshape(1, 1, 6, 6), size=(3, 3), mode="bilinear").expand(1, 4, 3, 3)
+    assert ((resized > 0) & (resized < 1)).any()  # the case has partially masked pixels
+    assert torch.equal(out[resized == 0], latent["samples"][resized == 0])
+    assert torch.equal(out[resized > 0], (result / scale)[resized > 0])

@@ -65,7 +65,10 @@ def sample_latent(context: Any, guider: Guider, sampler: SamplerChoice, sigmas: 
 
 def _unscaled(result: torch.Tensor, scale: float, latent: dict, mask: torch.Tensor | None) -> torch.Tensor:
     out = (result / scale).float().cpu()
-    if mask is not None:  # keep the unmasked latent exactly (dividing by the scale is not exact)
-        keep = 1.0 - prepare_mask(mask, out)
-        out = out * (1.0 - keep) + latent["samples"].float().cpu() * keep
+    if mask is not None:
+        # where the mask is 0 give the latent back exactly (dividing by the scale is not
+        # exact); a soft mask's partial values were applied while sampling and are not
+        # blended in a second time (ComfyUI returns the sampler's result there)
+        kept = prepare_mask(mask, out) == 0
+        out = torch.where(kept, latent["samples"].float().cpu(), out)
     return out
