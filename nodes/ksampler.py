@@ -2,8 +2,9 @@
 
 The sampler and scheduler names are declared here as plain tuples so that listing nodes
 does not import torch; a test checks they equal what ``nodes.sampling`` implements.
-Noise for a seed is ``torch.randn`` from a CPU generator seeded with it, in the latent's
-shape, so a seed means the same image on any device.
+The starting noise for a seed is ``torch.randn`` from a CPU generator seeded with it, in the
+latent's shape; the per-step noise of stochastic samplers is drawn as ComfyUI draws it
+(:func:`nodes.sampling.noise.make_noise_sampler`), so a seed gives ComfyUI's image.
 """
 
 from __future__ import annotations
