@@ -9,6 +9,7 @@ import shutil
 import comfy_api_simplified
 import comfy_api_simplified.exceptions
 import pytest
+import requests
 from PIL import Image
 
 from tests.server_support import REPO, ServerThread, make_config
@@ -93,3 +94,144 @@ def test_queue_and_wait_images_returns_the_saved_png_with_its_metadata(house_ser
     assert image.format == "PNG" and image.size == (128, 128)
     prompt = json.loads(image.text["prompt"])
     assert prompt["3"]["inputs"]["steps"] == 4 and prompt["4"]["inputs"]["ckpt_name"] == HOUSE_MODEL
+
+
+# Other client libraries from PyPI, each driven as its own README shows (README, "Client libraries").
+
+
+def _house_workflow(steps: int = 4, seed: int = 42) -> dict:
+    document = json.loads((REPO / "workflows" / "txt2img_api.json").read_text())
+    document["3"]["inputs"].update(steps=steps, seed=seed)  # few steps: a quick test on a busy CPU
+    return document
+
+
+def _assert_house_png(data: bytes, steps: int) -> None:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG" and image.size == (128, 128)
+    prompt = json.loads(image.text["prompt"])
+    assert prompt["3"]["inputs"]["steps"] == steps and prompt["4"]["inputs"]["ckpt_name"] == HOUSE_MODEL
+
+
+def _comfyapi_round_trip(url: str, workflow_file, edits: dict, save_path) -> tuple[str, bytes]:
+    # comfyapi's README ("Recommended: ComfyAPIManager"): load, edit by path, submit, poll
+    # check_queue, find_output, download_output. It polls /history; no websocket.
+    import time
+
+    from comfyapi import ComfyAPIManager
+
+    manager = ComfyAPIManager()
+    manager.set_base_url(url)
+    manager.load_workflow(str(workflow_file))
+    for path, value in edits.items():
+        manager.edit_workflow(list(path), value)
+    prompt_id = manager.submit_workflow()
+    deadline = time.monotonic() + 120
+    while not manager.check_queue(prompt_id):
+        assert time.monotonic() < deadline, "comfyapi never saw the prompt finish"
+        time.sleep(0.2)
+    output_url, filename = manager.find_output(prompt_id, with_filename=True)
+    manager.download_output(output_url, save_path=str(save_path), filename=filename)
+    return filename, (save_path / filename).read_bytes()
+
+
+def test_comfyapi_manager_round_trip(server, tmp_path):
+    workflow_file = tmp_path / "workflow.json"
+    workflow_file.write_text(json.dumps(
+        {"9": {"class_type": "SaveTestImage", "inputs": {"red": 10, "filename_prefix": "comfyapi"}}}))
+    filename, data = _comfyapi_round_trip(server.url, workflow_file, {("9", "inputs", "red"): 77},
+                                          tmp_path / "downloads")
+    assert filename.startswith("comfyapi_")
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (77, 0, 0)
+
+
+@pytest.mark.slow  # generates an image with the house model
+def test_comfyapi_manager_txt2img(house_server, tmp_path):
+    workflow_file = tmp_path / "txt2img_api.json"
+    workflow_file.write_text(json.dumps(_house_workflow()))
+    filename, data = _comfyapi_round_trip(
+        house_server.url, workflow_file,
+        {("6", "inputs", "text"): "a beautiful landscape painting", ("3", "inputs", "seed"): 123456},
+        tmp_path / "output_images")
+    assert filename.startswith("txt2img_") and filename.endswith(".png")
+    _assert_house_png(data, steps=4)
+
+
+def _async_tool_events(url: str, workflow: dict, values: dict) -> list[dict]:
+    # comfyui-async-api-tool's README: ComfyClient(session, servers=[...]).run(workflow, values=...)
+    # streams start -> progress (from the websocket's progress messages) -> image (/history + /view).
+    import asyncio
+
+    import aiohttp
+    from comfyui_async_api_tool import ComfyClient
+
+    async def main() -> list[dict]:
+        async with aiohttp.ClientSession() as session:
+            client = ComfyClient(session, servers=[url])
+            return [event async for event in client.run(workflow, values=values)]
+
+    return asyncio.run(main())
+
+
+def test_comfyui_async_api_tool_round_trip(server):
+    workflow = {"9": {"class_type": "SaveTestImage", "inputs": {"red": 10, "filename_prefix": "async_tool"}}}
+    events = _async_tool_events(server.url, workflow, {"9": {"red": 55}})
+    assert [e for e in events if e["type"] == "error"] == []
+    assert events[0]["type"] == "start" and events[0]["data"]["server_url"] == server.url
+    images = [e["data"] for e in events if e["type"] == "image"]
+    assert len(images) == 1
+    assert Image.open(io.BytesIO(images[0])).getpixel((0, 0)) == (55, 0, 0)
+    assert workflow["9"]["inputs"]["red"] == 10  # run() edits a copy, as its README says
+
+
+@pytest.mark.slow  # generates an image with the house model
+def test_comfyui_async_api_tool_txt2img_streams_progress(house_server):
+    events = _async_tool_events(house_server.url, _house_workflow(steps=6, seed=7), {"3": {"seed": 42}})
+    assert [e for e in events if e["type"] == "error"] == []
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    # Its progress only moves off 0 on the websocket's `progress` messages for the prompt (then smoothed).
+    assert any(0 < value < 100 for value in progress), progress
+    assert progress[-1] == 100.0
+    images = [e for e in events if e["type"] == "image"]
+    assert len(images) == 1 and images[0]["generation_ms"] > 0  # from execution_start/_success timestamps
+    _assert_house_png(images[0]["data"], steps=6)
+
+
+@pytest.mark.slow  # generates images with the house model
+def test_comfy_headless_generate_image_and_websocket_client(house_server):
+    # comfy-headless's README: ComfyClient(url).generate_image(prompt, ..., on_progress=...) builds its own
+    # txt2img graph (checkpoint picked from /object_info), polls, and names the saved images.
+    import asyncio
+
+    from comfy_headless import ComfyClient, ComfyWSClient
+
+    client = ComfyClient(house_server.url)
+    reported = []
+    result = client.generate_image("a small red circle on a blue background", width=128, height=128,
+                                   steps=4, seed=42, on_progress=lambda pct, msg: reported.append(pct))
+    assert result["success"], result
+    assert reported[-1] == 1.0
+    (image,) = result["images"]
+    assert image["filename"].startswith("comfy_headless_") and image["type"] == "output"
+    _assert_house_png(client.get_image(image["filename"], image["subfolder"], image["type"]), steps=4)
+
+    # "For real-time updates over WebSocket": ComfyWSClient queues on its own client id and reads
+    # progress, executing and execution_success messages for that prompt.
+    async def over_websocket():
+        seen = []
+
+        async def on_progress(progress):
+            seen.append(progress)
+
+        async with ComfyWSClient(house_server.url) as ws:
+            prompt_id = await ws.queue_prompt(_house_workflow(steps=5, seed=11))
+            final = await ws.wait_for_completion(prompt_id, timeout=120, on_progress=on_progress)
+        return prompt_id, final, seen
+
+    prompt_id, final, seen = asyncio.run(over_websocket())
+    assert final.status == "completed"
+    steps = [(p.progress, p.max_progress) for p in seen if p.status == "progress"]
+    assert steps and steps[-1] == (5, 5)
+    entry = requests.get(f"{house_server.url}/history/{prompt_id}", timeout=10).json()[prompt_id]
+    assert entry["status"]["status_str"] == "success"
+    (saved,) = entry["outputs"]["9"]["images"]
+    _assert_house_png(client.get_image(saved["filename"], saved["subfolder"], saved["type"]), steps=5)
