@@ -412,33 +412,45 @@ def test_parametrised_sampler_options_reach_the_sampler(capture):
     assert not torch.allclose(capture.output("44")["samples"], capture.output("20")["samples"], atol=1e-2)
 
 
-@pytest.mark.parametrize("node, inputs", [
-    ("SamplerDPMPP_2M_SDE", {"solver_type": "heun", "eta": 0.5, "s_noise": 1.0, "noise_device": "cpu"}),
-    ("SamplerDPMPP_3M_SDE", {"eta": 0.5, "s_noise": 1.0, "noise_device": "gpu"}),
-    ("SamplerDPMPP_SDE", {"eta": 1.0, "s_noise": 1.0, "r": 0.5, "noise_device": "cpu"}),
-    ("SamplerDPMPP_2S_Ancestral", {"eta": 1.0, "s_noise": 0.5}),
-    ("SamplerLMS", {"order": 2}),
-    ("SamplerEulerAncestralCFGPP", {"eta": 1.0, "s_noise": 1.0}),
-    ("SamplerDPMAdaptative", {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05, "pcoeff": 0.0,
-                              "icoeff": 1.0, "dcoeff": 0.0, "accept_safety": 0.81, "eta": 0.0, "s_noise": 1.0}),
-    ("SamplerER_SDE", {"solver_type": "ER-SDE", "max_stage": 3, "eta": 1.0, "s_noise": 1.05}),
-    ("SamplerSASolver", {"model": ["4", 0], "eta": 1.0, "sde_start_percent": 0.2, "sde_end_percent": 0.8,
-                         "s_noise": 1.0, "predictor_order": 3, "corrector_order": 4, "use_pece": False,
-                         "simple_order_2": False}),
-    ("SamplerSEEDS2", {"solver_type": "phi_2", "eta": 0.5, "s_noise": 1.0, "r": 0.5}),
+@pytest.mark.parametrize("node, sampler, defaults, changed", [
+    ("SamplerDPMPP_2M_SDE", "dpmpp_2m_sde_gpu", {"solver_type": "midpoint", "eta": 1.0, "s_noise": 1.0,
+                                                 "noise_device": "gpu"}, {"solver_type": "heun"}),
+    ("SamplerDPMPP_3M_SDE", "dpmpp_3m_sde", {"eta": 1.0, "s_noise": 1.0, "noise_device": "cpu"}, {"eta": 0.5}),
+    ("SamplerDPMPP_SDE", "dpmpp_sde_gpu", {"eta": 1.0, "s_noise": 1.0, "r": 0.5, "noise_device": "gpu"}, {"r": 0.3}),
+    ("SamplerDPMPP_2S_Ancestral", "dpmpp_2s_ancestral", {"eta": 1.0, "s_noise": 1.0}, {"s_noise": 0.5}),
+    ("SamplerLMS", "lms", {"order": 4}, {"order": 1}),  # (3 steps: the last returns the estimate)
+    ("SamplerEulerAncestralCFGPP", "euler_ancestral_cfg_pp", {"eta": 1.0, "s_noise": 1.0}, {"eta": 0.5}),
+    ("SamplerDPMAdaptative", "dpm_adaptive", {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05,
+                                              "pcoeff": 0.0, "icoeff": 1.0, "dcoeff": 0.0, "accept_safety": 0.81,
+                                              "eta": 0.0, "s_noise": 1.0}, {"order": 2}),
+    ("SamplerER_SDE", "er_sde", {"solver_type": "ER-SDE", "max_stage": 3, "eta": 1.0, "s_noise": 1.0},
+     {"s_noise": 1.05}),
+    ("SamplerSASolver", "sa_solver", {"model": ["4", 0], "eta": 1.0, "sde_start_percent": 0.2,
+                                      "sde_end_percent": 0.8, "s_noise": 1.0, "predictor_order": 3,
+                                      "corrector_order": 4, "use_pece": False, "simple_order_2": False},
+     {"sde_end_percent": 0.5}),
+    ("SamplerSEEDS2", "seeds_2", {"solver_type": "phi_1", "eta": 1.0, "s_noise": 1.0, "r": 0.5},
+     {"solver_type": "phi_2"}),
 ])
-def test_each_parametrised_sampler_node_samples(capture, node, inputs):
-    document = _base()
-    _custom_pieces(document, 5, 5.0, "euler", "karras", 3, 1.0)
-    document["12"] = {"class_type": node, "inputs": inputs}
-    document.pop("21")
-    document.pop("821")
-    document.pop("921")
+def test_each_parametrised_sampler_node_is_its_sampler_with_options(capture, node, sampler, defaults, changed):
+    """At ComfyUI's defaults a sampler node samples exactly as KSamplerSelect's name does (so
+    the node picks the right sampler and its defaults are the function's); a changed input
+    changes the result (so it reaches the function)."""
+    document = _base(size=32)
+    _custom_pieces(document, 5, 5.0, sampler, "karras", 3, 1.0)
+    for node_id in ("3", "21", "83", "821", "93", "921"):
+        document.pop(node_id)
+    for suffix, inputs in (("0", defaults), ("1", defaults | changed)):
+        document[f"6{suffix}"] = {"class_type": node, "inputs": inputs}
+        document[f"7{suffix}"] = dict(document["20"], inputs=dict(document["20"]["inputs"], sampler=[f"6{suffix}", 0]))
+        document[f"87{suffix}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"7{suffix}", 0], "vae": ["4", 2]}}
+        document[f"97{suffix}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"87{suffix}", 0]}}
     result = capture.run(document)
     assert result.status == "success", result.error
-    out = capture.output("20")["samples"]
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, capture.output("3")["samples"], rtol=0, atol=0.5)  # still the same picture
+    by_name, at_defaults, changed_out = (capture.output(n)["samples"] for n in ("20", "70", "71"))
+    assert torch.isfinite(changed_out).all()
+    assert torch.equal(at_defaults, by_name)
+    assert not torch.equal(changed_out, by_name)
 
 
 @pytest.mark.parametrize("node, inputs, message", [
@@ -476,14 +488,15 @@ def _executed(capture: Capture) -> set[str]:
 
 
 def test_a_changed_schedule_reruns_only_what_follows_it(capture):
-    document = _base()
+    document = _base(size=48)  # a size no other test uses: the module's cache is shared
     _custom_pieces(document, 42, 5.0, "euler", "normal", 3, 1.0)
     for node_id in ("3", "21", "83", "821", "93", "921"):
         document.pop(node_id)
     assert capture.run(document).status == "success"
+    assert "5" in _executed(capture)
     assert capture.run(document).status == "success"
     assert _executed(capture) == set()  # all cached
-    document["13"]["inputs"]["steps"] = 4
+    document["13"]["inputs"]["steps"] = 5  # (no other test asks for 5 steps)
     assert capture.run(document).status == "success"
     assert _executed(capture) == {"13", "20", "820", "920"}
     document["12"]["inputs"]["sampler_name"] = "heun"
