@@ -111,7 +111,14 @@ RECOVERY_SAMPLERS = [
 ]
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+# Every sampler runs with normal and karras in the fast lane; the other schedulers' 300-odd
+# cases are marked slow (make test runs them all).
+FAST_SCHEDULERS = ("normal", "karras")
+SCHEDULER_CASES = [name if name in FAST_SCHEDULERS else pytest.param(name, marks=pytest.mark.slow)
+                   for name in SCHEDULER_NAMES]
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_CASES)
 @pytest.mark.parametrize("sampler", RECOVERY_SAMPLERS)
 def test_gaussian_data_is_recovered(sampler: str, scheduler: str) -> None:
     mu, s = data_params(scheduler)
