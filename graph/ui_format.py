@@ -325,7 +325,9 @@ def _proxy_widget_values(instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _first_input_link(node: dict[str, Any], index: int) -> Any:
     inputs = node.get("inputs") or []
-    if isinstance(inputs, list) and len(inputs) > index and isinstance(inputs[index], dict):
+    # A negative slot (a malformed link) must not index from the end.
+    if isinstance(inputs, list) and isinstance(index, int) and 0 <= index < len(inputs) \
+            and isinstance(inputs[index], dict):
         return inputs[index].get("link")
     return None
 

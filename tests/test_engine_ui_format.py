@@ -296,3 +296,15 @@ def test_an_empty_file_combo_takes_the_first_listed_file_when_folders_are_known(
     doc = document([ui_node(4, "CheckpointLoaderSimple", [None])], [])
     assert ui_to_api(doc, registry, {"models": ModelFolders(tmp_path)})["4"]["inputs"] == {"ckpt_name": "a.safetensors"}
     assert ui_to_api(doc, registry)["4"]["inputs"] == {"ckpt_name": None}
+
+
+def test_a_subgraph_link_from_a_negative_input_slot_does_not_raise(registry):
+    """Found by the subgraph fuzz test: a boundary link whose origin slot is -1 indexed the
+    instance's inputs from the end (IndexError on an instance without inputs)."""
+    document = {"nodes": [{"id": 5, "type": "sg-a", "inputs": []},
+                          {"id": 6, "type": "ShowValue", "inputs": [{"name": "value", "link": 9}]}],
+                "links": [[9, 5, 0, 6, 0, "INT"]],
+                "definitions": {"subgraphs": [{"id": "sg-a", "nodes": [], "links": [
+                    {"id": 1, "origin_id": -10, "origin_slot": -1, "target_id": -20, "target_slot": 0,
+                     "type": "INT"}]}]}}
+    assert ui_to_api(document, registry) == {"6": {"class_type": "ShowValue", "inputs": {}}}
