@@ -46,7 +46,7 @@ from latentgraph_server.jobs import Jobs
 from latentgraph_server.model_library import ModelLibrary
 from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
 from latentgraph_server.previews import explain_method, install_taesd_previews, remove_taesd_previews
-from latentgraph_server.queue_store import QueueStore
+from latentgraph_server.queue_store import QueueStore, shown_number
 from latentgraph_server.request_bounds import (
     RequestRefused,
     json_size_over,
@@ -180,11 +180,6 @@ def parse_prompt_request(body: dict[str, Any], max_extra_data: int) -> PromptReq
         raise BadRequest(f"number must be a number between -{MAX_PROMPT_NUMBER} and {MAX_PROMPT_NUMBER}")
     return PromptRequest(body["prompt"], prompt_id, client_id, extra_data, targets,
                          None if number is None else float(number), bool(body.get("front")))
-
-
-def shown_number(number: float) -> float | int:
-    """A queue number as ComfyUI shows it: integral numbers without a fraction."""
-    return int(number) if float(number).is_integer() else number
 
 
 def id_list(value: Any, what: str) -> list[str]:

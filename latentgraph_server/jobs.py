@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from latentgraph_server.queue_store import QueueItem, QueueStore
+from latentgraph_server.queue_store import QueueItem, QueueStore, shown_number
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_KEYS = ("created_at", "execution_duration")
@@ -77,13 +77,9 @@ def _pruned(job: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in job.items() if value is not None}
 
 
-def _priority(number: float) -> float | int:
-    return int(number) if float(number).is_integer() else number
-
-
 def queue_job(item: QueueItem, status: str) -> dict[str, Any]:
     create_time, workflow_id = _metadata(item.extra_data)
-    return _pruned({"id": item.prompt_id, "status": status, "priority": _priority(item.number),
+    return _pruned({"id": item.prompt_id, "status": status, "priority": shown_number(item.number),
                     "create_time": create_time or 0, "outputs_count": 0, "workflow_id": workflow_id})
 
 
@@ -146,7 +142,7 @@ def finished_job(prompt_id: str, number: float, create_time: Any, workflow_id: A
             if event == "execution_error":
                 error = _error_for_frontend(data)
     count, preview = outputs_summary(outputs)
-    return _pruned({"id": prompt_id, "status": "failed" if failed else "completed", "priority": _priority(number),
+    return _pruned({"id": prompt_id, "status": "failed" if failed else "completed", "priority": shown_number(number),
                     # a prompt stored before create_time was recorded: when it started is the best we know
                     "create_time": create_time or start or 0,
                     "execution_start_time": start, "execution_end_time": end, "execution_error": error,
@@ -158,7 +154,7 @@ def row_job(row: tuple[Any, ...]) -> dict[str, Any] | None:
     state, number, prompt_id, create_time, workflow_id, outputs, status = row
     create_time, workflow_id = _checked(create_time, workflow_id)
     if state in STATES:
-        return _pruned({"id": prompt_id, "status": STATES[state], "priority": _priority(number),
+        return _pruned({"id": prompt_id, "status": STATES[state], "priority": shown_number(number),
                         "create_time": create_time or 0, "outputs_count": 0, "workflow_id": workflow_id})
     try:
         outputs, status = json.loads(outputs or "{}"), json.loads(status or "{}")

@@ -52,6 +52,11 @@ CORRUPT_ROW_MESSAGE = "the stored prompt could not be read back (a damaged datab
 log = logging.getLogger("latentgraph.queue")
 
 
+def shown_number(number: float) -> float | int:
+    """A queue number as ComfyUI shows it: stored as a REAL, integral ones without a fraction."""
+    return int(number) if float(number).is_integer() else number
+
+
 def to_json(value: Any, size_hint: int = 0) -> str:
     """JSON text for anything a node may put in its UI payload (odd objects become repr);
     ``size_hint`` as in ``json_text.dumps``."""
@@ -70,8 +75,7 @@ class QueueItem:
     client_id: str | None
 
     def as_list(self) -> list[Any]:
-        number: float | int = int(self.number) if float(self.number).is_integer() else self.number
-        return [number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
+        return [shown_number(self.number), self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
 
 
 class QueueStore:
@@ -209,7 +213,7 @@ class QueueStore:
             ).fetchall()
         lists: dict[str, list[str]] = {"running": [], "pending": []}
         for state, number, prompt_id, prompt, extra_data, outputs in rows:
-            shown = json.dumps(int(number) if float(number).is_integer() else number)
+            shown = json.dumps(shown_number(number))
             lists[state].append(f"[{shown},{json.dumps(prompt_id)},{prompt},{extra_data},{outputs}]")
         return f'{{"queue_running":[{",".join(lists["running"])}],"queue_pending":[{",".join(lists["pending"])}]}}'
 
