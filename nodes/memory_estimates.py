@@ -152,6 +152,14 @@ def pad_for_outpaint(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
     return MemoryEstimate((TensorSize((batch, new_h, new_w, channels)), TensorSize((new_h, new_w))), cause=cause)
 
 
+def _vae_working_bytes(inputs: Mapping[str, Any], batch: int, pixels: int, tiled: bool) -> int:
+    """The VAE's activations for ``pixels`` per image: the whole batch at once, or one tile."""
+    if tiled:
+        tile = int_input(inputs, "tile_size", 512)
+        return min(pixels, tile * tile) * VAE_BYTES_PER_PIXEL
+    return batch * pixels * VAE_BYTES_PER_PIXEL
+
+
 def vae_decode(inputs: Mapping[str, Any], *, tiled: bool = False) -> MemoryEstimate | None:
     """VAEDecode: [B, 4, h, w] -> IMAGE [B, 8h, 8w, 3], with full-resolution activations
     (one tile's worth when tiled)."""
@@ -159,12 +167,7 @@ def vae_decode(inputs: Mapping[str, Any], *, tiled: bool = False) -> MemoryEstim
     if shape is None:
         return None
     batch, _channels, height, width = shape
-    pixels = height * VAE_FACTOR * width * VAE_FACTOR
-    if tiled:
-        tile = int_input(inputs, "tile_size", 512)
-        working = min(pixels, tile * tile) * VAE_BYTES_PER_PIXEL
-    else:
-        working = batch * pixels * VAE_BYTES_PER_PIXEL
+    working = _vae_working_bytes(inputs, batch, height * VAE_FACTOR * width * VAE_FACTOR, tiled)
     return MemoryEstimate((TensorSize((batch, height * VAE_FACTOR, width * VAE_FACTOR, 3)),),
                           working_bytes=working, cause="samples")
 
@@ -175,10 +178,6 @@ def vae_encode(inputs: Mapping[str, Any], *, tiled: bool = False) -> MemoryEstim
     if shape is None:
         return None
     batch, height, width, _channels = shape
-    if tiled:
-        tile = int_input(inputs, "tile_size", 512)
-        working = min(height * width, tile * tile) * VAE_BYTES_PER_PIXEL
-    else:
-        working = batch * height * width * VAE_BYTES_PER_PIXEL
+    working = _vae_working_bytes(inputs, batch, height * width, tiled)
     latent = TensorSize((batch, LATENT_CHANNELS, height // VAE_FACTOR, width // VAE_FACTOR))
     return MemoryEstimate((latent,), working_bytes=working, cause="pixels")
