@@ -16,10 +16,13 @@ from graph.estimate import MemoryEstimate, TensorSize, float_input, int_input
 
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8
-# Bytes of UNet activations per latent element (both halves of classifier-free guidance).
-UNET_BYTES_PER_LATENT_ELEMENT = 2 * 4 * 4096
-# Bytes of VAE activations per output pixel: a few full-resolution 128-256 channel maps.
-VAE_BYTES_PER_PIXEL = 256 * 4 * 2
+# Activation elements per latent element in a UNet call (both halves of classifier-free
+# guidance), and per pixel in a VAE pass (a few full-resolution 128-256 channel maps): the
+# heuristics the device manager also uses (nodes/sd/memory.py), here at float32.
+UNET_ACTIVATIONS_PER_LATENT_ELEMENT = 2 * 4096
+VAE_ACTIVATIONS_PER_PIXEL = 256 * 2
+UNET_BYTES_PER_LATENT_ELEMENT = UNET_ACTIVATIONS_PER_LATENT_ELEMENT * 4
+VAE_BYTES_PER_PIXEL = VAE_ACTIVATIONS_PER_PIXEL * 4
 
 
 def _largest(inputs: Mapping[str, Any], defaults: Mapping[str, float]) -> str:

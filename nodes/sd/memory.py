@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from nodes.memory_estimates import UNET_ACTIVATIONS_PER_LATENT_ELEMENT, VAE_ACTIVATIONS_PER_PIXEL
 from nodes.sd.handles import module_bytes
 
 DEFAULT_RESERVE_BYTES = 512 * 1024**2
@@ -167,7 +168,7 @@ def sampling_working_bytes(latent_shape: tuple[int, ...], dtype: torch.dtype) ->
     for size in latent_shape:
         elements *= int(size)
     element_size = torch.empty((), dtype=dtype).element_size()
-    return 2 * elements * element_size * 4096
+    return elements * UNET_ACTIVATIONS_PER_LATENT_ELEMENT * element_size
 
 
 def vae_working_bytes(latent_shape: tuple[int, ...], dtype: torch.dtype) -> int:
@@ -175,7 +176,7 @@ def vae_working_bytes(latent_shape: tuple[int, ...], dtype: torch.dtype) -> int:
     a few full-resolution activations of 128-256 channels (a heuristic)."""
     batch, _channels, height, width = (int(size) for size in latent_shape)
     element_size = torch.empty((), dtype=dtype).element_size()
-    return batch * (height * 8) * (width * 8) * 256 * element_size * 2
+    return batch * (height * 8) * (width * 8) * VAE_ACTIVATIONS_PER_PIXEL * element_size
 
 
 def module_is_on(module: Any, device: torch.device) -> bool:
