@@ -176,7 +176,8 @@ def parse_prompt_request(body: dict[str, Any], max_extra_data: int) -> PromptReq
         raise BadRequest("partial_execution_targets must be a list of node ids")
     number = body.get("number")
     if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
-                               or not math.isfinite(number) or abs(number) > MAX_PROMPT_NUMBER):
+                               # abs() first: math.isfinite overflows on an int past float's range
+                               or abs(number) > MAX_PROMPT_NUMBER or not math.isfinite(number)):
         raise BadRequest(f"number must be a number between -{MAX_PROMPT_NUMBER} and {MAX_PROMPT_NUMBER}")
     return PromptRequest(body["prompt"], prompt_id, client_id, extra_data, targets,
                          None if number is None else float(number), bool(body.get("front")))
