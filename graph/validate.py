@@ -192,7 +192,9 @@ def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
     spec = workflow.nodes[node_id]
     errors = [_error(kind, message, input_name=name) for kind, message, name in spec.parse_errors]
     if not spec.class_type:
-        return errors
+        # An empty class name ("class_type": "" or a UI node of type "") is an error even
+        # when parsing found nothing else wrong: planning needs every node's definition.
+        return errors or [_error("invalid_prompt", f"node {node_id} has no class_type")]
     definition = registry.get(spec.class_type)
     if definition is None:
         errors.append(_error("missing_node_type", f"Node type {spec.class_type!r} is not installed",

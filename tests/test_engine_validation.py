@@ -141,3 +141,15 @@ def test_plan_order_is_topological_and_deterministic(registry):
     (order,) = orders
     assert order.index("2") < order.index("10") and order.index("9") < order.index("10") < order.index("11")
     assert set(order) == {"2", "3", "9", "10", "11"}
+
+
+def test_an_empty_class_type_is_an_error_not_a_crash():
+    """Found by the subgraph fuzz test: a node whose class is "" passed validation and made
+    planning assert."""
+    from graph import build_registry, prepare
+
+    registry = build_registry("tests.engine_nodes", None)
+    document = {"1": {"class_type": "", "inputs": {}},
+                "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    checked = prepare(document, registry, memo=False)
+    assert not checked.ok and checked.node_errors["1"]["errors"][0]["type"] == "invalid_prompt"
