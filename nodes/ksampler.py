@@ -1,7 +1,8 @@
 """Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs and semantics.
 
-The sampler and scheduler names are declared here as plain tuples so that listing nodes
-does not import torch; a test checks they equal what ``nodes.sampling`` implements.
+The sampler and scheduler names are declared here, once, as plain tuples so that listing
+nodes does not import torch; the sampling library (``nodes/sampling/samplers.py`` and
+``schedulers.py``) serves exactly these names and fails to import if one lacks a function.
 The starting noise for a seed is ``torch.randn`` from a CPU generator seeded with it, in the
 latent's shape; the per-step noise of stochastic samplers is drawn as ComfyUI draws it
 (:func:`nodes.sampling.noise.make_noise_sampler`), so a seed gives ComfyUI's image.

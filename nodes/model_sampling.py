@@ -4,9 +4,8 @@ ModelSamplingDiscrete is ComfyUI's way to say what a checkpoint predicts when de
 cannot tell: an SD2.x 512 eps checkpoint without metadata is taken as v-prediction
 (``nodes.models.detect``'s default rule), and this node sets it back to ``eps``. It also
 switches a model with an LCM-LoRA to the LCM schedule, and rescales to zero terminal SNR
-for models trained that way. The choices are declared here as a plain tuple so that
-listing nodes does not import torch; a test checks they equal what
-``nodes.sd.model_sampling`` implements.
+for models trained that way. The choices and the prediction each means are declared here,
+once, so that listing nodes does not import torch; ``nodes.sd.model_sampling`` reads them.
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ from typing import Any
 
 from graph import Input, Node, Output
 
-SAMPLING_CHOICES = ("eps", "v_prediction", "lcm", "x0")
+# ComfyUI's choice -> our prediction (``nodes.sd.model_sampling``; "lcm" also means the distilled schedule).
+SAMPLING_PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0"}
+SAMPLING_CHOICES = tuple(SAMPLING_PREDICTIONS)
 
 
 class ModelSamplingDiscrete(Node):

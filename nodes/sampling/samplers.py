@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from nodes.ksampler import SAMPLER_NAMES
+
 from . import samplers_cfgpp as cfgpp
 from . import samplers_classic as classic
 from . import samplers_dpm_solver as dpm_solver
@@ -125,7 +127,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "uni_pc_bh2": SamplerSpec(multistep.sample_uni_pc_bh2, discard_penultimate_sigma=True),
 }
 
-SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+# ComfyUI's sampler names are declared once, torch-free, in nodes/ksampler.py (the nodes' choices).
+if tuple(SAMPLERS) != SAMPLER_NAMES:
+    raise ImportError(f"the sampler table does not serve exactly nodes/ksampler.py's SAMPLER_NAMES, in order: "
+                      f"{sorted(set(SAMPLERS) ^ set(SAMPLER_NAMES))}")
 
 
 def get_sampler(name: str) -> SamplerSpec:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from nodes.ksampler import SCHEDULER_NAMES
+
 from .schedule import DiscreteSchedule
 from .special import beta_ppf
 
@@ -145,19 +147,9 @@ def kl_optimal(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
     return _with_zero(angles.tan())
 
 
-SCHEDULERS: dict[str, SchedulerFn] = {
-    "normal": normal,
-    "karras": karras,
-    "exponential": exponential,
-    "sgm_uniform": sgm_uniform,
-    "simple": simple,
-    "ddim_uniform": ddim_uniform,
-    "beta": beta,
-    "linear_quadratic": linear_quadratic,
-    "kl_optimal": kl_optimal,
-}
-
-SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
+# ComfyUI's scheduler names are declared once, torch-free, in nodes/ksampler.py; each is
+# served by the function of that name above (a name without one fails this import).
+SCHEDULERS: dict[str, SchedulerFn] = {name: globals()[name] for name in SCHEDULER_NAMES}
 
 
 def get_sigmas(scheduler_name: str, schedule: DiscreteSchedule, steps: int) -> torch.Tensor:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nodes.model_sampling import SAMPLING_PREDICTIONS
 from nodes.sampling import DistilledSchedule
 from nodes.sd.handles import ModelHandle
-
-SAMPLING_PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0"}
 
 
 def with_model_sampling(model: ModelHandle, sampling: str, zsnr: bool) -> ModelHandle:
