@@ -1,0 +1,15 @@
+"""ControlNets: loading (offline, detected by structure), the CONTROL_NET handle, and the
+control residuals added to the UNet while sampling.
+
+- ``structure``: what a file is (LDM or diffusers ControlNet, and the formats refused),
+  its family and its diffusers ``ControlNetModel`` config, from key names and shapes;
+- ``keymap``: diffusers ``ControlNetModel`` keys <- LDM ``control_model.*`` keys;
+- ``load``: files and folders -> :class:`~nodes.controlnet.handle.ControlNetHandle`;
+- ``handle``: the CONTROL_NET value and :class:`~nodes.controlnet.handle.ControlLink`, one
+  apply node's hint, strength and window, chained to the previous one (ComfyUI's
+  ``previous_controlnet``);
+- ``residuals``: the per-UNet-call side: hints resized to the latent, every active link of
+  a chain run on its rows of the batch, residuals summed.
+
+The nodes are in ``nodes/controlnet_nodes.py``.
+"""

@@ -1,0 +1,256 @@
+"""What a ControlNet file is, from its key names and shapes alone (no tensor data read).
+
+Two layouts of the same network (diffusers' ``ControlNetModel``) are read:
+
+* **LDM** (the original ``cldm``): ``control_model.`` (or no prefix) + ``input_blocks.*``,
+  ``middle_block.*``, ``zero_convs.N.0.*``, ``middle_block_out.0.*``,
+  ``input_hint_block.N.*``, ``time_embed.*`` (and SDXL's ``label_emb.*``);
+* **diffusers**: ``controlnet_cond_embedding.*``, ``down_blocks.*``, ``mid_block.*``,
+  ``controlnet_down_blocks.N.*``, ``controlnet_mid_block.*``.
+
+The family comes from the structure: a ``label_emb``/``add_embedding`` (pooled text and
+size conditioning) is SDXL; otherwise linear transformer projections are SD2.x (its
+OpenCLIP UNet's ``use_linear_in_transformer``) and 1x1-conv projections SD1.x.
+
+The architecture, in order: the file's ``latentgraph.config`` metadata (its
+``controlnet`` part, a diffusers ``ControlNetModel`` config), a diffusers ``config.json``
+beside the file, else inferred: channels, blocks, layers, attention depth, projection,
+cross-attention width and hint-encoder channels from the shapes, and what shapes cannot
+show (attention heads, norm groups, SDXL's time-embedding width) from the family's bundled
+UNet config (SD1: 8 heads; SD2/SDXL: 64 channels a head).
+
+Files of kinds we do not load (ControlNet-LoRA, union ControlNets, ControlNets for SD3,
+Flux or other transformer models) are refused with an error that names the kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodes.models.detect import Shapes, arch_config_from_metadata
+from nodes.models.errors import UnknownCheckpointError
+from nodes.models.family_config import CONFIG_ROOT, bundled_configs
+
+LDM_PREFIX = "control_model."
+DIFFUSERS_MARK = "controlnet_cond_embedding.conv_in.weight"
+DIFF_MARK = "difference"  # a "diff" ControlNet: its weights are added to a model's UNet's
+
+# Formats recognised only to be refused: a key that marks them -> what they are.
+_REFUSED = (
+    ("lora_controlnet", "a ControlNet-LoRA (Control-LoRA) file"),
+    ("control_add_embedding.linear_1.bias", "a union ControlNet (several control types in one file)"),
+    ("task_embedding", "a union ControlNet (several control types in one file)"),
+    ("controlnet_blocks.0.weight", "a ControlNet for a transformer model (SD3, Flux, Qwen-Image...)"),
+    ("controlnet_blocks.0.linear.weight", "a ControlNet for a transformer model (Flux)"),
+    ("after_proj_list.0.weight", "a Hunyuan-DiT ControlNet"),
+)
+_HINT = re.compile(r"^input_hint_block\.(\d+)\.weight$")
+_DIFF_HINT = re.compile(r"^controlnet_cond_embedding\.blocks\.(\d+)\.weight$")
+
+
+@dataclass(frozen=True)
+class ControlNetInfo:
+    """What :func:`inspect_controlnet` found.
+
+    ``layout``: ``"ldm"`` or ``"diffusers"``; ``prefix``: the key prefix of an LDM file
+    (``control_model.`` or ``""``); ``family``: ``"sd1"``, ``"sd2"`` or ``"sdxl"``;
+    ``config``: the diffusers ``ControlNetModel`` config; ``config_source``: where it came
+    from; ``is_diff``: the file holds differences to a UNet's weights (DiffControlNetLoader).
+    """
+
+    layout: str
+    prefix: str
+    family: str
+    config: dict[str, Any]
+    config_source: str
+    is_diff: bool = False
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """The shape facts both layouts share (see :func:`_ldm_structure`)."""
+
+    in_channels: int
+    channels: tuple[int, ...]  # each down block's output channels
+    layers: int  # ResBlocks per down block
+    depths: tuple[int, ...]  # transformer blocks in each down block's attentions (0: none)
+    mid_depth: int
+    linear: bool  # transformer projections are Linear (SD2/SDXL) rather than 1x1 convs (SD1)
+    cross_dim: int
+    hint_channels: int
+    embedding_channels: tuple[int, ...]  # the hint encoder's channels (conditioning_embedding_out_channels)
+    adm_in: int  # SDXL's label_emb input width, 0 without
+
+
+def refused_kind(shapes: Shapes) -> str | None:
+    """The description of a ControlNet kind we do not load, when ``shapes`` is one."""
+    for key, what in _REFUSED:
+        if key in shapes or any(k.endswith("." + key) for k in shapes):
+            return what
+    return None
+
+
+def _count(shapes: Shapes, pattern: str) -> int:
+    found = re.compile(pattern)
+    return len({m.group(1) for k in shapes if (m := found.match(k))})
+
+
+def _shape(shapes: Shapes, key: str, what: str) -> tuple[int, ...]:
+    if key not in shapes:
+        raise UnknownCheckpointError(f"ControlNet: expected tensor {key!r} ({what}) is missing")
+    return tuple(shapes[key])
+
+
+def _ldm_structure(shapes: Shapes) -> _Structure:
+    """Reads an LDM ControlNet's structure (keys without prefix).
+
+    ``input_blocks.0`` is conv_in; then each down block has ``layers`` entries and, but
+    the last, a downsampler entry (``.0.op``), so the downsamplers' positions give
+    ``layers`` and the number of blocks.
+    """
+    conv_in = _shape(shapes, "input_blocks.0.0.weight", "the input convolution")
+    indices = sorted({int(k.split(".")[1]) for k in shapes if k.startswith("input_blocks.")})
+    ops = sorted({int(k.split(".")[1]) for k in shapes if re.match(r"^input_blocks\.\d+\.0\.op\.weight$", k)})
+    blocks = len(ops) + 1
+    if (indices[-1] + 1) % blocks:
+        raise UnknownCheckpointError(f"ControlNet: {indices[-1] + 1} input blocks do not split into {blocks} levels")
+    layers = (indices[-1] + 1) // blocks - 1
+    channels, depths, linear, cross = [], [], None, 0
+    for block in range(blocks):
+        first = 1 + block * (layers + 1)
+        channels.append(_shape(shapes, f"input_blocks.{first}.0.out_layers.3.weight", "a ResBlock")[0])
+        depth = _count(shapes, rf"^input_blocks\.{first}\.1\.transformer_blocks\.(\d+)\.")
+        depths.append(depth)
+        if depth:
+            linear = len(shapes[f"input_blocks.{first}.1.proj_in.weight"]) == 2
+            cross = shapes[f"input_blocks.{first}.1.transformer_blocks.0.attn2.to_k.weight"][1]
+    mid_depth = _count(shapes, r"^middle_block\.1\.transformer_blocks\.(\d+)\.")
+    if linear is None and mid_depth:
+        linear = len(shapes["middle_block.1.proj_in.weight"]) == 2
+        cross = shapes["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1]
+    hint = sorted(int(m.group(1)) for k in shapes if (m := _HINT.match(k)))
+    if not hint:
+        raise UnknownCheckpointError("ControlNet: no hint encoder (input_hint_block.*) found")
+    # convs at 0, 2, 4, ...: conv_in, then (same-width, stride-2 widening) pairs, then the zero conv
+    pairs = (len(hint) - 2) // 2
+    embedding = [shapes[f"input_hint_block.{hint[0]}.weight"][0]]
+    embedding += [shapes[f"input_hint_block.{hint[2 + 2 * i]}.weight"][0] for i in range(pairs)]
+    adm = shapes.get("label_emb.0.0.weight")
+    return _Structure(int(conv_in[1]), tuple(channels), layers, tuple(depths), mid_depth, bool(linear), int(cross),
+                      int(shapes[f"input_hint_block.{hint[0]}.weight"][1]), tuple(int(c) for c in embedding),
+                      int(adm[1]) if adm else 0)
+
+
+def _diffusers_structure(shapes: Shapes) -> _Structure:
+    """Reads a diffusers-layout ControlNet's structure."""
+    conv_in = _shape(shapes, "conv_in.weight", "the input convolution")
+    blocks = _count(shapes, r"^down_blocks\.(\d+)\.")
+    layers = _count(shapes, r"^down_blocks\.0\.resnets\.(\d+)\.")
+    channels, depths, linear, cross = [], [], None, 0
+    for block in range(blocks):
+        channels.append(_shape(shapes, f"down_blocks.{block}.resnets.0.conv2.weight", "a ResBlock")[0])
+        depth = _count(shapes, rf"^down_blocks\.{block}\.attentions\.0\.transformer_blocks\.(\d+)\.")
+        depths.append(depth)
+        if depth:
+            linear = len(shapes[f"down_blocks.{block}.attentions.0.proj_in.weight"]) == 2
+            cross = shapes[f"down_blocks.{block}.attentions.0.transformer_blocks.0.attn2.to_k.weight"][1]
+    mid_depth = _count(shapes, r"^mid_block\.attentions\.0\.transformer_blocks\.(\d+)\.")
+    if linear is None and mid_depth:
+        linear = len(shapes["mid_block.attentions.0.proj_in.weight"]) == 2
+        cross = shapes["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"][1]
+    first = shapes[DIFFUSERS_MARK]
+    inner = sorted(int(m.group(1)) for k in shapes if (m := _DIFF_HINT.match(k)))
+    embedding = [first[0]] + [shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0] for i in inner if i % 2]
+    adm = shapes.get("add_embedding.linear_1.weight")
+    return _Structure(int(conv_in[1]), tuple(channels), layers, tuple(depths), mid_depth, bool(linear), int(cross),
+                      int(first[1]), tuple(int(c) for c in embedding), int(adm[1]) if adm else 0)
+
+
+def _family(structure: _Structure) -> str:
+    if structure.adm_in:
+        return "sdxl"
+    return "sd2" if structure.linear else "sd1"
+
+
+def _heads(family: str, base: Mapping[str, Any], channels: tuple[int, ...]) -> int | list[int]:
+    """Attention heads (diffusers' ``attention_head_dim``, which counts heads): the family
+    config's when its blocks match, else SD1's 8 heads or SD2/SDXL's 64 channels a head."""
+    if list(base.get("block_out_channels", ())) == list(channels):
+        return base["attention_head_dim"]
+    return 8 if family == "sd1" else [max(1, c // 64) for c in channels]
+
+
+def _inferred_config(structure: _Structure, family: str, config_root: Path) -> dict[str, Any]:
+    base = bundled_configs("sd2" if family == "sd2" else family, config_root).unet
+    depths = [d if d else 1 for d in structure.depths]
+    if structure.mid_depth:
+        # diffusers' ControlNetModel gives the mid block the last down block's depth
+        if structure.depths[-1] and structure.depths[-1] != structure.mid_depth:
+            raise UnknownCheckpointError(
+                f"ControlNet: the middle block has {structure.mid_depth} transformer layers but the last down block "
+                f"{structure.depths[-1]}; diffusers' ControlNetModel cannot hold that")
+        depths[-1] = structure.mid_depth
+    config: dict[str, Any] = {
+        "in_channels": structure.in_channels,
+        "conditioning_channels": structure.hint_channels,
+        "down_block_types": ["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in structure.depths],
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if structure.mid_depth else None,
+        "block_out_channels": list(structure.channels),
+        "layers_per_block": structure.layers,
+        "cross_attention_dim": structure.cross_dim,
+        "transformer_layers_per_block": depths,
+        "attention_head_dim": _heads(family, base, structure.channels),
+        "use_linear_projection": structure.linear,
+        "conditioning_embedding_out_channels": list(structure.embedding_channels),
+    }
+    for key in ("norm_num_groups", "norm_eps", "act_fn", "flip_sin_to_cos", "freq_shift", "downsample_padding",
+                "mid_block_scale_factor", "upcast_attention"):
+        if key in base:
+            config[key] = base[key]
+    if structure.adm_in:
+        config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=structure.adm_in,
+                      addition_time_embed_dim=base.get("addition_time_embed_dim", 256),
+                      addition_embed_type_num_heads=base.get("addition_embed_type_num_heads", 64))
+    return config
+
+
+def _strip(shapes: Shapes, prefix: str) -> dict[str, tuple[int, ...]]:
+    return {k[len(prefix):]: tuple(v) for k, v in shapes.items() if k.startswith(prefix)}
+
+
+def inspect_controlnet(shapes: Shapes, metadata: Mapping[str, str] | None = None,
+                       folder_config: Mapping[str, Any] | None = None, name: str = "the file",
+                       config_root: Path = CONFIG_ROOT) -> ControlNetInfo:
+    """Classifies a ControlNet file from its key -> shape map (see the module docstring).
+
+    ``folder_config``: a diffusers ``config.json`` found beside the file (``ControlNetModel``).
+    Raises ``UnknownCheckpointError`` naming what the file is when it is not a ControlNet we
+    load (a checkpoint, a T2I-Adapter, a refused kind).
+    """
+    refused = refused_kind(shapes)
+    if refused is not None:
+        raise UnknownCheckpointError(f"{name} is {refused}, which is not supported")
+    if DIFFUSERS_MARK in shapes:
+        layout, prefix, structure = "diffusers", "", _diffusers_structure(shapes)
+    elif LDM_PREFIX + "zero_convs.0.0.weight" in shapes:
+        layout, prefix = "ldm", LDM_PREFIX
+        structure = _ldm_structure(_strip(shapes, LDM_PREFIX))
+    elif "zero_convs.0.0.weight" in shapes:
+        layout, prefix, structure = "ldm", "", _ldm_structure(shapes)
+    else:
+        what = "a whole checkpoint" if any(k.startswith("model.diffusion_model.") for k in shapes) else \
+            "no ControlNet (no zero_convs / controlnet_cond_embedding keys)"
+        raise UnknownCheckpointError(f"{name} is {what}; expected a ControlNet (LDM or diffusers layout)")
+    family = _family(structure)
+    arch = arch_config_from_metadata(metadata or {}) or {}
+    if isinstance(arch.get("controlnet"), dict):
+        config, source = dict(arch["controlnet"]), "metadata config"
+    elif folder_config is not None:
+        config, source = {k: v for k, v in folder_config.items() if not k.startswith("_")}, "config.json"
+    else:
+        config, source = _inferred_config(structure, family, config_root), "inferred from the structure"
+    return ControlNetInfo(layout, prefix, family, config, source, is_diff=DIFF_MARK in shapes)
