@@ -8,8 +8,6 @@ their events to websocket clients. Run ``python server.py --help`` for the flags
 from __future__ import annotations
 
 import asyncio
-import errno
-import importlib
 import json
 import logging
 import math
@@ -26,43 +24,34 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from graph import (
-    Executor,
+    Engine,
     Folders,
     NodeRegistry,
     PreparationCancelled,
     PromptLimits,
     PromptTooLarge,
     is_ui_format,
-    prepare,
 )
 from graph.cache import OutputCache
-from graph.host_memory import tune_allocator
-from latentgraph_server import views
+from latentgraph_server import frontend, jobs, model_library, server_logs, settings, userdata, views
 from latentgraph_server.config import ServerConfig, config_from_args
-from latentgraph_server.frontend import FrontEndRoutes
-from latentgraph_server.frontend_routes import FRONTEND_ROUTES
+from latentgraph_server.errors import BadRequest, error_middleware, error_response
 from latentgraph_server.hub import Connection, Hub, encode_message
-from latentgraph_server.jobs import Jobs
-from latentgraph_server.model_library import ModelLibrary
-from latentgraph_server.openapi import API_PREFIX, Route, openapi_document
+from latentgraph_server.openapi import API_PREFIX, Route, mount, openapi_document
 from latentgraph_server.previews import explain_method, install_taesd_previews, remove_taesd_previews
 from latentgraph_server.queue_store import QueueStore, shown_number
-from latentgraph_server.request_bounds import (
-    RequestRefused,
-    json_size_over,
-    prompt_memory_limit,
-    read_json_body,
-)
+from latentgraph_server.request_bounds import MAX_JSON_BODY, json_size_over, prompt_memory_limit, read_json
 from latentgraph_server.security import is_loopback, make_security_middleware, redact_argv
-from latentgraph_server.server_logs import LogBuffer, ServerLogs
-from latentgraph_server.settings import UserSettings
 from latentgraph_server.system_info import package_version, system_stats
-from latentgraph_server.userdata import WorkflowLibrary
 from latentgraph_server.worker import PromptWorker
-from nodes.model_folders import ModelFolders, no_checkpoint_warning
+from nodes import make_runtime
+from nodes.models.folders import ModelFolders, no_checkpoint_warning
+from nodes.sd.host_memory import tune_allocator
 
 log = logging.getLogger("latentgraph.server")
 
+# The one route table: this module's rows and each module's own, mounted on the attribute of
+# Handlers that handles them. It is what create_app registers and /openapi.json describes.
 ROUTES = [
     Route("GET", "/object_info", "object_info", "Every node definition"),
     Route("GET", "/object_info/{node_class}", "object_info_node", "One node definition"),
@@ -76,33 +65,22 @@ ROUTES = [
     Route("POST", "/history", "post_history", "Delete history entries or clear it", body="json"),
     Route("POST", "/interrupt", "post_interrupt", "Interrupt the running prompt", body="json"),
     Route("POST", "/free", "post_free", "Free cached outputs and models", body="json"),
-    Route("POST", "/upload/image", "upload_image", "Upload an image", body="multipart",
-          responses={"400": "not an image or bad name", "413": "too large"}),
-    Route("POST", "/upload/mask", "upload_mask", "Upload a mask applied as alpha to an image", body="multipart",
-          responses={"400": "not an image or bad name", "413": "too large"}),
-    Route("GET", "/view", "view", "A file from the input, output or temp folder",
-          query=("filename", "type", "subfolder", "preview", "channel"), responses={"404": "no such file"}),
+    *mount("files", views.ROUTES, qualified_ids=False),
     Route("GET", "/system_stats", "get_system_stats", "Machine and devices"),
     Route("GET", "/models", "get_model_types", "Model folder names"),
     Route("GET", "/models/{folder}", "get_models", "Model files in a folder"),
     Route("GET", "/embeddings", "get_embeddings", "Embedding names"),
     Route("GET", "/extensions", "get_extensions", "Editor extension scripts"),
     Route("GET", "/openapi.json", "get_openapi", "This document"),
-    Route("GET", "/userdata", "list_userdata", "The user's files in a folder (?dir=workflows)",
-          query=("dir", "recurse", "full_info", "split")),
-    Route("GET", "/userdata/{file}", "get_userdata", "One user file (path URL-encoded: workflows%2Fa.json)",
-          responses={"404": "no such file"}),
-    Route("POST", "/userdata/{file}", "post_userdata", "Write a user file (raw body)", body="json",
-          query=("overwrite", "full_info"), responses={"409": "exists and overwrite=false"}),
-    Route("DELETE", "/userdata/{file}", "delete_userdata", "Delete a user file", responses={"404": "no such file"}),
-    Route("POST", "/userdata/{file}/move/{dest}", "move_userdata", "Rename a user file",
-          query=("overwrite", "full_info"), responses={"409": "destination exists"}),
-    Route("GET", "/workflow_templates", "get_workflow_templates", "The example workflows, by package"),
-    Route("GET", "/workflow_templates/latentgraph/{file}", "get_workflow_template", "One example workflow",
-          responses={"404": "no such example"}),
+    *mount("library", userdata.ROUTES, qualified_ids=False),
     Route("GET", "/ws", "websocket", "Websocket of events (?clientId=ID; ?token=T with --auth-token)",
           query=("clientId", "token")),
-    *FRONTEND_ROUTES,
+    # The routes the official ComfyUI frontend reads beyond the core API.
+    *mount("settings", settings.ROUTES),
+    *mount("jobs", jobs.ROUTES),
+    *mount("model_library", model_library.ROUTES),
+    *mount("server_logs", server_logs.ROUTES),
+    *mount("front_end", frontend.ROUTES),
 ]
 
 MAX_ID_LENGTH = 256
@@ -111,27 +89,6 @@ MAX_PROMPT_NUMBER = 2**53
 # Query integers (history windows) beyond this are refused rather than passed to SQLite.
 MAX_QUERY_INT = 2**62
 LIMIT_FLAGS = {"max_nodes": "--max-prompt-nodes", "max_subgraph_instances": "--max-subgraph-instances"}
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str, kind: str = "invalid_request", status: int = 400) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-
-
-def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
-
-
-async def read_json(request: web.Request, *, allow_empty: bool = False, text_from_own_pages: bool = False) -> Any:
-    """The JSON body, within --max-json-body (``latentgraph_server.request_bounds``)."""
-    limit = request.app[HANDLERS_KEY].config.max_json_body
-    try:
-        return await read_json_body(request, limit, empty={} if allow_empty else None,
-                                    text_from_own_pages=text_from_own_pages)
-    except RequestRefused as exc:
-        raise BadRequest(str(exc), exc.kind, exc.status) from exc
 
 
 async def read_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -192,24 +149,25 @@ def id_list(value: Any, what: str) -> list[str]:
 class Handlers:
     """Route handlers; one instance per application, holding its collaborators explicitly."""
 
-    def __init__(self, config: ServerConfig, registry: NodeRegistry, store: QueueStore, hub: Hub,
-                 services: dict[str, Any], worker: PromptWorker) -> None:
+    def __init__(self, config: ServerConfig, engine: Engine, store: QueueStore, hub: Hub, worker: PromptWorker) -> None:
         self.config = config
-        self.registry = registry
+        self.engine = engine
+        self.registry = engine.registry
         self.store = store
         self.hub = hub
-        # Folders and model folders, shared with validation and the nodes (see app_services).
-        self.services = services
-        self.folders: Folders = services["folders"]
-        self.models: ModelFolders = services["models"]
+        # Folders and model folders, shared with validation and the nodes (the engine's runtime).
+        self.folders: Folders = engine.folders
+        self.models: ModelFolders = engine.runtime.models
         self.worker = worker
-        self.library = WorkflowLibrary(config.user_directory, config.examples_directory)
-        self.settings = UserSettings(config.user_directory, read_json)
-        self.jobs = Jobs(store, worker.interrupt, self.broadcast_status, read_json)
-        self.model_library = ModelLibrary(self.models, self.folders)
-        self.front_end = FrontEndRoutes(config.max_upload_size)
-        self.log_buffer = LogBuffer(hub.send_threadsafe)
-        self.server_logs = ServerLogs(self.log_buffer, read_json)
+        # The route handlers of the other modules (their rows are mounted in ROUTES).
+        self.files = views.Files(self.folders, config.max_upload_size)
+        self.library = userdata.WorkflowLibrary(config.user_directory, config.examples_directory)
+        self.settings = settings.UserSettings(config.user_directory)
+        self.jobs = jobs.Jobs(store, worker.interrupt, self.broadcast_status)
+        self.model_library = model_library.ModelLibrary(self.models, self.folders)
+        self.front_end = frontend.FrontEndRoutes(config.max_upload_size)
+        self.log_buffer = server_logs.LogBuffer(hub.send_threadsafe)
+        self.server_logs = server_logs.ServerLogs(self.log_buffer)
         memory_limit = config.max_prompt_memory
         if memory_limit is None:
             memory_limit = prompt_memory_limit(config.memory_reserve)
@@ -228,14 +186,14 @@ class Handlers:
     # -- node definitions -------------------------------------------------------------
 
     async def object_info(self, request: web.Request) -> web.Response:
-        text = await asyncio.to_thread(lambda: json.dumps(self.registry.object_info(self.services), default=repr))
+        text = await asyncio.to_thread(lambda: json.dumps(self.engine.object_info(), default=repr))
         return web.Response(text=text, content_type="application/json")
 
     async def object_info_node(self, request: web.Request) -> web.Response:
         definition = self.registry.get(request.match_info["node_class"])
         if definition is None:
             return web.json_response({})
-        return web.json_response({definition.name: definition.object_info(self.services)}, dumps=_dumps)
+        return web.json_response({definition.name: definition.object_info(self.engine.runtime)}, dumps=_dumps)
 
     # -- prompts ------------------------------------------------------------------------
 
@@ -245,8 +203,8 @@ class Handlers:
         cancel = threading.Event()
         watcher = asyncio.create_task(_cancel_when_disconnected(request, cancel))
         try:
-            checked = await asyncio.to_thread(prepare, request_.document, self.registry, request_.targets,
-                                              self.services, limits=self.limits, cancel=cancel)
+            checked = await asyncio.to_thread(self.engine.prepare, request_.document, request_.targets,
+                                              limits=self.limits, cancel=cancel)
         except asyncio.CancelledError:
             cancel.set()  # the server is stopping: stop converting this document
             raise
@@ -278,6 +236,9 @@ class Handlers:
                                              size_hint=request.content_length or 0)
         except sqlite3.IntegrityError as exc:
             raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id") from exc
+        # The worker runs this plan, not a second preparation. It may claim the prompt before
+        # the plan is held (then it prepares it again); a plan never taken ages out (Engine).
+        self.engine.hold(prompt_id, checked)
         self.worker.wake()
         self.broadcast_status()
         return web.json_response({"prompt_id": prompt_id, "number": shown_number(number), "node_errors": {}})
@@ -328,17 +289,6 @@ class Handlers:
                                  free_memory=bool(body.get("free_memory")))
         return web.Response(status=200)
 
-    # -- files ----------------------------------------------------------------------------
-
-    async def upload_image(self, request: web.Request) -> web.Response:
-        return await views.upload(request, self.folders, self.config.max_upload_size, mask=False)
-
-    async def upload_mask(self, request: web.Request) -> web.Response:
-        return await views.upload(request, self.folders, self.config.max_upload_size, mask=True)
-
-    async def view(self, request: web.Request) -> web.StreamResponse:
-        return await views.view_file(request, self.folders)
-
     # -- system and models -------------------------------------------------------------------
 
     async def get_system_stats(self, request: web.Request) -> web.Response:
@@ -358,7 +308,7 @@ class Handlers:
     async def get_models(self, request: web.Request) -> web.Response:
         folder = request.match_info["folder"]
         if folder not in await asyncio.to_thread(self.models.kinds):
-            return web.json_response(error_body("not_found", f"no model folder {folder!r}"), status=404)
+            return error_response(404, f"no model folder {folder!r}", "not_found", node_errors=True)
         return web.json_response(await asyncio.to_thread(self.models.list, folder))
 
     async def get_embeddings(self, request: web.Request) -> web.Response:
@@ -374,29 +324,6 @@ class Handlers:
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(ROUTES, package_version("latentgraph") or "0.1.0"))
-
-    # -- the editor's workflow library (latentgraph_server/userdata.py) ----------------------
-
-    async def list_userdata(self, request: web.Request) -> web.Response:
-        return await self.library.list(request)
-
-    async def get_userdata(self, request: web.Request) -> web.StreamResponse:
-        return await self.library.get(request)
-
-    async def post_userdata(self, request: web.Request) -> web.Response:
-        return await self.library.post(request)
-
-    async def delete_userdata(self, request: web.Request) -> web.Response:
-        return await self.library.delete(request)
-
-    async def move_userdata(self, request: web.Request) -> web.Response:
-        return await self.library.move(request)
-
-    async def get_workflow_templates(self, request: web.Request) -> web.Response:
-        return await self.library.templates(request)
-
-    async def get_workflow_template(self, request: web.Request) -> web.StreamResponse:
-        return await self.library.template(request)
 
     # -- websocket -------------------------------------------------------------------------------
 
@@ -445,12 +372,9 @@ def _feature_flags(message: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _handler(handlers: Handlers, name: str) -> Any:
-    """The handler of a route: a Handlers method, or "attr.method" of one of its route objects."""
-    target: Any = handlers
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
+def _handler(handlers: Handlers, route: Route) -> Any:
+    """The handler of a route: a method of Handlers or of its route object ``route.owner``."""
+    return getattr(getattr(handlers, route.owner) if route.owner else handlers, route.handler)
 
 
 async def _cancel_when_disconnected(request: web.Request, cancel: threading.Event) -> None:
@@ -480,37 +404,6 @@ def _int_query(request: web.Request, name: str) -> int | None:
     return value
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every failure becomes a JSON body: 4xx for a bad request, 503/507 for storage faults,
-    and a 500 without a traceback (which goes to the log) for anything unforeseen."""
-    try:
-        return await handler(request)
-    except BadRequest as exc:
-        return web.json_response(error_body(exc.kind, str(exc)), status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response(error_body(exc.reason.lower().replace(" ", "_"), exc.text or exc.reason),
-                                 status=exc.status, headers={k: v for k, v in exc.headers.items()
-                                                             if k.lower() not in ("content-type", "content-length")})
-    except asyncio.CancelledError:
-        raise
-    except sqlite3.OperationalError as exc:
-        log.error("the queue database failed on %s %s: %s", request.method, request.path, exc)
-        return web.json_response(error_body("storage_unavailable", f"the queue database cannot be used now: {exc}"),
-                                 status=503)
-    except OSError as exc:
-        log.error("storage failed on %s %s: %s", request.method, request.path, exc)
-        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503
-        return web.json_response(error_body("storage_unavailable", f"cannot store or read: {exc.strerror or exc}"),
-                                 status=status)
-    except Exception:
-        log.exception("unexpected failure on %s %s", request.method, request.path)
-        return web.json_response(error_body("internal_error", "the server failed on this request (see its log)"),
-                                 status=500)
-
-
 def make_registry(config: ServerConfig) -> NodeRegistry:
     registry = NodeRegistry()
     for package in config.node_packages:
@@ -522,35 +415,26 @@ def make_registry(config: ServerConfig) -> NodeRegistry:
     return registry
 
 
-def app_services(config: ServerConfig, folders: Folders) -> dict[str, Any]:
-    """What validation and the nodes see of the application: folders and model folders.
-
-    Built at start-up without torch; the worker adds the runtime's services (device...).
-    """
+def make_engine(config: ServerConfig, cache: OutputCache | None = None) -> Engine:
+    """The server's one engine: the node packages' registry and plugins, the output cache
+    and the nodes' runtime over the configured folders. Builds no torch state: the runtime
+    starts (imports torch) when the first prompt runs."""
+    folders = Folders(Path(config.input_directory), Path(config.output_directory), Path(config.temp_directory))
     try:
         models = ModelFolders.from_configs(config.models_directory, list(config.extra_model_paths_config))
     except (OSError, ValueError) as exc:
         log.error("cannot read extra model paths, using %s only: %s", config.models_directory, exc)
         models = ModelFolders(Path(config.models_directory))
-    return {"folders": folders, "models": models, "force_cpu": config.cpu, **config.runtime}
-
-
-def make_executor_factory(services: dict[str, Any], config: ServerConfig, cache: OutputCache) -> Any:
-    """Builds the executor on the worker's first prompt: that is when torch gets imported."""
-
-    def factory() -> Executor:
-        runtime: dict[str, Any] = {}
-        for package in config.node_packages:
-            make_runtime = getattr(importlib.import_module(package), "make_runtime", None)
-            if callable(make_runtime):
-                runtime = make_runtime()
-                break
-        services.update(runtime.get("services", {}))  # the same dict validation reads
-        if config.preview_method in ("auto", "taesd"):
-            install_taesd_previews(services["models"].folders("vae_approx"))
-        return Executor(cache, folders=services["folders"], services=services, run_context=runtime.get("run_context"))
-
-    return factory
+    # The nodes' runtime, whichever node packages are loaded (they all run on it).
+    runtime = make_runtime(folders, models=models, settings=config.device_settings)
+    if cache is None:
+        pools = {"models": config.model_cache_budget} if config.model_cache_budget is not None else None
+        cache = OutputCache(config.cache_budget, pool_budgets=pools)
+    on_start = None
+    if config.preview_method in ("auto", "taesd"):
+        def on_start() -> None:
+            install_taesd_previews(models.folders("vae_approx"))
+    return Engine(make_registry(config), runtime, cache=cache, folders=folders, on_start=on_start)
 
 
 HANDLERS_KEY = web.AppKey("latentgraph_handlers", Handlers)
@@ -560,45 +444,42 @@ WATCHDOG_SECONDS = 1.0
 
 def create_app(config: ServerConfig) -> web.Application:
     """The aiohttp application; its worker starts and stops with the app."""
-    folders = Folders(Path(config.input_directory), Path(config.output_directory), Path(config.temp_directory))
+    engine = make_engine(config)
+    folders, models = engine.folders, engine.runtime.models
     for folder in (folders.input, folders.output, folders.temp):
         folder.mkdir(parents=True, exist_ok=True)
-    registry = make_registry(config)
     store = QueueStore(config.database)
     recovered = store.recover_interrupted()
     if recovered:
         log.warning("recorded %d prompt(s) interrupted by the last shutdown: %s", len(recovered), recovered)
     hub = Hub()
-    pools = {"models": config.model_cache_budget} if config.model_cache_budget is not None else None
-    cache = OutputCache(config.cache_budget, pool_budgets=pools)
-    services = app_services(config, folders)
     worker: Any
     if config.ray_address:
         # Imported only here: without --ray, Ray is never imported (an optional extra).
         from latentgraph_server.ray_dispatch import RayDispatcher
 
-        worker = RayDispatcher(config, store, registry, services, hub.send_threadsafe, hub.send_preview_threadsafe,
+        worker = RayDispatcher(config, store, engine, hub.send_threadsafe, hub.send_preview_threadsafe,
                                on_queue_changed=lambda: None)
     else:
-        worker = PromptWorker(store, registry, services, make_executor_factory(services, config, cache), cache,
-                              hub.send_threadsafe, hub.send_preview_threadsafe, on_queue_changed=lambda: None,
+        worker = PromptWorker(store, engine, hub.send_threadsafe, hub.send_preview_threadsafe, on_queue_changed=lambda: None,
                               preview_method=config.preview_method)
-    missing = no_checkpoint_warning(services["models"])
+    missing = no_checkpoint_warning(models)
     if missing:
         log.warning("%s", missing)
-    note = explain_method(config.preview_method, services["models"].folders("vae_approx"))
+    note = explain_method(config.preview_method, models.folders("vae_approx"))
     if note:
         log.warning("%s", note)
-    handlers = Handlers(config, registry, store, hub, services, worker)
+    handlers = Handlers(config, engine, store, hub, worker)
     worker.on_queue_changed = lambda: hub.call_soon(handlers.broadcast_status)
 
     security = make_security_middleware(config.auth_token, is_loopback(config.listen))
     app = web.Application(middlewares=[error_middleware, security],
                           client_max_size=config.max_upload_size + 1024 * 1024)
     app[HANDLERS_KEY] = handlers
+    app[MAX_JSON_BODY] = config.max_json_body
     for route in ROUTES:
         for prefix in ("", API_PREFIX):
-            app.router.add_route(route.method, prefix + route.path, _handler(handlers, route.handler))
+            app.router.add_route(route.method, prefix + route.path, _handler(handlers, route))
     app.router.add_get("/", handlers.index)
     if config.web_directory is not None and config.web_directory.is_dir():
         app.router.add_static("/", config.web_directory)
@@ -636,7 +517,7 @@ def create_app(config: ServerConfig) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     config = config_from_args(argv)
-    tune_allocator()  # before any thread starts (see graph.host_memory)
+    tune_allocator()  # before any thread starts (see nodes.sd.host_memory)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if config.cpu:
         # Set before torch is first imported (by the worker), so every node sees no GPU.

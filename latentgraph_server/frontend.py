@@ -26,8 +26,21 @@ from typing import Any
 
 from aiohttp import web
 
+from latentgraph_server.openapi import Route
+
 PACKAGE = "comfyui_frontend_package"
 _TEMPLATE_INDEX = re.compile(r"^index(\.[A-Za-z-]{2,10})?\.json$")
+
+ROUTES = [
+    Route("GET", "/features", "get_features", "The server's feature flags"),
+    Route("GET", "/i18n", "get_i18n", "Translations from custom nodes"),
+    Route("GET", "/global_subgraphs", "get_global_subgraphs", "Subgraph blueprints from custom nodes"),
+    Route("GET", "/global_subgraphs/{id}", "get_global_subgraph", "One subgraph blueprint",
+          responses={"404": "no such blueprint"}),
+    Route("GET", "/templates/{file}", "get_template_file",
+          "ComfyUI's template index (empty: our examples are under /workflow_templates)",
+          responses={"404": "not an index file"}),
+]
 
 
 class FrontEndMissing(RuntimeError):

@@ -32,7 +32,9 @@ from typing import Any
 
 from aiohttp import web
 
+from latentgraph_server.openapi import Route
 from latentgraph_server.queue_store import QueueItem, QueueStore, shown_number
+from latentgraph_server.request_bounds import read_json
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_KEYS = ("created_at", "execution_duration")
@@ -42,6 +44,15 @@ log = logging.getLogger("latentgraph.jobs")
 # Output kinds the frontend can show as a job's preview (ComfyUI's list).
 PREVIEWABLE = frozenset({"images", "video", "audio"})
 _END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+ROUTES = [
+    Route("GET", "/jobs", "list", "Queue and history as jobs",
+          query=("status", "workflow_id", "sort_by", "sort_order", "limit", "offset")),
+    Route("GET", "/jobs/{job_id}", "get", "One job with its outputs and workflow", responses={"404": "no such job"}),
+    Route("POST", "/jobs/{job_id}/cancel", "cancel", "Cancel a job: dequeue it, or interrupt it when running"),
+    Route("POST", "/jobs/cancel", "cancel_many", "Cancel jobs ({\"job_ids\": [...]})", body="json",
+          responses={"400": "bad body"}),
+]
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -179,11 +190,10 @@ class Jobs:
     """
 
     def __init__(self, store: QueueStore, interrupt: Callable[[str], bool] | None = None,
-                 queue_changed: Callable[[], None] | None = None, read_json: Any = None) -> None:
+                 queue_changed: Callable[[], None] | None = None) -> None:
         self.store = store
         self._interrupt = interrupt or (lambda prompt_id: False)
         self._queue_changed = queue_changed or (lambda: None)
-        self._read_json = read_json
 
     def _all(self, statuses: set[str]) -> list[dict[str, Any]]:
         jobs = (row_job(row) for row in self.store.job_rows())
@@ -240,7 +250,7 @@ class Jobs:
         return web.json_response({"cancelled": cancelled})
 
     async def cancel_many(self, request: web.Request) -> web.Response:
-        body = await self._read_json(request)
+        body = await read_json(request)
         job_ids = body.get("job_ids") if isinstance(body, dict) else None
         if not isinstance(job_ids, list) or not all(isinstance(i, str) for i in job_ids) or len(job_ids) > 10_000:
             raise _bad('the body must be {"job_ids": ["...", ...]}')

@@ -30,12 +30,26 @@ from aiohttp import web
 
 from graph.context import Folders
 from graph.paths import UnsafePathError, safe_join
+from latentgraph_server.openapi import Route
 from latentgraph_server.paths import FOLDER_TYPES, folder_for
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
 
 PREVIEW_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".preview.png")
 # A safetensors header larger than this is not read for /view_metadata (ComfyUI's bound too).
 MAX_HEADER_BYTES = 1024 * 1024
+
+ROUTES = [
+    Route("GET", "/experiment/models", "model_folders", "Model kinds and their folders"),
+    Route("GET", "/experiment/models/{folder}", "model_files", "Model files of a kind, with sizes",
+          responses={"404": "no such kind"}),
+    Route("GET", "/experiment/models/preview/{folder}/{path_index}/{filename:.+}", "model_preview",
+          "The picture saved beside a model", responses={"404": "no picture"}),
+    Route("GET", "/view_metadata/{folder}", "view_metadata", "A .safetensors model's metadata",
+          query=("filename",), responses={"404": "no such model or no metadata"}),
+    Route("GET", "/internal/folder_paths", "folder_paths", "Model kinds and their folders"),
+    Route("GET", "/internal/files/{type}", "files", "Files in the input, output or temp folder",
+          responses={"400": "unknown type"}),
+]
 
 
 def _safetensors_metadata(path: Path) -> dict[str, Any] | None:

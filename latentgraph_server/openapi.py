@@ -1,13 +1,14 @@
-"""The route table and the OpenAPI document generated from it (GET /openapi.json).
+"""Route rows and the OpenAPI document generated from them (GET /openapi.json).
 
-``server.py`` registers exactly the routes listed here, so the document cannot drift
-from what the server answers.
+Each module declares the rows of the routes it handles (``ROUTES``, beside its handler
+class); ``server.py``'s ``ROUTES`` mounts them into the one table it registers and
+describes, so the document cannot drift from what the server answers.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 API_PREFIX = "/api"
@@ -17,11 +18,20 @@ API_PREFIX = "/api"
 class Route:
     method: str
     path: str
-    handler: str  # name of the handler method on the server's Handlers object
+    handler: str  # name of the handler method on its owner
     summary: str
     query: tuple[str, ...] = ()
     body: str | None = None  # "json" or "multipart"
     responses: dict[str, str] = field(default_factory=dict)
+    owner: str = ""  # attribute of the server's Handlers that handles it ("": Handlers itself); set by mount
+    operation_id: str = ""  # OpenAPI operationId; the handler's name when empty
+
+
+def mount(owner: str, routes: list[Route], *, qualified_ids: bool = True) -> list[Route]:
+    """A module's rows handled by ``Handlers.<owner>``; their operation ids are
+    ``owner_handler``, or just the handler's name without ``qualified_ids``."""
+    return [replace(route, owner=owner, operation_id=f"{owner}_{route.handler}" if qualified_ids else route.handler)
+            for route in routes]
 
 
 def openapi_document(routes: list[Route], version: str) -> dict[str, Any]:
@@ -53,7 +63,7 @@ def _operation(route: Route, prefix: str) -> dict[str, Any]:
         responses.setdefault("403", {"description": "cross-origin request refused"})
     operation: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": f"{route.handler.replace('.', '_')}{'_api' if prefix else ''}",
+        "operationId": f"{route.operation_id or route.handler}{'_api' if prefix else ''}",
         "parameters": parameters,
         "responses": responses,
     }

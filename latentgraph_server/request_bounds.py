@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from latentgraph_server import json_text
+from latentgraph_server.errors import BadRequest
 from latentgraph_server.system_info import memory
 
 # Bodies up to this size are decoded on the event loop: a thread hop costs more than that.
@@ -27,27 +28,20 @@ _CHUNK = 64 * 1024
 # none of them but x-www-form-urlencoded, which Python's urllib sends by default (ComfyUI's
 # own API examples post that way) and which the origin checks cover.
 _REFUSED_JSON_TYPES = ("text/plain", "multipart/form-data")
-
-
-class RequestRefused(Exception):
-    """A request refused before any work, with its HTTP status (400, 413, 415)."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
+# The application's --max-json-body, which read_json reads.
+MAX_JSON_BODY = web.AppKey("latentgraph_max_json_body", int)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing (413) one over ``limit`` bytes without reading it all."""
     if request.content_length is not None and request.content_length > limit:
-        raise RequestRefused(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+        raise BadRequest(f"the body is larger than the limit of {limit} bytes", "body_too_large", 413)
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.content.iter_chunked(_CHUNK):
         total += len(chunk)
         if total > limit:
-            raise RequestRefused(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+            raise BadRequest(f"the body is larger than the limit of {limit} bytes", "body_too_large", 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -56,9 +50,9 @@ def _decode(raw: bytes) -> Any:
     try:
         return json_text.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestRefused(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise BadRequest(f"the body is not valid JSON: {exc}", "invalid_json") from exc
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int limit)
-        raise RequestRefused(400, "invalid_json", f"the body cannot be decoded: {exc}") from exc
+        raise BadRequest(f"the body cannot be decoded: {exc}", "invalid_json") from exc
 
 
 def browser_same_origin(request: web.Request) -> bool:
@@ -67,22 +61,22 @@ def browser_same_origin(request: web.Request) -> bool:
     return request.headers.get("Sec-Fetch-Site", "").lower() == "same-origin"
 
 
-async def read_json_body(request: web.Request, limit: int, *, empty: Any = None,
-                         text_from_own_pages: bool = False) -> Any:
-    """The body decoded as JSON: 415 for a form or text content type, 413 over ``limit``,
-    400 when it is not JSON. Large bodies are decoded off the event loop. ``empty``, when
-    not None, is returned for an empty body. ``text_from_own_pages`` accepts ``text/plain``
-    from the server's own pages (the official frontend posts settings without a Content-Type,
-    which fetch sends as text/plain): the CSRF concern is other sites' pages, and the browser
-    marks those."""
+async def read_json(request: web.Request, *, allow_empty: bool = False, text_from_own_pages: bool = False) -> Any:
+    """The body decoded as JSON: 415 for a form or text content type, 413 over the app's
+    ``MAX_JSON_BODY`` (--max-json-body), 400 when it is not JSON. Large bodies are decoded
+    off the event loop. ``allow_empty``: an empty body reads as ``{}``. ``text_from_own_pages``
+    accepts ``text/plain`` from the server's own pages (the official frontend posts settings
+    without a Content-Type, which fetch sends as text/plain): the CSRF concern is other sites'
+    pages, and the browser marks those."""
     if text_from_own_pages and request.content_type == "text/plain" and browser_same_origin(request):
         pass
     elif request.content_type in _REFUSED_JSON_TYPES:
-        raise RequestRefused(415, "unsupported_media_type",
-                             f"this route takes a JSON body (application/json), not {request.content_type}")
+        raise BadRequest(f"this route takes a JSON body (application/json), not {request.content_type}",
+                         "unsupported_media_type", 415)
+    limit = request.app[MAX_JSON_BODY]
     raw = await read_body(request, limit)
-    if empty is not None and not raw.strip():
-        return empty
+    if allow_empty and not raw.strip():
+        return {}
     if len(raw) > _DECODE_INLINE_BYTES:
         return await asyncio.to_thread(_decode, raw)
     return _decode(raw)

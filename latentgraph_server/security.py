@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from latentgraph_server.errors import error_response
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -97,18 +99,19 @@ def make_security_middleware(auth_token: str | None, loopback_only: bool) -> Cal
         if loopback_only:
             hostname, _ = _host_and_port(host, "http")
             if hostname not in _LOOPBACK_NAMES:
-                return _refuse(403, "forbidden_host", "this server only answers requests addressed to localhost")
+                return error_response(403, "this server only answers requests addressed to localhost", "forbidden_host")
         if token_bytes is not None and not _authorized(request, token_bytes):
-            response = _refuse(401, "unauthorized", "missing or wrong bearer token (the editor: open /?token=TOKEN)")
+            response = error_response(401, "missing or wrong bearer token (the editor: open /?token=TOKEN)",
+                                      "unauthorized")
             response.headers["WWW-Authenticate"] = 'Bearer realm="latentgraph"'
             return response
         upgrading = request.headers.get("Upgrade", "").lower() == "websocket"
         origin = request.headers.get("Origin")
         if request.method not in _SAFE_METHODS or upgrading:
             if origin is not None and not same_origin(origin, host, request.scheme):
-                return _refuse(403, "cross_origin", "cross-origin request refused")
+                return error_response(403, "cross-origin request refused", "cross_origin")
             if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-                return _refuse(403, "cross_origin", "cross-site request refused")
+                return error_response(403, "cross-site request refused", "cross_origin")
         response = await handler(request)
         if token_bytes is not None and request.path == "/" and "token" in request.query:
             response.set_cookie(TOKEN_COOKIE, auth_token, httponly=True, samesite="Strict", path="/")
@@ -139,8 +142,3 @@ def _bytes(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate that did not come from an undecodable byte
         return text.encode("utf-8", "surrogatepass")
-
-
-def _refuse(status: int, kind: str, message: str) -> web.Response:
-    return web.json_response({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
-                             status=status)

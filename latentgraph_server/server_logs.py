@@ -19,6 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
+from latentgraph_server.openapi import Route
+from latentgraph_server.request_bounds import read_json
+
 MAX_ENTRIES = 1000
 MAX_SUBSCRIBERS = 64
 # The frontend's terminal takes this size; a server has no terminal of its own to report.
@@ -26,7 +29,13 @@ TERMINAL_SIZE = {"cols": 120, "rows": 40}
 LOGGERS = ("latentgraph", "aiohttp.server", "graph")
 
 SendJson = Callable[[str | None, str, Any], None]  # Hub.send_threadsafe
-ReadJson = Any  # server.read_json
+
+ROUTES = [
+    Route("GET", "/internal/logs", "get_logs", "The server's recent log, as text"),
+    Route("GET", "/internal/logs/raw", "get_raw", "The server's recent log entries"),
+    Route("PATCH", "/internal/logs/subscribe", "subscribe", "Follow the log over the websocket",
+          body="json", responses={"400": "bad body", "429": "too many followers"}),
+]
 
 
 class LogBuffer(logging.Handler):
@@ -61,9 +70,8 @@ class LogBuffer(logging.Handler):
 class ServerLogs:
     """Route handlers for ``/internal/logs`` (see the module docstring)."""
 
-    def __init__(self, buffer: LogBuffer, read_json: ReadJson) -> None:
+    def __init__(self, buffer: LogBuffer) -> None:
         self.buffer = buffer
-        self._read_json = read_json
 
     async def get_logs(self, request: web.Request) -> web.Response:
         return web.json_response("".join(f"{e['t']} - {e['m']}" for e in list(self.buffer.entries)))
@@ -72,7 +80,7 @@ class ServerLogs:
         return web.json_response({"entries": list(self.buffer.entries), "size": TERMINAL_SIZE})
 
     async def subscribe(self, request: web.Request) -> web.Response:
-        body = await self._read_json(request)
+        body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("clientId"), str) \
                 or not isinstance(body.get("enabled"), bool) or len(body["clientId"]) > 256:
             raise web.HTTPBadRequest(text='the body must be {"enabled": true|false, "clientId": "..."}')

@@ -30,6 +30,8 @@ from typing import Any
 from aiohttp import web
 
 from graph.paths import safe_join
+from latentgraph_server.openapi import Route
+from latentgraph_server.request_bounds import read_json
 from latentgraph_server.uploads import write_atomically
 
 DEFAULT_USER = "default"
@@ -40,8 +42,17 @@ MAX_SETTINGS_BYTES = 4 * 1024 * 1024
 # Printable, no path separators: what every frontend setting id looks like ("Comfy.Locale").
 _SETTING_ID = re.compile(r"^[^\x00-\x1f\x7f/\\]+$")
 
-# server.read_json: (request, *, allow_empty, text_from_own_pages) -> Any, bounded by --max-json-body
-ReadJson = Any
+
+ROUTES = [
+    Route("GET", "/users", "get_users", "The user list (one user: default; settings on the server)"),
+    Route("GET", "/settings", "get_settings", "The user's settings"),
+    Route("POST", "/settings", "post_settings", "Merge settings (a JSON object)", body="json",
+          responses={"400": "not an object, or a bad setting id"}),
+    Route("GET", "/settings/{id}", "get_setting", "One setting (null when unset)",
+          responses={"400": "bad setting id"}),
+    Route("POST", "/settings/{id}", "post_setting", "Set one setting (any JSON value)", body="json",
+          responses={"400": "bad setting id or body"}),
+]
 
 
 def check_setting_id(setting_id: str) -> str:
@@ -56,9 +67,8 @@ def check_setting_id(setting_id: str) -> str:
 class UserSettings:
     """Route handlers for ``/users`` and ``/settings`` (see the module docstring)."""
 
-    def __init__(self, user_directory: Path, read_json: ReadJson) -> None:
+    def __init__(self, user_directory: Path) -> None:
         self.user_directory = Path(user_directory)
-        self._read_json = read_json
         self._lock = asyncio.Lock()
 
     @property
@@ -100,7 +110,7 @@ class UserSettings:
         return web.json_response((await asyncio.to_thread(self.load)).get(setting_id))
 
     async def post_settings(self, request: web.Request) -> web.Response:
-        body = await self._read_json(request, text_from_own_pages=True)
+        body = await read_json(request, text_from_own_pages=True)
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="the body must be a JSON object of setting ids and values")
         for setting_id in body:
@@ -110,7 +120,7 @@ class UserSettings:
 
     async def post_setting(self, request: web.Request) -> web.Response:
         setting_id = check_setting_id(request.match_info["id"])
-        value = await self._read_json(request, text_from_own_pages=True)
+        value = await read_json(request, text_from_own_pages=True)
         await self._update(lambda settings: settings.__setitem__(setting_id, value))
         return web.Response(status=200)
 

@@ -27,7 +27,9 @@ from typing import Any
 from aiohttp import web
 
 from graph.paths import NameTooLongError, UnsafePathError, safe_join
-from latentgraph_server.request_bounds import RequestRefused, read_body
+from latentgraph_server.errors import BadRequest, error_response
+from latentgraph_server.openapi import Route
+from latentgraph_server.request_bounds import read_body
 from latentgraph_server.uploads import storage_error, write_atomically
 
 DEFAULT_USER = "default"
@@ -35,20 +37,25 @@ TEMPLATE_MODULE = "latentgraph"
 MAX_USERDATA_BYTES = 32 * 1024 * 1024
 
 
-def _error(status: int, message: str) -> web.Response:
-    kind = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "exists", 413: "too_large",
-            503: "storage_unavailable", 507: "insufficient_storage"}[status]
-    return web.json_response({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
-                             status=status)
+ROUTES = [
+    Route("GET", "/userdata", "list_userdata", "The user's files in a folder (?dir=workflows)",
+          query=("dir", "recurse", "full_info", "split")),
+    Route("GET", "/userdata/{file}", "get_userdata", "One user file (path URL-encoded: workflows%2Fa.json)",
+          responses={"404": "no such file"}),
+    Route("POST", "/userdata/{file}", "post_userdata", "Write a user file (raw body)", body="json",
+          query=("overwrite", "full_info"), responses={"409": "exists and overwrite=false"}),
+    Route("DELETE", "/userdata/{file}", "delete_userdata", "Delete a user file", responses={"404": "no such file"}),
+    Route("POST", "/userdata/{file}/move/{dest}", "move_userdata", "Rename a user file",
+          query=("overwrite", "full_info"), responses={"409": "destination exists"}),
+    Route("GET", "/workflow_templates", "get_workflow_templates", "The example workflows, by package"),
+    Route("GET", "/workflow_templates/latentgraph/{file}", "get_workflow_template", "One example workflow",
+          responses={"404": "no such example"}),
+]
 
 
 def _refused(exc: UnsafePathError) -> web.Response:
     """400 for a name no file system takes, 403 for one that would leave the folder."""
-    return _error(400 if isinstance(exc, NameTooLongError) else 403, str(exc))
-
-
-def _storage_error(exc: OSError, what: str) -> web.Response:
-    return _error(*storage_error(exc, what))
+    return error_response(400 if isinstance(exc, NameTooLongError) else 403, str(exc))
 
 
 def _flag(request: web.Request, name: str, default: bool) -> bool:
@@ -99,16 +106,16 @@ class WorkflowLibrary:
         self.user_root.mkdir(parents=True, exist_ok=True)
         return safe_join(self.user_root, relative)
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list_userdata(self, request: web.Request) -> web.Response:
         directory = request.query.get("dir", "")
         if not directory:
-            return _error(400, "dir is required")
+            return error_response(400, "dir is required")
         try:
             folder = self._user_path(directory)
         except UnsafePathError as exc:
             return _refused(exc)
         if not folder.is_dir():
-            return _error(404, f"no folder {directory!r}")
+            return error_response(404, f"no folder {directory!r}")
         recurse = _flag(request, "recurse", False)
         full_info = _flag(request, "full_info", False)
         split = _flag(request, "split", False)
@@ -120,64 +127,64 @@ class WorkflowLibrary:
             return web.json_response([[name, *name.split("/")] for name in relative])
         return web.json_response(relative)
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
+    async def get_userdata(self, request: web.Request) -> web.StreamResponse:
         try:
             path = self._user_path(request.match_info["file"])
         except UnsafePathError as exc:
             return _refused(exc)
         if not path.is_file():
-            return _error(404, "file not found")
+            return error_response(404, "file not found")
         return web.FileResponse(path, headers=_download_headers(path))
 
-    async def post(self, request: web.Request) -> web.Response:
+    async def post_userdata(self, request: web.Request) -> web.Response:
         try:
             path = self._user_path(request.match_info["file"])
         except UnsafePathError as exc:
             return _refused(exc)
         if not _flag(request, "overwrite", True) and path.exists():
-            return _error(409, "file already exists")
+            return error_response(409, "file already exists")
         if path.is_dir():
-            return _error(400, "a folder has that name")
+            return error_response(400, "a folder has that name")
         try:
             body = await read_body(request, self.max_bytes)  # refused before it is all buffered
-        except RequestRefused as exc:
-            return _error(exc.status, str(exc))
+        except BadRequest as exc:
+            return error_response(exc.status, str(exc))
         try:
             await asyncio.to_thread(_write_creating_folders, path, body)
         except OSError as exc:
-            return _storage_error(exc, f"write {path.name}")
+            return error_response(*storage_error(exc, f"write {path.name}"))
         if _flag(request, "full_info", False):
             return web.json_response(_file_info(path, self.user_root))
         return web.json_response(path.relative_to(self.user_root).as_posix())
 
-    async def delete(self, request: web.Request) -> web.Response:
+    async def delete_userdata(self, request: web.Request) -> web.Response:
         try:
             path = self._user_path(request.match_info["file"])
         except UnsafePathError as exc:
             return _refused(exc)
         if not path.is_file():
-            return _error(404, "file not found")
+            return error_response(404, "file not found")
         try:
             path.unlink()
         except OSError as exc:
-            return _storage_error(exc, f"delete {path.name}")
+            return error_response(*storage_error(exc, f"delete {path.name}"))
         return web.Response(status=204)
 
-    async def move(self, request: web.Request) -> web.Response:
+    async def move_userdata(self, request: web.Request) -> web.Response:
         try:
             source = self._user_path(request.match_info["file"])
             dest = self._user_path(request.match_info["dest"])
         except UnsafePathError as exc:
             return _refused(exc)
         if not source.is_file():
-            return _error(404, "file not found")
+            return error_response(404, "file not found")
         if dest.is_dir() or (not _flag(request, "overwrite", True) and dest.exists()):
-            return _error(409, "destination exists")
+            return error_response(409, "destination exists")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, dest)
         except OSError as exc:
-            return _storage_error(exc, f"move {source.name}")
+            return error_response(*storage_error(exc, f"move {source.name}"))
         if _flag(request, "full_info", False):
             return web.json_response(_file_info(dest, self.user_root))
         return web.json_response(dest.relative_to(self.user_root).as_posix())
@@ -189,17 +196,17 @@ class WorkflowLibrary:
             return []
         return sorted(p.stem for p in self.examples.glob("*.json") if p.is_file())
 
-    async def templates(self, request: web.Request) -> web.Response:
+    async def get_workflow_templates(self, request: web.Request) -> web.Response:
         return web.json_response({TEMPLATE_MODULE: self.example_names()})
 
-    async def template(self, request: web.Request) -> web.StreamResponse:
+    async def get_workflow_template(self, request: web.Request) -> web.StreamResponse:
         if self.examples is None:
-            return _error(404, "no examples folder")
+            return error_response(404, "no examples folder")
         try:
             path = safe_join(self.examples, request.match_info["file"])
         except UnsafePathError as exc:
             return _refused(exc)
         if path.suffix.lower() != ".json" or not path.is_file():
-            return _error(404, "no such example")
+            return error_response(404, "no such example")
         return web.FileResponse(path, headers={"Content-Type": "application/json",
                                                "X-Content-Type-Options": "nosniff"})
