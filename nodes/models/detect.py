@@ -7,7 +7,9 @@ same way:
 * ``sdxl``: two embedders, ``conditioner.embedders.0.transformer.text_model.*`` (HF CLIP)
   and ``conditioner.embedders.1.model.*`` (OpenCLIP), and a UNet ``label_emb`` (SDXL's
   ``adm_in``; 2816 in the real model).
-* ``sd2``: one OpenCLIP encoder under ``cond_stage_model.model.*``.
+* ``sd2``: one OpenCLIP encoder under ``cond_stage_model.model.*``. With a UNet
+  ``label_emb`` it is SD2.1-unCLIP (ComfyUI's SD21UnclipL/H, adm 1536/2048), told by its
+  ``noise_augmentor.*`` buffers, its image embedder ``embedder.model.*`` or those widths.
 * ``sd1``: one HF CLIP encoder under ``cond_stage_model.transformer.text_model.*``.
 
 The UNet's cross-attention width must equal the text width (SDXL: the sum of both
@@ -41,6 +43,8 @@ SD1_CLIP = "cond_stage_model.transformer."
 SD2_CLIP = "cond_stage_model.model."
 SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
+UNCLIP_NOISE_AUGMENTOR = "noise_augmentor."
+UNCLIP_EMBEDDER = "embedder.model."
 CONFIG_METADATA_KEY = "latentgraph.config"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 _PREDICTION_ALIASES = {
@@ -73,7 +77,8 @@ class CheckpointInfo:
     folder to build from (``sd1``, ``sd2``, ``sd2_v``, ``sdxl``). ``prediction_type``:
     ``"epsilon"`` or ``"v_prediction"``, and ``prediction_source`` says why. ``in_channels``:
     UNet input channels (4, or 9 for inpainting). ``context_dim``: cross-attention width.
-    ``adm_channels``: SDXL ``label_emb`` input width (0 when absent). ``arch_config``: the
+    ``adm_channels``: the UNet ``label_emb`` input width (SDXL's size/pooled vector,
+    SD2.1-unCLIP's image vector; 0 when absent). ``arch_config``: the
     architecture config stored in the file's metadata, if any.
     """
 
@@ -167,6 +172,14 @@ def _prediction(
     return "epsilon", f"default rule: {family} is eps-prediction"
 
 
+def _is_unclip(shapes: Shapes) -> bool:
+    """An SD2 UNet with ``label_emb`` is SD2.1-unCLIP when the file has the unCLIP parts or
+    the adm width of one of its releases (ViT-L 2 x 768, ViT-H 2 x 1024)."""
+    if any(k.startswith((UNCLIP_NOISE_AUGMENTOR, UNCLIP_EMBEDDER)) for k in shapes):
+        return True
+    return shapes[UNET + "label_emb.0.0.weight"][1] in (1536, 2048)
+
+
 def _family(shapes: Shapes) -> tuple[str, tuple[TextEncoderLayout, ...]]:
     has_label = UNET + "label_emb.0.0.weight" in shapes
     clip_l = _text_encoder(shapes, SDXL_CLIP_L, "hf")
@@ -180,7 +193,7 @@ def _family(shapes: Shapes) -> tuple[str, tuple[TextEncoderLayout, ...]]:
             "supported. Found: " + describe(shapes)
         )
     sd2 = _text_encoder(shapes, SD2_CLIP, "open_clip")
-    if sd2 and not has_label:
+    if sd2 and (not has_label or _is_unclip(shapes)):
         return "sd2", (sd2,)
     sd1 = _text_encoder(shapes, SD1_CLIP, "hf")
     if sd1 and not has_label:

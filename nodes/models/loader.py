@@ -96,6 +96,8 @@ def load_checkpoint(
         cfgs = resolve_configs(
             info.config_name, info.arch_config, info.in_channels, info.prediction_type, config_root
         )
+        if info.family == "sd2" and info.adm_channels:  # SD2.1-unCLIP: label_emb takes the image vector
+            cfgs.unet.update(class_embed_type="projection", projection_class_embeddings_input_dim=info.adm_channels)
 
         unet = build.empty_unet(cfgs.unet)
         unet_map = with_prefix(unet_key_map(unet.state_dict().keys(), cfgs.unet), UNET)

@@ -38,13 +38,15 @@ class Guider:
 
     model: ModelHandle
 
-    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None) -> Model:
+    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None, seed: int = 0) -> Model:
         """``D(x, sigma) -> x0`` for latents shaped like ``samples`` [B, C, h, w] (scaled);
-        ``concat`` [B, 5, h, w] is a 9-channel inpainting UNet's extra input, else None."""
+        ``concat`` [B, 5, h, w] is a 9-channel inpainting UNet's extra input, else None;
+        ``seed`` is the run's noise seed (unCLIP entries noise their image embeddings with it)."""
         raise NotImplementedError
 
-    def regions(self, conditioning: list, samples: torch.Tensor, concat: torch.Tensor | None) -> list:
-        return conditioning_regions(conditioning, self.model, samples, concat)
+    def regions(self, conditioning: list, samples: torch.Tensor, concat: torch.Tensor | None,
+                seed: int = 0) -> list:
+        return conditioning_regions(conditioning, self.model, samples, concat, seed)
 
     def size_bytes(self) -> int:
         held = [value for name, value in vars(self).items() if name != "model"]
@@ -60,9 +62,9 @@ class CFGGuider(Guider):
     negative: list
     cfg: float
 
-    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None) -> Model:
-        return CFGDenoiser(base_denoiser(self.model), self.regions(self.positive, samples, concat),
-                           self.regions(self.negative, samples, concat), self.cfg)
+    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None, seed: int = 0) -> Model:
+        return CFGDenoiser(base_denoiser(self.model), self.regions(self.positive, samples, concat, seed),
+                           self.regions(self.negative, samples, concat, seed), self.cfg)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +74,8 @@ class BasicGuider(Guider):
 
     conditioning: list
 
-    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None) -> Model:
-        return CFGDenoiser(base_denoiser(self.model), self.regions(self.conditioning, samples, concat), None, 1.0)
+    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None, seed: int = 0) -> Model:
+        return CFGDenoiser(base_denoiser(self.model), self.regions(self.conditioning, samples, concat, seed), None, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,10 +89,10 @@ class DualCFGGuider(Guider):
     cfg_cond2_negative: float
     nested: bool = False
 
-    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None) -> Model:
-        return DualCFGDenoiser(base_denoiser(self.model), self.regions(self.cond1, samples, concat),
-                               self.regions(self.cond2, samples, concat),
-                               self.regions(self.negative, samples, concat), self.cfg_conds,
+    def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None, seed: int = 0) -> Model:
+        return DualCFGDenoiser(base_denoiser(self.model), self.regions(self.cond1, samples, concat, seed),
+                               self.regions(self.cond2, samples, concat, seed),
+                               self.regions(self.negative, samples, concat, seed), self.cfg_conds,
                                self.cfg_cond2_negative, self.nested, concat_conds)
 
 

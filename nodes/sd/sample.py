@@ -45,7 +45,7 @@ def sample_latent(context: Any, guider: Guider, sampler: SamplerChoice, sigmas: 
         concat = inpaint_concat(samples, mask.to(model.device) if mask is not None else None)
     elif samples.shape[1] != model.in_channels:
         raise ValueError(f"the latent has {samples.shape[1]} channels but the model takes {model.in_channels}")
-    denoiser = guider.denoiser(samples, concat)
+    denoiser = guider.denoiser(samples, concat, noise.seed)
     last: dict[str, torch.Tensor] = {}
 
     def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
