@@ -110,6 +110,21 @@ class PromptRequest:
     number: float | None
     front: bool
 
+    def queue_row(self, checked: Any) -> tuple[Any, dict[str, Any]]:
+        """The prompt to queue once ``checked`` (its preparation) passed: the API-format
+        prompt (a UI document as converted) and its extra_data, the client's plus
+        ``create_time``, ``client_id`` and, for a UI document, the workflow for the PNGs."""
+        ui_format = is_ui_format(self.document)
+        extra_data = dict(self.extra_data)
+        extra_data["create_time"] = int(time.time() * 1000)  # as ComfyUI: /jobs sorts and shows by it
+        if self.client_id is not None:
+            extra_data["client_id"] = self.client_id
+        if ui_format:
+            pnginfo = extra_data.get("extra_pnginfo")
+            if pnginfo is None or isinstance(pnginfo, dict):
+                extra_data["extra_pnginfo"] = {"workflow": self.document, **(pnginfo or {})}
+        return (checked.plan.workflow.to_api() if ui_format else self.document), extra_data
+
 
 def parse_prompt_request(body: dict[str, Any], max_extra_data: int) -> PromptRequest:
     """Checks a POST /prompt body; raises BadRequest naming the first bad field."""
@@ -198,13 +213,33 @@ class Handlers:
     # -- prompts ------------------------------------------------------------------------
 
     async def post_prompt(self, request: web.Request) -> web.Response:
-        body = await read_object(request)
-        request_ = parse_prompt_request(body, self.config.max_extra_data)
+        prompt = parse_prompt_request(await read_object(request), self.config.max_extra_data)
+        checked = await self._prepare(request, prompt)
+        if not checked.ok:
+            return web.json_response(checked.response(), status=400, dumps=_dumps)
+        api_prompt, extra_data = prompt.queue_row(checked)
+        prompt_id = prompt.prompt_id
+        try:
+            number = await asyncio.to_thread(self.store.add, prompt_id, api_prompt, extra_data, checked.outputs,
+                                             prompt.client_id, number=prompt.number, front=prompt.front,
+                                             size_hint=request.content_length or 0)
+        except sqlite3.IntegrityError as exc:
+            raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id") from exc
+        # The worker runs this plan, not a second preparation. It may claim the prompt before
+        # the plan is held (then it prepares it again); a plan never taken ages out (Engine).
+        self.engine.hold(prompt_id, checked)
+        self.worker.wake()
+        self.broadcast_status()
+        return web.json_response({"prompt_id": prompt_id, "number": shown_number(number), "node_errors": {}})
+
+    async def _prepare(self, request: web.Request, prompt: PromptRequest) -> Any:
+        """The engine's preparation of the document (on a thread, stopped if the client goes away);
+        a document it cannot read is a BadRequest."""
         cancel = threading.Event()
         watcher = asyncio.create_task(_cancel_when_disconnected(request, cancel))
         try:
-            checked = await asyncio.to_thread(self.engine.prepare, request_.document, request_.targets,
-                                              limits=self.limits, cancel=cancel)
+            return await asyncio.to_thread(self.engine.prepare, prompt.document, prompt.targets, limits=self.limits,
+                                           cancel=cancel)
         except asyncio.CancelledError:
             cancel.set()  # the server is stopping: stop converting this document
             raise
@@ -217,34 +252,9 @@ class Handlers:
             raise BadRequest(f"cannot read the workflow: {exc}", "invalid_prompt") from exc
         finally:
             watcher.cancel()
-        if not checked.ok:
-            return web.json_response(checked.response(), status=400, dumps=_dumps)
-        ui_format = is_ui_format(request_.document)
-        prompt = checked.plan.workflow.to_api() if ui_format else request_.document
-        extra_data = dict(request_.extra_data)
-        extra_data["create_time"] = int(time.time() * 1000)  # as ComfyUI: /jobs sorts and shows by it
-        if request_.client_id is not None:
-            extra_data["client_id"] = request_.client_id
-        if ui_format:
-            pnginfo = extra_data.get("extra_pnginfo")
-            if pnginfo is None or isinstance(pnginfo, dict):
-                extra_data["extra_pnginfo"] = {"workflow": request_.document, **(pnginfo or {})}
-        prompt_id = request_.prompt_id
-        try:
-            number = await asyncio.to_thread(self.store.add, prompt_id, prompt, extra_data, checked.outputs,
-                                             request_.client_id, number=request_.number, front=request_.front,
-                                             size_hint=request.content_length or 0)
-        except sqlite3.IntegrityError as exc:
-            raise BadRequest(f"prompt_id {prompt_id!r} was already used", "duplicate_prompt_id") from exc
-        # The worker runs this plan, not a second preparation. It may claim the prompt before
-        # the plan is held (then it prepares it again); a plan never taken ages out (Engine).
-        self.engine.hold(prompt_id, checked)
-        self.worker.wake()
-        self.broadcast_status()
-        return web.json_response({"prompt_id": prompt_id, "number": shown_number(number), "node_errors": {}})
 
     async def get_prompt(self, request: web.Request) -> web.Response:
-        return web.json_response({"exec_info": {"queue_remaining": self.store.remaining()}})
+        return web.json_response(self.status_payload()["status"])
 
     async def get_queue(self, request: web.Request) -> web.Response:
         return web.Response(text=self.store.queue_json(), content_type="application/json")

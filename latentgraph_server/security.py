@@ -69,8 +69,8 @@ def is_loopback(address: str) -> bool:
 
 
 def _host_and_port(netloc: str, scheme: str) -> tuple[str, int | None]:
-    parts = urlsplit(f"{scheme}://{netloc}")
-    try:
+    try:  # urlsplit refuses some malformed hosts ("[") and .port bad ports: both never match
+        parts = urlsplit(f"{scheme}://{netloc}")
         port = parts.port
     except ValueError:
         return netloc.lower(), None
@@ -83,7 +83,10 @@ def same_origin(origin: str, host: str, scheme: str) -> bool:
     """Whether an ``Origin`` header names the host (and port) the request was sent to."""
     if not origin or origin == "null" or not host:
         return False
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. "http://[": no origin this server has
+        return False
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     return _host_and_port(parts.netloc, parts.scheme) == _host_and_port(host, scheme)

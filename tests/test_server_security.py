@@ -89,6 +89,15 @@ def test_cross_origin_websocket_is_refused(server):
         assert json.loads(socket.recv(timeout=10))["type"] == "status"
 
 
+def test_malformed_origin_or_host_is_refused_not_a_server_error(server):
+    # urlsplit raises on an unclosed IPv6 bracket: that was a 500 (found by the header fuzz test).
+    for origin in ("http://[", "http://[::1"):
+        response = requests.post(f"{server.url}/prompt", json={"prompt": value_prompt(1)}, headers={"Origin": origin})
+        assert response.status_code == 403 and response.json()["error"]["type"] == "cross_origin", origin
+    refused = requests.get(f"{server.url}/queue", headers={"Host": "["})
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "forbidden_host"
+
+
 def test_foreign_host_header_is_refused_on_loopback(server):
     assert requests.get(f"{server.url}/queue", headers={"Host": "rebound.example"}).status_code == 403
     assert requests.get(f"{server.url}/queue", headers={"Host": f"localhost:{server.port}"}).status_code == 200
