@@ -9,7 +9,7 @@ For each: the first run (empty cache) and a fully cached re-run of the same docu
 as microseconds per node, and as a ratio over the baseline: calling the same node
 ``execute`` functions directly in a Python loop, measured in the same run. The cached
 re-run is timed twice: as a client sees it (``prepare`` finds the document in its memo of
-prepared plans) and with the memo off (``prepare(..., memo=False)``: parse, validate and
+prepared plans) and with the memo off (``Engine.prepare(..., memo=False)``: parse, validate and
 plan again, as for an edited document whose nodes are all still in the output cache).
 
     python bench/engine_overhead.py [--sizes 1000,10000] [--repeat 5]
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from graph import Executor, Input, Node, NodeRegistry, NodeResult, Output, prepare  # noqa: E402
+from graph import Engine, Input, Node, NodeRegistry, NodeResult, Output  # noqa: E402
 
 
 class Constant(Node):
@@ -112,11 +112,10 @@ def direct_fan_in(size: int) -> int:
     return Report().execute(layer[0]).ui["value"][0]
 
 
-def time_engine(registry: NodeRegistry, document: dict, executor: Executor,
-                memo: bool = True) -> tuple[float, object]:
+def time_engine(engine: Engine, document: dict, memo: bool = True) -> tuple[float, object]:
     start = time.perf_counter()
-    checked = prepare(document, registry, memo=memo)
-    result = executor.execute(checked.plan)
+    checked = engine.prepare(document, memo=memo)
+    result = engine.execute(checked.plan)
     return time.perf_counter() - start, result
 
 
@@ -126,13 +125,12 @@ def measure(shape: str, size: int, repeat: int, registry: NodeRegistry) -> dict:
     nodes = len(document)
     firsts, cached, unmemoised, baselines = [], [], [], []
     for _ in range(repeat):
-        registry.memo.clear()
-        executor = Executor()
-        seconds, first = time_engine(registry, document, executor)
+        engine = Engine(registry)  # an empty memo and output cache
+        seconds, first = time_engine(engine, document)
         firsts.append(seconds)
-        seconds, again = time_engine(registry, document, executor)
+        seconds, again = time_engine(engine, document)
         cached.append(seconds)
-        seconds, fresh = time_engine(registry, document, executor, memo=False)
+        seconds, fresh = time_engine(engine, document, memo=False)
         unmemoised.append(seconds)
         assert len(first.executed) == nodes and again.executed == [] == fresh.executed, "cache did not behave"
         assert first.outputs["out"]["value"][0] == direct(size)

@@ -61,7 +61,7 @@ def write_checkpoint(path: Path) -> None:
 
 
 def run_mode(args: argparse.Namespace) -> dict[str, Any]:
-    from graph.host_memory import tune_allocator
+    from nodes.sd.host_memory import tune_allocator
 
     tune_allocator()
     import torch

@@ -213,25 +213,21 @@ def _workflow(ckpt_name: str, size: int, steps: int, seed: int) -> dict[str, Any
 
 
 def phase_ours(args: argparse.Namespace, convert_weights: bool = False) -> dict[str, Any]:
-    from graph.host_memory import tune_allocator
+    from nodes.sd.host_memory import tune_allocator
 
     tune_allocator()  # as the CLI and the server do at start-up
     import torch
 
     import nodes
-    from graph import Executor, Folders, build_registry, prepare
-    from nodes.model_folders import ModelFolders
+    from graph import Engine, Folders, build_registry
+    from nodes.models.folders import ModelFolders
+    from nodes.sd.runtime import DeviceSettings
 
-    runtime = nodes.make_runtime()
     work = Path(args.work)
-    services = dict(runtime["services"], models=ModelFolders(work), device=torch.device("cpu"),
-                    dtype=torch.float32)
-    if convert_weights:
-        services["keep_file_precision"] = ()  # --convert-weights-at-load
-    folders = Folders.under(work / "run")
-    services["folders"] = folders
-    registry = build_registry("nodes", None, disable_plugins=True)
-    executor = Executor(folders=folders, services=services, run_context=runtime["run_context"])
+    # --convert-weights-at-load: keep_file_precision=()
+    settings = DeviceSettings(device="cpu", dtype=torch.float32, keep_file_precision=() if convert_weights else None)
+    runtime = nodes.make_runtime(Folders.under(work / "run"), models=ModelFolders(work), settings=settings)
+    engine = Engine(build_registry("nodes", None, disable_plugins=True), runtime)
     base = rss_mb()
 
     def run(seed: int) -> dict[str, Any]:
@@ -242,10 +238,9 @@ def phase_ours(args: argparse.Namespace, convert_weights: bool = False) -> dict[
                 marks.append((data.get("node"), time.perf_counter()))
 
         started = time.perf_counter()
-        checked = prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, seed), registry,
-                          services=services)
+        checked = engine.prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, seed))
         assert checked.ok, checked.response()
-        result = executor.execute(checked.plan, on_event=on_event)
+        result = engine.execute(checked.plan, on_event=on_event)
         total = time.perf_counter() - started
         if result.status != "success":
             raise RuntimeError(f"workflow failed: {result.error}")
@@ -263,8 +258,7 @@ def phase_ours(args: argparse.Namespace, convert_weights: bool = False) -> dict[
     from nodes.models.loader import load_checkpoint
 
     floor = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32, keep_file_precision=())
-    cond, uncond = _cached(executor, registry, services, args, "6")[0][0][0], \
-        _cached(executor, registry, services, args, "7")[0][0][0]
+    cond, uncond = _cached(engine, args, "6")[0][0][0], _cached(engine, args, "7")[0][0][0]
     paired_floor = []
     for i in range(args.repeat):
         paired_floor.append(diffusers_loop(floor.unet, floor.vae, floor.vae_scale_factor, torch.cat([uncond, cond]),
@@ -279,15 +273,14 @@ def phase_ours_converting(args: argparse.Namespace) -> dict[str, Any]:
     return phase_ours(args, convert_weights=True)
 
 
-def _cached(executor: Any, registry: Any, services: dict[str, Any], args: argparse.Namespace, node_id: str) -> Any:
+def _cached(engine: Any, args: argparse.Namespace, node_id: str) -> Any:
     """The cached outputs of a node of the bench workflow (the handles, the conditionings)."""
-    from graph import prepare
     from graph.executor import _PromptRun
 
-    checked = prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, SEED), registry, services=services)
-    signatures = _PromptRun(executor, checked.plan, "signatures", None, None, None)
+    checked = engine.prepare(_workflow(Path(args.ckpt).name, args.size, args.steps, SEED))
+    signatures = _PromptRun(engine.executor(), checked.plan, "signatures", None, None, None)
     signatures._compute_signatures()
-    return tuple(value[0] for value in executor.cache.get(signatures.signatures[node_id]).outputs)
+    return tuple(value[0] for value in engine.cache.get(signatures.signatures[node_id]).outputs)
 
 
 def phase_diffusers(args: argparse.Namespace) -> dict[str, Any]:

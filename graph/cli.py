@@ -1,5 +1,10 @@
 """The headless interface: ``python -m graph run|validate|nodes|convert``.
 
+It builds one ``Engine`` over the nodes package's registry and runtime: the package
+(``--nodes-package``, default ``nodes``) may provide ``add_runtime_flags(parser)`` (its
+device flags on ``run``), ``make_runtime(folders, args=...)`` and ``tune_process()``
+(process set-up before any thread starts).
+
 Exit codes of ``run``: 0 success, 1 invalid workflow (per-node errors printed),
 2 a node failed, 130 interrupted with Ctrl+C.
 """
@@ -12,15 +17,15 @@ import json
 import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO
 
-from graph import build_registry, is_ui_format, parse_workflow, prepare, ui_to_api
+from graph import build_registry, is_ui_format, parse_workflow, ui_to_api
 from graph.cache import DEFAULT_BUDGET_BYTES, OutputCache
 from graph.context import Folders
-from graph.executor import ExecutionResult, Executor
-from graph.host_memory import tune_allocator
+from graph.engine import Engine
+from graph.executor import ExecutionResult
 from graph.registry import NodeRegistry
-from graph.runtime_flags import add_runtime_flags, runtime_services
 from graph.validate import ValidationResult
 
 EXIT_INVALID = 1
@@ -29,15 +34,36 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    tune_allocator()
+    package = importlib.import_module(_nodes_package(argv))
+    args = _parser(package).parse_args(argv)
+    tune_process = getattr(package, "tune_process", None)
+    if callable(tune_process):
+        tune_process()
     registry = build_registry(args.nodes_package, args.custom_nodes, disable_plugins=args.disable_all_custom_nodes)
     for failure in registry.plugin_failures:
         print(f"warning: plugin {failure.name} failed to load and was skipped:\n{failure.traceback}", file=sys.stderr)
-    return args.handler(args, registry)
+    return args.handler(args, registry, package)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _nodes_package(argv: list[str] | None) -> str:
+    """The ``--nodes-package`` value, read before the full parser (whose flags it adds)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--nodes-package", default="nodes")
+    return early.parse_known_args(argv)[0].nodes_package
+
+
+def _engine(package: ModuleType, registry: NodeRegistry, args: argparse.Namespace, cache_budget: int = 0) -> Engine:
+    """The one engine of this process, over the package's runtime (when it makes one)."""
+    folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
+    make_runtime = getattr(package, "make_runtime", None)
+    runtime = make_runtime(folders, args=args) if callable(make_runtime) else None
+    return Engine(registry, runtime, cache=OutputCache(cache_budget), folders=folders)
+
+
+def _parser(package: ModuleType | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; ``package`` (default: the ``nodes`` package) may add its runtime flags."""
+    if package is None:
+        package = importlib.import_module("nodes")
     parser = argparse.ArgumentParser(prog="python -m graph", description="Run and inspect Latentgraph workflows.")
     parser.add_argument("--nodes-package", default="nodes", help="package of built-in nodes (default: nodes)")
     parser.add_argument("--custom-nodes", default="custom_nodes", help="plugin folder (default: custom_nodes)")
@@ -51,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_folder_flags(run)
     run.add_argument("--cache-budget", type=int, default=DEFAULT_BUDGET_BYTES, help="output cache size in bytes")
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    add_runtime_flags(run)
+    add_runtime_flags = getattr(package, "add_runtime_flags", None)
+    if callable(add_runtime_flags):
+        add_runtime_flags(run)
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
@@ -114,7 +142,7 @@ def print_validation_errors(checked: ValidationResult, stream: TextIO) -> None:
             print(f"    - {where}{problem['message']} [{problem['type']}]", file=stream)
 
 
-def _run(args: argparse.Namespace, registry: NodeRegistry) -> int:
+def _run(args: argparse.Namespace, registry: NodeRegistry, package: ModuleType) -> int:
     document = _load_document(args.workflow)
     if args.overrides:
         if is_ui_format(document):
@@ -122,25 +150,18 @@ def _run(args: argparse.Namespace, registry: NodeRegistry) -> int:
         if not isinstance(document, dict):
             raise SystemExit("error: --set needs a workflow that is a JSON object")
         document = apply_overrides(document, args.overrides)
-    folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
-    services: dict[str, Any] = {"folders": folders, **runtime_services(args)}
-    checked = prepare(document, registry, services=services)
+    engine = _engine(package, registry, args, args.cache_budget)
+    checked = engine.prepare(document)
     if not checked.ok:
         print_validation_errors(checked, sys.stderr)
         return EXIT_INVALID
-    package = importlib.import_module(args.nodes_package)
-    make_runtime = getattr(package, "make_runtime", None)  # services + run context, e.g. torch inference mode
-    runtime = make_runtime() if callable(make_runtime) else {}
-    services.update(runtime.get("services", {}))
-    executor = Executor(OutputCache(args.cache_budget), folders=folders, services=services,
-                        run_context=runtime.get("run_context"))
     extra_data = {"extra_pnginfo": {"workflow": document}} if is_ui_format(document) else {}
     progress = _ProgressPrinter(checked.plan.workflow, sys.stderr, quiet=args.quiet)
     interrupt = threading.Event()
     outcome: list[ExecutionResult] = []
     worker = threading.Thread(
-        target=lambda: outcome.append(executor.execute(checked.plan, on_event=progress, interrupt=interrupt,
-                                                       extra_data=extra_data)),
+        target=lambda: outcome.append(engine.execute(checked.plan, on_event=progress, interrupt=interrupt,
+                                                     extra_data=extra_data)),
         name="latentgraph-cli", daemon=True,
     )
     worker.start()
@@ -151,7 +172,7 @@ def _run(args: argparse.Namespace, registry: NodeRegistry) -> int:
         interrupt.set()
         worker.join()
     result = outcome[0]
-    for path in output_files(result, folders):
+    for path in output_files(result, engine.folders):
         print(path)
     if result.status == "error":
         error = result.error or {}
@@ -211,9 +232,8 @@ class _ProgressPrinter:
             self.bar_open = False
 
 
-def _validate(args: argparse.Namespace, registry: NodeRegistry) -> int:
-    services = {"folders": Folders(args.input_directory, args.output_directory, args.temp_directory)}
-    checked = prepare(_load_document(args.workflow), registry, services=services)
+def _validate(args: argparse.Namespace, registry: NodeRegistry, package: ModuleType) -> int:
+    checked = _engine(package, registry, args).prepare(_load_document(args.workflow))
     if not checked.ok:
         print_validation_errors(checked, sys.stdout)
         return EXIT_INVALID
@@ -221,7 +241,7 @@ def _validate(args: argparse.Namespace, registry: NodeRegistry) -> int:
     return 0
 
 
-def _nodes(args: argparse.Namespace, registry: NodeRegistry) -> int:
+def _nodes(args: argparse.Namespace, registry: NodeRegistry, package: ModuleType) -> int:
     if args.json:
         json.dump(registry.object_info(), sys.stdout, indent=1)
         print()
@@ -231,7 +251,7 @@ def _nodes(args: argparse.Namespace, registry: NodeRegistry) -> int:
     return 0
 
 
-def _convert(args: argparse.Namespace, registry: NodeRegistry) -> int:
+def _convert(args: argparse.Namespace, registry: NodeRegistry, package: ModuleType) -> int:
     document = _load_document(args.workflow)
     if not is_ui_format(document):
         raise SystemExit("error: not a UI-format workflow (expected 'nodes' and 'links')")

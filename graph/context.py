@@ -43,8 +43,8 @@ class Folders:
 class ExecutionContext:
     """Per-prompt state handed to nodes as ``self.context``.
 
-    ``services`` carries application objects the engine knows nothing about (the model
-    manager, the device), keyed by name; the CLI and server fill it in.
+    ``runtime`` is the application's object the engine only passes along (Latentgraph's:
+    ``nodes.sd.runtime.Runtime``: model folders, devices, precision, GPU memory).
     """
 
     prompt_id: str
@@ -53,7 +53,7 @@ class ExecutionContext:
     folders: Folders = field(default_factory=Folders)
     workflow: Any = None  # the running graph.workflow.Workflow
     extra_data: dict[str, Any] = field(default_factory=dict)
-    services: dict[str, Any] = field(default_factory=dict)
+    runtime: Any = None
     node_id: str | None = None
     _prompt: dict[str, Any] | None = field(default=None, repr=False)
 

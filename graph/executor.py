@@ -53,12 +53,12 @@ class Executor:
         cache: OutputCache | None = None,
         *,
         folders: Folders | None = None,
-        services: dict[str, Any] | None = None,
+        runtime: Any = None,
         run_context: Callable[[], AbstractContextManager] | None = None,
     ) -> None:
         self.cache = cache if cache is not None else OutputCache()
         self.folders = folders or Folders()
-        self.services = services if services is not None else {}
+        self.runtime = runtime  # the application's object, handed to nodes as context.runtime
         # e.g. torch.inference_mode, supplied by the application so graph/ never imports torch.
         self.run_context = run_context or contextlib.nullcontext
 
@@ -96,7 +96,7 @@ class _PromptRun:
             folders=executor.folders,
             workflow=plan.workflow,
             extra_data=extra_data or {},
-            services=executor.services,
+            runtime=executor.runtime,
         )
         self.values: dict[str, list[list[Any]]] = {}
         self.signatures: dict[str, str] = {}

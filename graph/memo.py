@@ -7,7 +7,7 @@ between two calls with the same document:
 - the registry: each class the document names must still resolve to the same
   definition (or still be missing), so a plugin added or replaced later is seen;
 - inputs checked against outside state: combo inputs whose choices are computed from the
-  services (model files, input images) and inputs whose declaration overrides
+  runtime (model files, input images) and inputs whose declaration overrides
   ``check_constant`` are checked again, so a deleted model file is an error, not a hit.
 
 Fingerprints and non-deterministic nodes need nothing here: the executor evaluates them
@@ -23,14 +23,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graph.node import Input, NodeDefinition
+from graph.validate import ValidationResult
 from graph.workflow import Link
-
-if TYPE_CHECKING:
-    from graph.registry import NodeRegistry
-    from graph.validate import ValidationResult
 
 DEFAULT_MEMO_ENTRIES = 32
 
@@ -65,30 +62,27 @@ class PreparedMemo:
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def lookup(self, key: bytes, registry: NodeRegistry,
-               services: Mapping[str, Any] | None) -> ValidationResult | None:
-        """The memoised result for ``key`` if it is still valid for this registry and these services."""
+    def lookup(self, key: bytes, definitions: Mapping[str, NodeDefinition], runtime: Any) -> ValidationResult | None:
+        """The memoised result for ``key`` if it is still valid for these definitions (the
+        registry's, by class name) and this runtime."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
         if entry is None:
             return None
-        definitions = registry.definitions
         if any(definitions.get(name) is not definition for name, definition in entry.classes.items()):
             return None
-        if any(inp.check_constant(value, services) is not None for inp, value in entry.rechecks):
+        if any(inp.check_constant(value, runtime) is not None for inp, value in entry.rechecks):
             return None
-        from graph.validate import ValidationResult
-
         return ValidationResult(outputs=list(entry.result.outputs), plan=entry.result.plan)
 
-    def store(self, key: bytes, result: ValidationResult, registry: NodeRegistry) -> None:
+    def store(self, key: bytes, result: ValidationResult, definitions: Mapping[str, NodeDefinition]) -> None:
         """Memoises a valid result (an invalid one is ignored)."""
         plan = result.plan
         if not result.ok or plan is None:
             return
-        classes = {spec.class_type: registry.definitions.get(spec.class_type)
+        classes = {spec.class_type: definitions.get(spec.class_type)
                    for spec in plan.workflow.nodes.values()}
         rechecks = []
         for node_id in plan.order:

@@ -42,9 +42,9 @@ class Input:
     """One declared input.
 
     ``type`` is a ComfyUI type name ("INT", "MODEL", ...). A combo is declared with
-    ``choices`` (its type becomes "COMBO"); ``choices`` may be a zero-argument callable
-    so that lists such as model files are read when asked for, not at import.
-    A callable receives the application's ``services`` mapping (e.g. ``services["folders"]``)
+    ``choices`` (its type becomes "COMBO"); ``choices`` may be a callable so that lists
+    such as model files are read when asked for, not at import. It receives the
+    application's runtime object (``ExecutionContext.runtime``, None when there is none)
     so it can list the input folder or model files of the running application.
     ``optional`` inputs may be absent; ``lazy`` inputs are only computed when the node
     asks for them (see ``Node.check_lazy_status``); ``is_list`` inputs receive the whole
@@ -87,12 +87,12 @@ class Input:
         """True when a constant value can be typed in for this input."""
         return self.type in WIDGET_TYPES and not self.hidden
 
-    def choice_list(self, services: Mapping[str, Any] | None = None) -> list:
-        """The current choices of a combo input (calls a callable ``choices`` with ``services``)."""
-        choices = self.choices(services or {}) if callable(self.choices) else self.choices
+    def choice_list(self, runtime: Any = None) -> list:
+        """The current choices of a combo input (calls a callable ``choices`` with ``runtime``)."""
+        choices = self.choices(runtime) if callable(self.choices) else self.choices
         return list(choices or [])
 
-    def spec(self, services: Mapping[str, Any] | None = None) -> list:
+    def spec(self, runtime: Any = None) -> list:
         """This input in ComfyUI's ``/object_info`` shape: ``[TYPE, {options}]``."""
         options: dict[str, Any] = {}
         for option in _INPUT_OPTION_NAMES:
@@ -103,10 +103,10 @@ class Input:
         if self.lazy:
             options["lazy"] = True
         if self.type == "COMBO":
-            return [self.choice_list(services), options]
+            return [self.choice_list(runtime), options]
         return [self.type, options]
 
-    def check_constant(self, value: Any, services: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    def check_constant(self, value: Any, runtime: Any = None) -> tuple[str, str] | None:
         """Checks a constant against the declaration.
 
         Returns None when the value is acceptable, else ``(error_type, message)`` using
@@ -133,7 +133,7 @@ class Input:
                 return "invalid_input_type", f"expected true or false, got {_describe(value)}"
             return None
         if self.type == "COMBO":
-            choices = self.choice_list(services)
+            choices = self.choice_list(runtime)
             if not _is_hashable_scalar(value) or value not in choices:
                 shown = ", ".join(map(str, choices[:20])) + (", ..." if len(choices) > 20 else "")
                 return "value_not_in_list", f"{value!r} is not one of [{shown}]"
@@ -202,12 +202,12 @@ class NodeDefinition:
     widget_names: tuple[str, ...] = field(default=())
     search_aliases: tuple[str, ...] = field(default=())
 
-    def object_info(self, services: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def object_info(self, runtime: Any = None) -> dict[str, Any]:
         """This node in ComfyUI's ``GET /object_info`` shape."""
         sections: dict[str, dict[str, list]] = {"required": {}, "optional": {}, "hidden": {}}
         for name, inp in self.inputs.items():
             section = "hidden" if inp.hidden else "optional" if inp.optional else "required"
-            sections[section][name] = inp.spec(services)
+            sections[section][name] = inp.spec(runtime)
         input_doc = {key: value for key, value in sections.items() if value or key == "required"}
         return {
             "input": input_doc,
@@ -265,7 +265,7 @@ class Node:
     def fingerprint(cls, context: Any, **constants: Any) -> Any:
         """Describes outside state the node reads (e.g. a file's size and mtime).
 
-        Called with the prompt's ``ExecutionContext`` (for its folders and services) and
+        Called with the prompt's ``ExecutionContext`` (for its folders and runtime) and
         the node's constant inputs before execution; the result becomes part of the cache
         key, so a changed file means a re-run. JSON-serialisable or None.
         """

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from graph.node import NodeDefinition
-from graph.registry import NodeRegistry
 from graph.workflow import Link, Workflow
 
 if TYPE_CHECKING:
@@ -73,18 +72,16 @@ def topological_order(workflow: Workflow, node_ids: list[str]) -> tuple[list[str
     return [], sorted(cycles, key=lambda c: natural_key(c[0]))
 
 
-def make_plan(workflow: Workflow, registry: NodeRegistry, outputs: list[str], order: list[str]) -> ExecutionPlan:
-    """Bundles a validated workflow with its topological ``order``."""
-    definitions = {}
-    for node_id in order:
-        definition = registry.get(workflow.nodes[node_id].class_type)
-        assert definition is not None, "make_plan needs a validated workflow"
-        definitions[node_id] = definition
+def make_plan(workflow: Workflow, definitions: dict[str, NodeDefinition], outputs: list[str],
+              order: list[str]) -> ExecutionPlan:
+    """Bundles a validated workflow with its topological ``order`` and the definition of
+    each node in it (``definitions``: node id -> its class's definition)."""
+    assert set(definitions) >= set(order), "make_plan needs a definition for every node it runs"
     return ExecutionPlan(
         workflow=workflow,
         order=order,
         outputs=outputs,
-        definitions=definitions,
+        definitions={node_id: definitions[node_id] for node_id in order},
         position={node_id: index for index, node_id in enumerate(order)},
     )
 

@@ -16,13 +16,12 @@ import pkgutil
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from graph.memo import PreparedMemo
 from graph.node import Node, NodeDefinition, definition_of
 
 
@@ -38,13 +37,12 @@ class PluginFailure:
 
 @dataclass
 class NodeRegistry:
-    """Maps node names to their definitions; ``memo`` keeps recently prepared plans (``graph.memo``)."""
+    """The catalogue of node definitions by name: built-ins, then plugins."""
 
     definitions: dict[str, NodeDefinition] = field(default_factory=dict)
     builtin_names: set[str] = field(default_factory=set)
     plugin_failures: list[PluginFailure] = field(default_factory=list)
     loaded_plugins: list[str] = field(default_factory=list)
-    memo: PreparedMemo = field(default_factory=PreparedMemo, repr=False, compare=False)
 
     def register(self, cls: type[Node], *, builtin: bool = False, name: str | None = None) -> NodeDefinition:
         """Adds a node class. A plugin may not replace a built-in node."""
@@ -65,9 +63,9 @@ class NodeRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self.definitions
 
-    def object_info(self, services: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The whole ``GET /object_info`` document; ``services`` feed computed combo choices."""
-        return {name: definition.object_info(services) for name, definition in sorted(self.definitions.items())}
+    def object_info(self, runtime: Any = None) -> dict[str, Any]:
+        """The whole ``GET /object_info`` document; ``runtime`` feeds computed combo choices."""
+        return {name: definition.object_info(runtime) for name, definition in sorted(self.definitions.items())}
 
     def load_package(self, package: str) -> None:
         """Registers every Node subclass defined in the top-level modules of a package (built-ins)."""

@@ -14,7 +14,6 @@ nodes, whose ids in the prompt are the instance path and the node's id joined by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,24 +39,24 @@ def is_ui_format(document: Any) -> bool:
 
 
 def ui_to_workflow(document: dict[str, Any], registry: NodeRegistry, budget: Budget | None = None,
-                   services: Mapping[str, Any] | None = None) -> Workflow:
+                   runtime: Any = None) -> Workflow:
     """Converts a UI-format document; problems are kept per node.
 
-    ``services`` (the application's, as for validation) give the choices of combos listed
+    ``runtime`` (the application's, as for validation) give the choices of combos listed
     from folders: an empty one takes the first, as in ComfyUI's frontend; without them it
     stays empty and validation reports it.
 
     Raises only ``graph.limits.PromptTooLarge`` (the expansion passed a bound of
     ``budget``) and ``PreparationCancelled`` (its cancel flag was set).
     """
-    converter = _Converter(document, registry, budget or Budget(None), services)
+    converter = _Converter(document, registry, budget or Budget(None), runtime)
     return converter.convert()
 
 
 def ui_to_api(document: dict[str, Any], registry: NodeRegistry,
-              services: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              runtime: Any = None) -> dict[str, Any]:
     """Converts a UI-format document to an API-format prompt (the ``convert`` CLI command)."""
-    return ui_to_workflow(document, registry, services=services).to_api()
+    return ui_to_workflow(document, registry, runtime=runtime).to_api()
 
 
 def _node_table(nodes: Any) -> dict[str, dict[str, Any]]:
@@ -104,10 +103,10 @@ class _Graph:
 
 class _Converter:
     def __init__(self, document: dict[str, Any], registry: NodeRegistry, budget: Budget,
-                 services: Mapping[str, Any] | None = None) -> None:
+                 runtime: Any = None) -> None:
         self.registry = registry
         self.budget = budget
-        self.services = services
+        self.runtime = runtime
         # Each instance is expanded once, however many links lead into it.
         self.entered: dict[tuple[str, ...], _Graph] = {}
         self.root = _Graph(_node_table(document.get("nodes")), _link_table(document.get("links")))
@@ -184,7 +183,7 @@ class _Converter:
             spec.title = title
         definition = self.registry.get(node_type)
         if definition is not None:
-            spec.inputs.update(_widget_inputs(definition, node.get("widgets_values"), self.services))
+            spec.inputs.update(_widget_inputs(definition, node.get("widgets_values"), self.runtime))
             spec.inputs.update({name: value for name, value in graph.promoted.get(node_id, {}).items()
                                 if name in definition.widget_names})
         for entry in node.get("inputs") or []:
@@ -348,7 +347,7 @@ def _bypass_input_link(node: dict[str, Any], slot: int, link_type: str) -> Any:
 
 
 def _widget_inputs(definition: NodeDefinition, widgets_values: Any,
-                   services: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   runtime: Any = None) -> dict[str, Any]:
     """A node's widget values as ComfyUI's frontend has them after loading: its saved
     ``widgets_values`` (a list, or a dict by name) mapped to its widget inputs, with the
     frontend's load-time fix-ups, and every widget that has no saved value at its declared
@@ -358,8 +357,8 @@ def _widget_inputs(definition: NodeDefinition, widgets_values: Any,
         values = {name: widgets_values[name] for name in definition.widget_names if name in widgets_values}
     else:
         values = _positional_widget_inputs(definition, widgets_values if isinstance(widgets_values, list) else [])
-    _fill_defaults(definition, values, services)
-    _load_fixups(definition, values, services)
+    _fill_defaults(definition, values, runtime)
+    _load_fixups(definition, values, runtime)
     return values
 
 
@@ -413,7 +412,7 @@ def _revealed_names(definition: NodeDefinition) -> set[str]:
     return {sub for inp in definition.inputs.values() if inp.dynamic for subs in inp.dynamic.values() for sub in subs}
 
 
-def _fill_defaults(definition: NodeDefinition, values: dict[str, Any], services: Mapping[str, Any] | None) -> None:
+def _fill_defaults(definition: NodeDefinition, values: dict[str, Any], runtime: Any) -> None:
     """Widgets without a saved value take their declared default (a combo without one, its
     first choice), as a node the frontend creates has them; a DynamicCombo's hidden widgets
     only when its current choice shows them."""
@@ -422,36 +421,36 @@ def _fill_defaults(definition: NodeDefinition, values: dict[str, Any], services:
     for name in definition.widget_names:
         inp = definition.inputs[name]
         if inp.dynamic:
-            choice = values.get(name, inp.default if inp.default is not None else _first_choice(inp, services))
+            choice = values.get(name, inp.default if inp.default is not None else _first_choice(inp, runtime))
             if _is_hashable(choice):
                 shown.update(inp.dynamic.get(choice, ()))
     for name in definition.widget_names:
         inp = definition.inputs[name]
         if name in values or inp.force_input or (name in revealed and name not in shown):
             continue
-        default = inp.default if inp.default is not None else _first_choice(inp, services)
+        default = inp.default if inp.default is not None else _first_choice(inp, runtime)
         if default is not None:
             values[name] = default
 
 
-def _first_choice(inp: Input, services: Mapping[str, Any] | None = None) -> Any:
-    """A combo's first choice. Lists read from folders need the application's services:
+def _first_choice(inp: Input, runtime: Any = None) -> Any:
+    """A combo's first choice. Lists read from folders need the application's runtime:
     without them a file combo without a value is left to validation."""
-    if inp.type != "COMBO" or (callable(inp.choices) and services is None):
+    if inp.type != "COMBO" or (callable(inp.choices) and runtime is None):
         return None
     try:
-        choices = inp.choice_list(services)
+        choices = inp.choice_list(runtime)
     except (OSError, ValueError):  # a folder that cannot be listed: validation reports the empty input
         return None
     return choices[0] if choices else None
 
 
-def _load_fixups(definition: NodeDefinition, values: dict[str, Any], services: Mapping[str, Any] | None) -> None:
+def _load_fixups(definition: NodeDefinition, values: dict[str, Any], runtime: Any) -> None:
     """The frontend's corrections of values saved by older versions, made when it loads a workflow."""
     for name, value in list(values.items()):
         inp = definition.inputs[name]
         if value is None and inp.type == "COMBO":  # an empty combo takes its first choice
-            first = _first_choice(inp, services)
+            first = _first_choice(inp, runtime)
             if first is not None:
                 values[name] = first
     sampler = values.get("sampler_name")

@@ -11,7 +11,6 @@ canvas does not block the rest, as in ComfyUI.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +54,12 @@ def types_match(output_type: str, input_type: str) -> bool:
 
 def validate_workflow(
     workflow: Workflow, registry: NodeRegistry, targets: list[str] | None = None,
-    services: Mapping[str, Any] | None = None, limits: PromptLimits | None = None,
+    runtime: Any = None, limits: PromptLimits | None = None,
 ) -> ValidationResult:
     """Checks a parsed workflow against the registry and plans it when valid.
 
     ``targets`` (ComfyUI's ``partial_execution_targets``) limits the outputs to run;
-    by default every output node runs. ``services`` feed computed combo choices (the
+    by default every output node runs. ``runtime`` feeds computed combo choices (the
     files in the input or model folders). ``limits`` bounds string lengths and the
     estimated memory of the prompt (``graph.estimate``); a prompt over them gets a node
     error on the node at fault.
@@ -89,7 +88,7 @@ def validate_workflow(
     result.outputs = outputs
     if not outputs and unknown_classes:
         result.error = _missing_class_error(unknown_classes)
-        result.node_errors = {node_id: {"errors": _check_node(workflow, node_id, registry, services),
+        result.node_errors = {node_id: {"errors": _check_node(workflow, node_id, registry, runtime),
                                         "dependent_outputs": [], "class_type": class_type}
                               for node_id, class_type in unknown_classes}
         return result
@@ -102,12 +101,12 @@ def validate_workflow(
     errors: dict[str, list[dict[str, Any]]] = {}
     max_text = limits.max_text_length if limits is not None else None
     for node_id in needed:
-        node_errors = _check_node(workflow, node_id, registry, services, max_text)
+        node_errors = _check_node(workflow, node_id, registry, runtime, max_text)
         if node_errors:
             errors[node_id] = node_errors
     for node_id, _ in unknown_classes:  # those no output needs
         if node_id not in errors:
-            errors[node_id] = _check_node(workflow, node_id, registry, services)
+            errors[node_id] = _check_node(workflow, node_id, registry, runtime)
     order, cycles = topological_order(workflow, needed)
     for cycle in cycles:
         names = ", ".join(f"{n} ({nodes[n].class_type})" for n in cycle)
@@ -130,7 +129,8 @@ def validate_workflow(
             for node_id, node_errors in errors.items()
         }
         return result
-    result.plan = make_plan(workflow, registry, outputs, order)
+    definitions = {node_id: registry.definitions[workflow.nodes[node_id].class_type] for node_id in order}
+    result.plan = make_plan(workflow, definitions, outputs, order)
     return result
 
 
@@ -188,7 +188,7 @@ def _check_memory(workflow: Workflow, registry: NodeRegistry, order: list[str],
 
 
 def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
-                services: Mapping[str, Any] | None, max_text: int | None = None) -> list[dict[str, Any]]:
+                runtime: Any, max_text: int | None = None) -> list[dict[str, Any]]:
     spec = workflow.nodes[node_id]
     errors = [_error(kind, message, input_name=name) for kind, message, name in spec.parse_errors]
     if not spec.class_type:
@@ -208,7 +208,7 @@ def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
                 errors.append(_error("required_input_missing", "Required input is missing", name, input_name=name))
             continue
         value = spec.inputs[name]
-        problem = _check_input(workflow, registry, inp, value, services)
+        problem = _check_input(workflow, registry, inp, value, runtime)
         if problem is None and max_text is not None and isinstance(value, str) and len(value) > max_text:
             problem = "value_too_long", f"{len(value)} characters, more than the limit of {max_text}"
         if problem is None and inp.type == "INT" and isinstance(value, float):
@@ -216,14 +216,14 @@ def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
         if problem:
             kind, message = problem
             errors.append(_error(kind, message, f"{name}: {message}", input_name=name,
-                                 input_config=inp.spec(services), received_value=_jsonable(value)))
+                                 input_config=inp.spec(runtime), received_value=_jsonable(value)))
     return errors
 
 
 def _check_input(workflow: Workflow, registry: NodeRegistry, inp: Input, value: Any,
-                 services: Mapping[str, Any] | None) -> tuple[str, str] | None:
+                 runtime: Any) -> tuple[str, str] | None:
     if not isinstance(value, Link):
-        return inp.check_constant(value, services)
+        return inp.check_constant(value, runtime)
     source = workflow.nodes.get(value.source)
     if source is None:
         return "bad_linked_input", f"linked to node {value.source}, which is not in the workflow"

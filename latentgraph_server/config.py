@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from graph.cache import DEFAULT_BUDGET_BYTES
 from graph.limits import DEFAULT_MAX_NODES, DEFAULT_MAX_SUBGRAPH_INSTANCES, DEFAULT_MAX_TEXT_LENGTH
-from graph.runtime_flags import add_runtime_flags, runtime_services
 from latentgraph_server.previews import PREVIEW_METHODS
+from nodes.sd.runtime import DeviceSettings
+from nodes.sd.runtime_flags import add_runtime_flags, device_settings
 
 MIB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 100 * MIB
@@ -45,9 +45,8 @@ class ServerConfig:
     auth_token: str | None = None
     cache_budget: int = DEFAULT_BUDGET_BYTES
     model_cache_budget: int | None = None  # bytes of loaded models within cache_budget; None: no separate limit
-    # Device and precision settings for the nodes (graph.runtime_flags): dtype, unet_dtype, vae_dtype,
-    # text_enc_dtype, reserve_vram.
-    runtime: dict[str, Any] = field(default_factory=dict)
+    # Where and in which precision models run (nodes/sd/runtime_flags.py); force_cpu is ``cpu``.
+    device_settings: DeviceSettings = field(default_factory=DeviceSettings)
     max_upload_size: int = DEFAULT_MAX_UPLOAD_BYTES
     # Bounds on one request (README, "Limits"); None disables the node, instance and text bounds.
     max_json_body: int = DEFAULT_MAX_JSON_BYTES
@@ -171,8 +170,6 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
                         ("--plugin-import-timeout", args.plugin_import_timeout)):
         if value is not None and value < 0:
             parser.error(f"{flag} must be >= 0")
-    runtime = runtime_services(args)
-    runtime.pop("force_cpu")  # ServerConfig.cpu
     # A folder flag given is taken from the working directory (as ComfyUI does); one left
     # out lies under the base directory, which defaults to the installation.
     base = (args.base_directory if args.base_directory is not None else INSTALL_ROOT).resolve()
@@ -196,7 +193,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         auth_token=args.auth_token or None,
         cache_budget=args.cache_budget,
         model_cache_budget=args.model_cache_budget,
-        runtime=runtime,
+        device_settings=device_settings(args),
         max_upload_size=int(args.max_upload_size * 1024**2),
         max_json_body=int(args.max_json_body * MIB),
         max_extra_data=int(args.max_extra_data * MIB),

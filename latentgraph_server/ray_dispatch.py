@@ -38,7 +38,7 @@ from typing import Any
 
 import ray
 
-from graph import NodeRegistry
+from graph import Engine
 from latentgraph_server.config import ServerConfig
 from latentgraph_server.queue_store import QueueItem, QueueStore
 from latentgraph_server.ray_lane import RayLane, WorkerLost
@@ -56,13 +56,12 @@ PLACEMENTS_KEPT = 10_000
 class RayDispatcher:
     """Runs queued prompts on Ray workers, one prompt per worker at a time."""
 
-    def __init__(self, config: ServerConfig, store: QueueStore, registry: NodeRegistry, services: dict[str, Any],
-                 send: SendJson, send_preview: SendPreview, on_queue_changed: Callable[[], None],
+    def __init__(self, config: ServerConfig, store: QueueStore, engine: Engine, send: SendJson,
+                 send_preview: SendPreview, on_queue_changed: Callable[[], None],
                  routing: str | None = None, seed: int | None = None) -> None:
         self.config = config
         self.store = store
-        self.registry = registry
-        self.services = services
+        self.engine = engine  # the front server's: its folders; its held plans are dropped (workers prepare)
         self._send = send
         self._send_preview = send_preview
         self.on_queue_changed = on_queue_changed
@@ -164,10 +163,6 @@ class RayDispatcher:
                 "running": next((r.prompt_id for r in running if r is not None), None),
                 "mode": "ray", "ray_address": self.config.ray_address, "routing": self.routing,
                 "lost_workers": self.lost_workers, "hung_workers": self.hung_workers, "workers": [lane.describe() for lane in self.lanes()]}
-
-    @property
-    def executor(self) -> None:
-        return None
 
     def lanes(self) -> list[RayLane]:
         with self._lock:
@@ -271,7 +266,7 @@ class RayDispatcher:
         name = f"w{self._next_name}"
         self._next_name += 1
         actor = remote_runner(self.config.ray_worker_cpus, self._gpus_each()).remote(self.config, name)
-        lane = RayLane(name, actor, self.store, self.registry, self.services, self._send, self._send_preview,
+        lane = RayLane(name, actor, self.store, self.engine, self._send, self._send_preview,
                        self._lane_done, self.config.preview_method)
         with self._lock:
             self._lanes.append(lane)

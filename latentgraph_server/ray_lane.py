@@ -20,8 +20,7 @@ from typing import Any
 import ray
 from ray import exceptions as ray_errors
 
-from graph import NodeRegistry
-from graph.cache import OutputCache
+from graph import Engine
 from latentgraph_server.queue_store import QueueItem, QueueStore
 from latentgraph_server.ray_files import FileNames, InputTracker, place_file, prompt_inputs
 from latentgraph_server.ray_routing import Candidate
@@ -43,18 +42,14 @@ class WorkerLost(Exception):
         self.started = started
 
 
-def _no_executor() -> Any:
-    raise RuntimeError("a Ray lane runs nothing in-process")
-
-
 class RayLane(PromptWorker):
     """One Ray worker, seen from the front server."""
 
-    def __init__(self, name: str, actor: Any, store: QueueStore, registry: NodeRegistry,
-                 services: dict[str, Any], send: SendJson, send_preview: SendPreview,
-                 on_queue_changed: Callable[[], None], preview_method: str) -> None:
-        super().__init__(store, registry, services, _no_executor, OutputCache(0), send, send_preview,
-                         on_queue_changed, preview_method)
+    def __init__(self, name: str, actor: Any, store: QueueStore, engine: Engine, send: SendJson,
+                 send_preview: SendPreview, on_queue_changed: Callable[[], None], preview_method: str) -> None:
+        # ``engine`` is the front server's: this lane runs nothing with it (the worker prepares
+        # and runs the prompt), it only reads its folders and drops the plan it held.
+        super().__init__(store, engine, send, send_preview, on_queue_changed, preview_method)
         self.name = name
         self.actor = actor
         self.state = "starting"  # starting -> idle <-> busy -> dead
@@ -63,7 +58,7 @@ class RayLane(PromptWorker):
         self.ready_ref: Any = actor.info.remote()
         self.ping_ref: Any = None
         self.ping_sent = 0.0
-        folders = services["folders"]
+        folders = engine.folders
         self.roots = {"output": Path(folders.output), "temp": Path(folders.temp)}
         self.inputs = InputTracker()
         self.names = FileNames()
@@ -103,8 +98,9 @@ class RayLane(PromptWorker):
         payload = {"number": item.number, "prompt_id": item.prompt_id, "prompt": item.prompt,
                    "extra_data": item.extra_data, "outputs_to_execute": item.outputs_to_execute,
                    "client_id": item.client_id}
+        self.engine.take(item.prompt_id)  # the worker prepares it in its own process
         try:
-            files = self.inputs.to_send(prompt_inputs(item.prompt, Path(self.services["folders"].input)))
+            files = self.inputs.to_send(prompt_inputs(item.prompt, Path(self.engine.folders.input)))
             stream = self.actor.run.remote(payload, files)
             if running.interrupt.is_set():  # interrupted before the actor knew of the prompt
                 self.actor.interrupt.remote(item.prompt_id)

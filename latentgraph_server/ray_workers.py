@@ -124,7 +124,7 @@ class PromptRunner:
         if config.cpu:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported, as server.main does
         # server.py's builders, so a worker is set up exactly as the local worker is.
-        from server import app_services, make_executor_factory, make_registry
+        from server import make_engine
 
         self.name = name
         sweep_scratch(scratch_folder())
@@ -133,13 +133,10 @@ class PromptRunner:
                                self.config.temp_directory)
         for folder in (self.folders.input, self.folders.output, self.folders.temp):
             folder.mkdir(parents=True, exist_ok=True)
-        registry = make_registry(self.config)
         pools = {"models": config.model_cache_budget} if config.model_cache_budget is not None else None
         self.cache = ModelTrackingCache(config.cache_budget, pool_budgets=pools)
-        services = app_services(self.config, self.folders)
         # The local worker as a library: never started, no queue, no hub.
-        self.engine = PromptWorker(None, registry, services,  # type: ignore[arg-type]
-                                   make_executor_factory(services, self.config, self.cache), self.cache,
+        self.worker = PromptWorker(None, make_engine(self.config, self.cache),  # type: ignore[arg-type]
                                    send=lambda *_: None, send_preview=lambda *_: None,
                                    on_queue_changed=lambda: None, preview_method=config.preview_method)
         self.watch = FolderWatch({"output": self.folders.output, "temp": self.folders.temp})
@@ -172,11 +169,11 @@ class PromptRunner:
 
     def free(self, unload_models: bool, free_memory: bool) -> None:
         """POST /free, applied before the next prompt (or now, when idle)."""
-        self.engine.request_free(unload_models=unload_models, free_memory=free_memory)
+        self.worker.request_free(unload_models=unload_models, free_memory=free_memory)
         with self._lock:
             idle = self._running is None
         if idle:
-            self.engine._apply_free_request()
+            self.worker._apply_free_request()
 
     # -- a prompt -------------------------------------------------------------------------
 
@@ -209,15 +206,15 @@ class PromptRunner:
         status: dict[str, Any] = {"status_str": "error", "completed": False, "messages": []}
         meta: dict[str, Any] = {}
         try:
-            self.engine._apply_free_request()
+            self.worker._apply_free_request()
             write_inputs(self.folders.input, inputs)
-            policy = preview_policy(item.extra_data, self.engine.preview_method)
-            outputs, status, meta = self.engine._execute(item, running,
+            policy = preview_policy(item.extra_data, self.worker.preview_method)
+            outputs, status, meta = self.worker._execute(item, running,
                                                          lambda e, d: self._on_event(item, policy, out, e, d))
             if not status.get("completed"):
-                self.engine._release_memory()  # as the local worker: a failed prompt's memory goes back
+                self.worker.engine.release()  # as the local worker: a failed prompt's memory goes back
         except BaseException as exc:  # the actor must answer with a result whatever happened
-            error = self.engine._error_payload(item.prompt_id, f"{type(exc).__name__}: {exc}", type(exc).__name__, {})
+            error = self.worker._error_payload(item.prompt_id, f"{type(exc).__name__}: {exc}", type(exc).__name__, {})
             out.put(("event", "execution_error", error))
             status = {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}
         finally:

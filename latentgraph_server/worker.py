@@ -17,7 +17,6 @@ stays "running" while the server runs.
 
 from __future__ import annotations
 
-import gc
 import logging
 import sqlite3
 import threading
@@ -27,9 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph import Executor, NodeRegistry, prepare
-from graph.cache import OutputCache
-from graph.host_memory import return_free_memory
+from graph import Engine
 from latentgraph_server.previews import ONLY_ASKERS, preview_frames, preview_policy
 from latentgraph_server.progress_state import ProgressState
 from latentgraph_server.queue_store import QueueItem, QueueStore
@@ -55,15 +52,10 @@ class RunningPrompt:
 class PromptWorker:
     """Runs queued prompts one at a time on its own thread."""
 
-    def __init__(self, store: QueueStore, registry: NodeRegistry, services: dict[str, Any],
-                 executor_factory: Callable[[], Executor], cache: OutputCache, send: SendJson,
-                 send_preview: SendPreview, on_queue_changed: Callable[[], None], preview_method: str = "none") -> None:
+    def __init__(self, store: QueueStore, engine: Engine, send: SendJson, send_preview: SendPreview,
+                 on_queue_changed: Callable[[], None], preview_method: str = "none") -> None:
         self.store = store
-        self.registry = registry
-        self.services = services
-        self.cache = cache
-        self._executor_factory = executor_factory
-        self._executor: Executor | None = None
+        self.engine = engine
         self._send = send
         self._send_preview_frames = send_preview
         self.preview_method = preview_method  # the server's --preview-method (latentgraph_server/previews.py)
@@ -149,10 +141,6 @@ class PromptWorker:
             self._free_request = (previous[0] or unload_models, previous[1] or free_memory)
         self._wake.set()
 
-    @property
-    def executor(self) -> Executor | None:
-        return self._executor
-
     # -- the thread --------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -181,26 +169,7 @@ class PromptWorker:
         if request is None:
             return
         unload_models, free_memory = request
-        if free_memory:
-            self.cache.clear()
-            self.registry.memo.clear()
-        elif unload_models:
-            self.cache.drop_pool("models")
-        device_models = self.services.get("device_models")
-        if unload_models and device_models is not None:
-            device_models.forget()
-        self._release_memory()
-
-    def _release_memory(self) -> None:
-        """Hands memory nothing refers to any more back to the system (and the GPU driver)."""
-        gc.collect()
-        return_free_memory()
-        empty_cache = self.services.get("empty_cache")
-        if callable(empty_cache):
-            try:
-                empty_cache()
-            except Exception:
-                log.exception("emptying the device cache failed")
+        self.engine.free(unload_models=unload_models, free_memory=free_memory)
 
     def _run(self, item: QueueItem) -> None:
         running = RunningPrompt(item.prompt_id, item.client_id)
@@ -235,7 +204,7 @@ class PromptWorker:
             with self._lock:
                 self._current = None
         if not status.get("completed"):
-            self._release_memory()  # what a failed prompt allocated is not kept
+            self.engine.release()  # what a failed prompt allocated is not kept
         last_state = progress.close()
         if last_state is not None:
             self._send(item.client_id, "progress_state", last_state)
@@ -249,15 +218,15 @@ class PromptWorker:
     def _execute(self, item: QueueItem, running: RunningPrompt,
                  on_event: Callable[[str, dict[str, Any]], None]) -> tuple[dict, dict, dict]:
         try:
-            checked = prepare(item.prompt, self.registry, item.outputs_to_execute or None, self.services)
+            # Prepared when it was posted; prepared again only if queued before a restart.
+            checked = self.engine.take(item.prompt_id) or self.engine.prepare(item.prompt,
+                                                                              item.outputs_to_execute or None)
             if not checked.ok:
-                # Valid when queued, but something changed since (e.g. a model file was removed).
+                # Valid when queued, but not after a restart (e.g. a model file was removed).
                 message = (checked.error or {}).get("message", "the prompt is no longer valid")
                 return self._failure(item, on_event, message, "ValidationError", checked.response())
-            if self._executor is None:
-                self._executor = self._executor_factory()
-            result = self._executor.execute(checked.plan, prompt_id=item.prompt_id, on_event=on_event,
-                                            interrupt=running.interrupt, extra_data=item.extra_data)
+            result = self.engine.execute(checked.plan, prompt_id=item.prompt_id, on_event=on_event,
+                                         interrupt=running.interrupt, extra_data=item.extra_data)
         except BaseException as exc:  # SystemExit from a node must not end the worker
             return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__,
                                  {"traceback": traceback.format_exc()})

@@ -1,28 +1,45 @@
 """Latentgraph's built-in nodes.
 
 Each top-level module here declares node classes for one stage (``image``, ``latent``,
-``sampling``...). Subpackages (``nodes/models``, ``nodes/sampling``) are the model
-plumbing those nodes share; node modules import them, and torch, lazily inside
+``sampling``...). Subpackages (``nodes/models``, ``nodes/sampling``, ``nodes/sd``) are the
+model plumbing those nodes share; node modules import them, and torch, lazily inside
 ``execute`` so that listing nodes (``/object_info``) never pays for importing torch.
+
+An application (the CLI, the server) gets the nodes' runtime from here: ``add_runtime_flags``
+adds the device and precision flags to its argument parser, ``make_runtime`` builds the
+``nodes.sd.runtime.Runtime`` it hands to the engine, ``tune_process`` sets up the process
+before any thread starts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+
+from graph.context import Folders
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import DeviceSettings, Runtime
 
 
-def make_runtime() -> dict[str, Any]:
-    """Services and the run context the CLI and server hand to the executor.
+def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> None:
+    """Adds ``--cpu`` (unless ``cpu=False``), the precision flags and ``--reserve-vram``."""
+    from nodes.sd.runtime_flags import add_runtime_flags as add
 
-    Runs each prompt under ``torch.inference_mode`` (no autograd bookkeeping). With CUDA,
-    ``device_models`` keeps models within the free VRAM (``nodes.sd.memory``);
-    ``empty_cache`` returns unused CUDA memory after POST /free.
-    """
-    import torch
+    add(parser, cpu=cpu)
 
-    from nodes.sd.memory import DeviceModels, empty_device_cache
 
-    services: dict[str, Any] = {"empty_cache": empty_device_cache}
-    if torch.cuda.is_available():
-        services["device_models"] = DeviceModels("cuda")
-    return {"services": services, "run_context": torch.inference_mode}
+def make_runtime(folders: Folders, *, models: ModelFolders | None = None,
+                 args: argparse.Namespace | None = None, settings: DeviceSettings | None = None) -> Runtime:
+    """The runtime over ``folders`` and ``models`` (default ``models/``), with the device
+    settings given, or read from parsed flags (``args``), or the defaults."""
+    if settings is None and args is not None:
+        from nodes.sd.runtime_flags import device_settings
+
+        settings = device_settings(args)
+    return Runtime(folders, models if models is not None else ModelFolders(), settings or DeviceSettings())
+
+
+def tune_process() -> None:
+    """Process set-up before any thread starts: the C allocator's settings (``nodes.sd.host_memory``)."""
+    from nodes.sd.host_memory import tune_allocator
+
+    tune_allocator()

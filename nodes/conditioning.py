@@ -14,7 +14,7 @@ from typing import Any
 
 from graph import Input, Node, Output
 from nodes.image import MAX_RESOLUTION
-from nodes.model_folders import models_of
+from nodes.models.folders import models_of
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +36,16 @@ class CLIPTextEncode(Node):
 
         if isinstance(text, str) and EMBEDDING_PREFIX not in text:
             return None
-        folders = models_of(context.services).folders("embeddings")
+        folders = models_of(context.runtime).folders("embeddings")
         return embedding_files_state(folders, embedding_names(text) if isinstance(text, str) else None)
 
     def execute(self, text: str, clip: Any) -> tuple:
-        from nodes.sd.memory import on_device
+        from nodes.sd.runtime import runtime_of
         from nodes.sd.text_encode import encode_prompt
 
-        on_device(self.context, clip.device, *clip.encoders)
-        services = self.context.services if self.context is not None else {}
-        cond, pooled = encode_prompt(clip, text, models_of(services).folders("embeddings"))
+        runtime = runtime_of(self.context)
+        with runtime.placed(clip):
+            cond, pooled = encode_prompt(clip, text, runtime.models.folders("embeddings"))
         extras = {"pooled_output": pooled} if pooled is not None else {}
         return ([[cond, extras]],)
 
@@ -90,14 +90,14 @@ class CLIPTextEncodeSDXL(Node):
 
     def execute(self, clip: Any, width: int, height: int, crop_w: int, crop_h: int, target_width: int,
                 target_height: int, text_g: str, text_l: str) -> tuple:
-        from nodes.sd.memory import on_device
+        from nodes.sd.runtime import runtime_of
         from nodes.sd.text_encode import encode_prompt
 
         if clip.family != "sdxl" or len(clip.encoders) != 2:
             raise ValueError(f"CLIPTextEncodeSDXL needs an SDXL CLIP (two text encoders); this one is {clip.family}")
-        on_device(self.context, clip.device, *clip.encoders)
-        services = self.context.services if self.context is not None else {}
-        cond, pooled = encode_prompt(clip, text_l, models_of(services).folders("embeddings"), texts=(text_l, text_g))
+        runtime = runtime_of(self.context)
+        with runtime.placed(clip):
+            cond, pooled = encode_prompt(clip, text_l, runtime.models.folders("embeddings"), texts=(text_l, text_g))
         extras = {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
                   "target_width": target_width, "target_height": target_height}
         return ([[cond, extras]],)

@@ -80,7 +80,7 @@ class VAEEncodeForInpaint(Node):
 
     def execute(self, pixels: Any, vae: Any, mask: Any, grow_mask_by: int) -> tuple:
         from nodes.sampling.regions import fit_batch
-        from nodes.vae import encode_images, latent_shape_of, place_vae
+        from nodes.vae import encode_images, latent_shape_of, vae_placed
 
         pixels, mask = _centre_crop_to_8(pixels, mask)
         binary = mask.round()
@@ -88,8 +88,8 @@ class VAEEncodeForInpaint(Node):
             binary = fit_batch(binary, pixels.shape[0])
         keep = (1.0 - binary).movedim(1, -1)  # [B, H, W, 1]
         greyed = ((pixels - 0.5) * keep + 0.5).movedim(-1, 1) * 2.0 - 1.0
-        place_vae(self.context, vae, latent_shape_of(greyed))
-        latents = encode_images(vae, greyed)
+        with vae_placed(self.context, vae, latent_shape_of(greyed)):
+            latents = encode_images(vae, greyed)
         return ({"samples": latents, "noise_mask": grow_mask(binary, grow_mask_by).round()},)
 
 
@@ -201,13 +201,13 @@ class InpaintModelConditioning(Node):
 
     def execute(self, positive: list, negative: list, vae: Any, pixels: Any, mask: Any, noise_mask: bool) -> tuple:
         from nodes.sampling.regions import fit_batch
-        from nodes.vae import encode_images, from_image, latent_shape_of, place_vae
+        from nodes.vae import encode_images, from_image, latent_shape_of, vae_placed
 
         pixels, mask = _centre_crop_to_8(pixels, mask)
         keep = fit_batch(1.0 - mask.round(), pixels.shape[0]).movedim(1, -1)
-        place_vae(self.context, vae, latent_shape_of(from_image(pixels)))
-        greyed = encode_images(vae, from_image((pixels - 0.5) * keep + 0.5))
-        original = encode_images(vae, from_image(pixels))
+        with vae_placed(self.context, vae, latent_shape_of(from_image(pixels))):
+            greyed = encode_images(vae, from_image((pixels - 0.5) * keep + 0.5))
+            original = encode_images(vae, from_image(pixels))
         latent = {"samples": original, "noise_mask": mask} if noise_mask else {"samples": original}
         extras = {"concat_latent_image": greyed, "concat_mask": mask}
         return ([[c, {**e, **extras}] for c, e in positive], [[c, {**e, **extras}] for c, e in negative], latent)

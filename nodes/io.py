@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from nodes.image import to_uint8
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def input_images(services: Mapping[str, Any]) -> list[str]:
-    """Image files in the input folder (and its subfolders), as paths relative to it."""
-    folders = services.get("folders") or Folders()
+def input_images(runtime: Any) -> list[str]:
+    """Image files in the runtime's input folder (and its subfolders), as paths relative to it."""
+    folders = getattr(runtime, "folders", None) or Folders()
     return list_files(folders.input, IMAGE_EXTENSIONS)
 
 

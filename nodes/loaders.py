@@ -12,48 +12,35 @@ import threading
 from typing import Any
 
 from graph import Input, Node, Output
-from nodes.model_folders import model_choices, models_of
+from nodes.models.folders import model_choices, models_of
+from nodes.sd.runtime import runtime_of
 
 
 def file_state(context: Any, kind: str, name: str) -> list:
-    path = models_of(context.services).resolve(kind, name)
+    path = models_of(context.runtime).resolve(kind, name)
     stat = path.stat()
     return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 def runtime_device(context: Any) -> tuple[Any, Any]:
     """The (device, dtype) models other than a checkpoint's parts load to (e.g. upscale
-    models): ``services["device"]``/``["dtype"]`` or the best available; the per-part flags
+    models): the runtime's settings, or the best available; the per-part settings
     (``--bf16-unet``, ``--fp16-text-enc``...) do not apply."""
-    from nodes.sd.device import resolve_dtype
-
-    device = _load_device(context)
-    return device, resolve_dtype(context.services.get("dtype"), device)
+    runtime = runtime_of(context)
+    device = runtime.load_device()
+    return device, runtime.dtype(device)
 
 
 def runtime_dtypes(context: Any) -> tuple[Any, dict[str, Any]]:
-    """The device models load to and the dtype of each part (see ``nodes.sd.device.model_dtypes``)."""
-    from nodes.sd.device import model_dtypes
-
-    device = _load_device(context)
-    return device, model_dtypes(context.services, device)
+    """The device models load to and the dtype of each part (``Runtime.part_dtypes``)."""
+    runtime = runtime_of(context)
+    device = runtime.load_device()
+    return device, runtime.part_dtypes(device)
 
 
 def keep_file_precision(context: Any) -> tuple[str, ...]:
-    """The checkpoint parts (``"unet"``, ``"vae"``, ``"text"``) whose weight matrices stay in
-    the file's dtype when it is narrower than the compute dtype, cast layer by layer as they
-    run (``nodes.models.cast_weights``): ``services["keep_file_precision"]``, default all."""
-    from nodes.models.loader import PARTS
-
-    value = context.services.get("keep_file_precision")
-    return PARTS if value is None else tuple(value)
-
-
-def _load_device(context: Any) -> Any:
-    """``services["device"]``, or the best available one (the CPU with ``--cpu``)."""
-    from nodes.sd.device import pick_device
-
-    return context.services.get("device") or pick_device(bool(context.services.get("force_cpu")))
+    """The checkpoint parts kept in the file's precision (``Runtime.keep_file_precision``)."""
+    return runtime_of(context).keep_file_precision()
 
 
 class CheckpointLoaderSimple(Node):
@@ -73,7 +60,7 @@ class CheckpointLoaderSimple(Node):
         from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle
 
         device, dtypes = runtime_dtypes(self.context)
-        path = models_of(self.context.services).resolve("checkpoints", ckpt_name)
+        path = models_of(self.context.runtime).resolve("checkpoints", ckpt_name)
         loaded = load_checkpoint(path, device=device, part_dtypes=dtypes,
                                  keep_file_precision=keep_file_precision(self.context))
         config = loaded.scheduler_config
@@ -109,7 +96,7 @@ class VAELoader(Node):
 
         device, dtypes = runtime_dtypes(self.context)
         dtype = dtypes["vae"]
-        vae = load_vae(models_of(self.context.services).resolve("vae", vae_name), device=device, dtype=dtype,
+        vae = load_vae(models_of(self.context.runtime).resolve("vae", vae_name), device=device, dtype=dtype,
                        keep_file_precision="vae" in keep_file_precision(self.context))
         family = "sdxl" if abs(float(vae.config.get("scaling_factor", 0.18215)) - 0.13025) < 1e-6 else "sd1"
         return (VaeHandle(vae=vae, family=family, device=device, dtype=dtype),)

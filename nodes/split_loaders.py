@@ -13,13 +13,12 @@ other than SD1.x, SD2.x and SDXL fail when the node runs, with an error saying s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from graph import Input, Node, Output
 from nodes.loaders import keep_file_precision, runtime_dtypes
-from nodes.model_folders import models_of
+from nodes.models.folders import models_of
 
 # ComfyUI reads each of these kinds from two folders, one under its former name (its
 # folder_paths: "diffusion_models" is models/unet + models/diffusion_models, "text_encoders"
@@ -49,16 +48,16 @@ DEVICES = ("default", "cpu")
 
 def folder_choices(kind: str):
     """A ``choices`` callable: the model files of ``kind`` in every folder ComfyUI reads it from."""
-    def choices(services: Mapping[str, Any]) -> list[str]:
-        folders = models_of(services)
+    def choices(runtime: Any) -> list[str]:
+        folders = models_of(runtime)
         return sorted({name for sub in FOLDER_KINDS[kind] for name in folders.list(sub)})
     return choices
 
 
-def resolve_file(services: Mapping[str, Any], kind: str, name: str) -> Path:
+def resolve_file(runtime: Any, kind: str, name: str) -> Path:
     """The path of a listed model file of ``kind`` (first folder first); raises
     FileNotFoundError, UnsafePathError, or ValueError for a diffusers folder."""
-    folders = models_of(services)
+    folders = models_of(runtime)
     for sub in FOLDER_KINDS[kind]:
         try:
             path = folders.resolve(sub, name)
@@ -78,7 +77,7 @@ def files_state(context: Any, kind: str, *names: str) -> list:
 
     state: list = []
     for name in names:
-        path = resolve_file(context.services, kind, name)
+        path = resolve_file(context.runtime, kind, name)
         for part in (path, *side_files(path)):
             stat = part.stat()
             state.append([str(part), stat.st_size, stat.st_mtime_ns])
@@ -114,7 +113,7 @@ class UNETLoader(Node):
         storage = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
                    "fp8_e5m2": torch.float8_e5m2}[weight_dtype]
         device, dtypes = runtime_dtypes(self.context)
-        path = resolve_file(self.context.services, "diffusion_models", unet_name)
+        path = resolve_file(self.context.runtime, "diffusion_models", unet_name)
         loaded = load_unet_file(path, device=device, dtype=dtypes["unet"], weight_storage=storage,
                                 keep_file_precision="unet" in keep_file_precision(self.context))
         config = loaded.scheduler_config
@@ -134,14 +133,14 @@ def _load_clip(node: Node, names: tuple[str, ...], family: str, device_choice: s
     import torch
 
     from nodes.models.split import load_text_encoders
-    from nodes.sd.device import model_dtypes
     from nodes.sd.handles import ClipHandle
+    from nodes.sd.runtime import runtime_of
 
     device, dtypes = runtime_dtypes(node.context)
     if device_choice == "cpu":  # ComfyUI's "cpu": the text encoders load and run on the CPU
         device = torch.device("cpu")
-        dtypes = model_dtypes(node.context.services, device)
-    paths = [resolve_file(node.context.services, "text_encoders", name) for name in names]
+        dtypes = runtime_of(node.context).part_dtypes(device)
+    paths = [resolve_file(node.context.runtime, "text_encoders", name) for name in names]
     loaded = load_text_encoders(paths, family, device=device, dtype=dtypes["text"],
                                 keep_file_precision="text" in keep_file_precision(node.context))
     return (ClipHandle(encoders=loaded.encoders, tokenizers=loaded.tokenizers, layouts=loaded.layouts,

@@ -12,10 +12,14 @@ from typing import Any
 
 from graph import Input, Node, Output
 from nodes.loaders import file_state, runtime_device
-from nodes.model_folders import model_choices, models_of
+from nodes.models.folders import model_choices, models_of
 
 TILE = 512
 OVERLAP = 32
+# Working memory of one tile, per output pixel, in values of the model's dtype: the order of
+# the widest activations of ESRGAN-class networks (64-channel features at the output size,
+# a few alive at once). A heuristic for making room on the GPU, not a measurement.
+ACTIVATIONS_PER_OUTPUT_PIXEL = 384
 
 
 class UpscaleModelLoader(Node):
@@ -33,7 +37,7 @@ class UpscaleModelLoader(Node):
         from nodes.upscale_model.load import load_upscale_model
 
         device, dtype = runtime_device(self.context)
-        path = models_of(self.context.services).resolve("upscale_models", model_name)
+        path = models_of(self.context.runtime).resolve("upscale_models", model_name)
         return (load_upscale_model(path, device=device, dtype=dtype),)
 
 
@@ -46,6 +50,7 @@ class ImageUpscaleWithModel(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, upscale_model: Any, image: Any) -> tuple:
+        from nodes.sd.runtime import runtime_of
         from nodes.upscale_model.tiled import tiled_apply_fitting
 
         channels = image.shape[-1]
@@ -53,7 +58,10 @@ class ImageUpscaleWithModel(Node):
             raise ValueError(f"{upscale_model.name} takes {upscale_model.input_channels}-channel images; "
                              f"this image has {channels} channels")
         pixels = image.movedim(-1, 1)
-        out = tiled_apply_fitting(pixels, upscale_model, scale=upscale_model.scale,
-                                  out_channels=upscale_model.output_channels, tile=TILE, overlap=OVERLAP,
-                                  progress=self.context.progress)
+        element = 2 if "16" in str(upscale_model.dtype) else 4
+        working = (TILE * upscale_model.scale) ** 2 * ACTIVATIONS_PER_OUTPUT_PIXEL * element
+        with runtime_of(self.context).placed(upscale_model, working_bytes=working):
+            out = tiled_apply_fitting(pixels, upscale_model, scale=upscale_model.scale,
+                                      out_channels=upscale_model.output_channels, tile=TILE, overlap=OVERLAP,
+                                      progress=self.context.progress)
         return (out.movedim(1, -1).clamp(0.0, 1.0),)

@@ -7,6 +7,7 @@ latents ``[B, 4, H/8, W/8]``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from graph import Input, Node, Output
@@ -26,12 +27,13 @@ def encode_images(vae: Any, images: Any) -> Any:
     return posterior.mode().float().cpu()
 
 
-def place_vae(context: Any, vae: Any, latent_shape: tuple[int, ...]) -> None:
-    """Before the VAE runs on latents of ``latent_shape`` [B, C, h, w]: on CUDA, make room and
-    move it to its device (``nodes.sd.memory``); elsewhere nothing happens."""
-    from nodes.sd.memory import on_device, vae_working_bytes
+def vae_placed(context: Any, vae: Any, latent_shape: tuple[int, ...]) -> AbstractContextManager:
+    """``with vae_placed(...)``: the VAE on its device, with room for its work on latents of
+    ``latent_shape`` [B, C, h, w] (``Runtime.placed``; on the CPU nothing happens)."""
+    from nodes.sd.memory import vae_working_bytes
+    from nodes.sd.runtime import runtime_of
 
-    on_device(context, vae.device, vae.vae, working_bytes=vae_working_bytes(latent_shape, vae.dtype))
+    return runtime_of(context).placed(vae, working_bytes=vae_working_bytes(latent_shape, vae.dtype))
 
 
 def latent_shape_of(images: Any) -> tuple[int, int, int, int]:
@@ -65,8 +67,8 @@ class VAEDecode(Node):
         return memory_estimates.vae_decode(inputs)
 
     def execute(self, samples: dict, vae: Any) -> tuple:
-        place_vae(self.context, vae, samples["samples"].shape)
-        return (to_image(decode_latents(vae, samples["samples"])),)
+        with vae_placed(self.context, vae, samples["samples"].shape):
+            return (to_image(decode_latents(vae, samples["samples"])),)
 
 
 class VAEEncode(Node):
@@ -86,8 +88,8 @@ class VAEEncode(Node):
 
     def execute(self, pixels: Any, vae: Any) -> tuple:
         images = from_image(pixels)
-        place_vae(self.context, vae, latent_shape_of(images))
-        return ({"samples": encode_images(vae, images)},)
+        with vae_placed(self.context, vae, latent_shape_of(images)):
+            return ({"samples": encode_images(vae, images)},)
 
 
 def _tile_overlap(tile_size: int, overlap: int) -> int:
@@ -126,8 +128,8 @@ class VAEDecodeTiled(Node):
         overlap = _tile_overlap(tile_size, overlap)
         latents = samples["samples"]
         tile = max(1, tile_size // 8)
-        place_vae(self.context, vae, latents[:, :, :tile, :tile].shape)  # room for one tile
-        decoded = tiled_map(lambda z: decode_latents(vae, z), latents.float(), tile, overlap // 8, scale=8)
+        with vae_placed(self.context, vae, latents[:, :, :tile, :tile].shape):  # room for one tile
+            decoded = tiled_map(lambda z: decode_latents(vae, z), latents.float(), tile, overlap // 8, scale=8)
         return (to_image(decoded),)
 
 
@@ -159,6 +161,6 @@ class VAEEncodeTiled(Node):
 
         overlap = _tile_overlap(tile_size, overlap)
         images, tile = from_image(pixels), tile_size // 8 * 8
-        place_vae(self.context, vae, latent_shape_of(images[:, :, :tile, :tile]))  # room for one tile
-        latents = tiled_map(lambda p: encode_images(vae, p), images, tile, overlap, scale=1 / 8, align=8)
+        with vae_placed(self.context, vae, latent_shape_of(images[:, :, :tile, :tile])):  # room for one tile
+            latents = tiled_map(lambda p: encode_images(vae, p), images, tile, overlap, scale=1 / 8, align=8)
         return ({"samples": latents},)

@@ -4,6 +4,7 @@ identical to converting every weight at load (``nodes.models.cast_weights``)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -121,15 +122,15 @@ def test_lora_on_a_narrow_model_equals_the_converted_one(fp16_files, tiny_checkp
     lora = write_kohya(random_lora(tiny.unet, tiny.text_encoders, seed=5), tmp_path / "l.safetensors")
     outputs = {}
     for keep in (None, ()):
-        registry, services = model_env(tmp_path / f"env{keep is None}",
+        registry, runtime = model_env(tmp_path / f"env{keep is None}",
                                        {"checkpoints": {"base.safetensors": fp16_files["sd1"]},
                                         "loras": {"l.safetensors": lora}})
         if keep is not None:
-            services["keep_file_precision"] = keep
+            runtime.settings = dataclasses.replace(runtime.settings, keep_file_precision=keep)
         doc = base_doc()
         doc["L"] = lora_node(["1", 0], ["1", 1], "l.safetensors")
         branch(doc, "f", ["L", 0], ["L", 1])
-        runs = Runs((registry, services))
+        runs = Runs((registry, runtime))
         result = runs.run(doc)
         assert result.status == "success", result.error
         patched = runs.output("L", 0)
@@ -141,16 +142,17 @@ def test_lora_on_a_narrow_model_equals_the_converted_one(fp16_files, tiny_checkp
 
 def test_convert_weights_flag_reaches_the_loader(fp16_files, tmp_path):
     from graph.cli import _parser as cli_parser
-    from graph.runtime_flags import runtime_services
     from latentgraph_server.config import config_from_args
+    from nodes.sd.runtime_flags import device_settings
 
     args = cli_parser().parse_args(["run", "w.json", "--convert-weights-at-load"])
-    assert runtime_services(args)["keep_file_precision"] == ()
-    assert config_from_args(["--convert-weights-at-load"]).runtime == {"keep_file_precision": ()}
-    assert "keep_file_precision" not in config_from_args([]).runtime
-    registry, services = model_env(tmp_path, {"checkpoints": {"base.safetensors": fp16_files["sd1"]}})
-    for runtime, narrow in (({}, True), (runtime_services(args), False)):
-        runs = Runs((registry, dict(services, **runtime)))
+    assert device_settings(args).keep_file_precision == ()
+    assert config_from_args(["--convert-weights-at-load"]).device_settings.keep_file_precision == ()
+    assert config_from_args([]).device_settings.keep_file_precision is None
+    registry, runtime = model_env(tmp_path, {"checkpoints": {"base.safetensors": fp16_files["sd1"]}})
+    for keep, narrow in ((None, True), (device_settings(args).keep_file_precision, False)):
+        runtime.settings = dataclasses.replace(runtime.settings, keep_file_precision=keep)
+        runs = Runs((registry, runtime))
         assert runs.run(branch(base_doc(), "f", ["1", 0], ["1", 1])).status == "success"
         model, clip, vae = (runs.output("1", slot) for slot in range(3))
         for module in (model.unet, clip.encoders[0], vae.vae):
@@ -160,7 +162,7 @@ def test_convert_weights_flag_reaches_the_loader(fp16_files, tmp_path):
 def test_allocator_settings_are_accepted_by_glibc():
     import platform
 
-    from graph.host_memory import return_free_memory, tune_allocator
+    from nodes.sd.host_memory import return_free_memory, tune_allocator
 
     if platform.libc_ver()[0] != "glibc":
         assert tune_allocator() is False

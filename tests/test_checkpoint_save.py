@@ -29,7 +29,7 @@ def samples_of(root, checkpoint):
 def test_saved_checkpoint_loads_back_as_the_same_model_with_the_lora_merged(tiny_checkpoints, tmp_path):
     tiny = tiny_checkpoints.models["sd1"]
     lora = write_kohya(random_lora(tiny.unet, tiny.text_encoders, seed=3), tmp_path / "l.safetensors")
-    registry, services = model_env(tmp_path / "env", {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1},
+    registry, runtime = model_env(tmp_path / "env", {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1},
                                                       "loras": {"l.safetensors": lora}})
     document = base_doc()
     document["L"] = lora_node(["1", 0], ["1", 1], "l.safetensors", strength_model=0.8, strength_clip=0.6)
@@ -37,13 +37,13 @@ def test_saved_checkpoint_loads_back_as_the_same_model_with_the_lora_merged(tiny
     branch(document, "p", ["L", 0], ["L", 1])  # the LoRA applied on the fly, sampled
     document["s1"] = save_node(["1", 0], ["1", 1], ["1", 2], "checkpoints/plain")
     document["s2"] = save_node(["L", 0], ["L", 1], ["1", 2], "checkpoints/merged")
-    runs = Runs((registry, services))
-    checked = prepare(document, registry, ["bs", "ps", "s1", "s2"], services=services)
+    runs = Runs((registry, runtime))
+    checked = prepare(document, registry, ["bs", "ps", "s1", "s2"], runtime=runtime)
     assert checked.ok, checked.response()
     result = runs.executor.execute(checked.plan, extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}})
     assert result.status == "success", result.error
     runs.plan = checked.plan
-    out = services["folders"].output / "checkpoints"
+    out = runtime.folders.output / "checkpoints"
     assert result.outputs["s2"]["checkpoints"] == [{"filename": "merged_00001_.safetensors",
                                                      "subfolder": "checkpoints", "type": "output"}]
     with safe_open(str(out / "merged_00001_.safetensors"), framework="pt") as f:
@@ -62,11 +62,11 @@ def test_saved_checkpoint_loads_back_as_the_same_model_with_the_lora_merged(tiny
 
 
 def test_a_prefix_may_not_leave_the_output_folder(tiny_checkpoints, tmp_path):
-    registry, services = model_env(tmp_path, {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1}})
+    registry, runtime = model_env(tmp_path, {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1}})
     document = base_doc()
     document["s"] = save_node(["1", 0], ["1", 1], ["1", 2], "../../escaped")
-    checked = prepare(document, registry, services=services)
+    checked = prepare(document, registry, runtime=runtime)
     assert checked.ok, checked.response()
-    result = Runs((registry, services)).executor.execute(checked.plan)
+    result = Runs((registry, runtime)).executor.execute(checked.plan)
     assert result.status == "error"
     assert not list(tmp_path.parent.glob("escaped*")) and not list(tmp_path.glob("escaped*"))

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from graph import Folders, build_registry, prepare, ui_to_api
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import DeviceSettings, Runtime
 from tests.test_sd_nodes import Capture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,9 +130,8 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("custom_sampling")
     (root / "models" / "checkpoints").mkdir(parents=True)
     shutil.copy(ROOT / "models" / "checkpoints" / HOUSE, root / "models" / "checkpoints" / HOUSE)
-    services = {"folders": Folders.under(root), "models": ModelFolders(root / "models"),
-                "device": torch.device("cpu"), "dtype": torch.float32}
-    return build_registry("nodes", None), services
+    runtime = Runtime(folders=Folders.under(root), models=ModelFolders(root / "models"), settings=DeviceSettings(device="cpu", dtype=torch.float32))
+    return build_registry("nodes", None), runtime
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +144,8 @@ def capture(env):
 
 @pytest.mark.parametrize("node", sorted(COMFY))
 def test_object_info_has_comfyuis_inputs_and_outputs(env, node):
-    registry, services = env
-    info = registry.object_info(services)[node]
+    registry, runtime = env
+    info = registry.object_info(runtime)[node]
     inputs, outputs = COMFY[node]
     assert info["input_order"]["required"] == [name for name, *_ in inputs]
     for name, kind, default, low, high in inputs:
@@ -165,8 +165,8 @@ def test_object_info_has_comfyuis_inputs_and_outputs(env, node):
 
 
 def test_sampler_and_scheduler_choices_are_ksamplers(env):
-    registry, services = env
-    info = registry.object_info(services)
+    registry, runtime = env
+    info = registry.object_info(runtime)
     assert info["KSamplerSelect"]["input"]["required"]["sampler_name"][0] == \
         info["KSampler"]["input"]["required"]["sampler_name"][0]
     assert info["BasicScheduler"]["input"]["required"]["scheduler"][0] == \
@@ -207,12 +207,12 @@ def _sample_values(node: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("node", sorted(COMFY))
 def test_a_node_saved_by_comfyui_converts_widget_for_widget(env, node):
-    registry, services = env
+    registry, runtime = env
     values = _sample_values(node)
     document = {"nodes": [_ui_node(1, node, values)], "links": [], "version": 0.4}
     api = ui_to_api(document, registry)
     assert api["1"]["inputs"] == values
-    checked = prepare(document, registry, services=services)
+    checked = prepare(document, registry, runtime=runtime)
     linked = {name for name, kind, *_ in COMFY[node][0] if not _is_widget(kind)}
     errors = checked.node_errors.get("1", {}).get("errors", []) if not checked.ok else []
     # unconnected links are the only complaint: every widget value was accepted
@@ -226,7 +226,7 @@ def _saved_nodes() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("entry", [e for e in _saved_nodes() if e["node"]["type"] in COMFY],
                          ids=lambda e: f"{e['node']['type']}-{e['template']}")
 def test_nodes_from_comfyuis_templates_convert(env, entry):
-    registry, services = env
+    registry, runtime = env
     saved = dict(entry["node"], id=1, mode=0)
     node = saved["type"]
     api = ui_to_api({"nodes": [saved], "links": []}, registry)
@@ -238,7 +238,7 @@ def test_nodes_from_comfyuis_templates_convert(env, entry):
             values.pop(0)  # "fixed" / "randomize"
     assert values == []
     assert api["1"]["inputs"] == expected
-    checked = prepare({"nodes": [saved], "links": []}, registry, services=services)
+    checked = prepare({"nodes": [saved], "links": []}, registry, runtime=runtime)
     errors = checked.node_errors.get("1", {}).get("errors", []) if not checked.ok else []
     widget_errors = [e for e in errors if e["extra_info"].get("input_name") in expected]
     assert widget_errors == []
@@ -247,13 +247,13 @@ def test_nodes_from_comfyuis_templates_convert(env, entry):
 def test_comfyuis_sdxl_turbo_template_converts_validates_and_runs(env, capture):
     """ComfyUI's own SDXL-Turbo template (SamplerCustom + SDTurboScheduler + KSamplerSelect),
     unchanged but for the checkpoint, runs on the house model."""
-    registry, services = env
+    registry, runtime = env
     document = json.loads((TEMPLATES / "sdxlturbo_example.json").read_text())
     api = ui_to_api(document, registry)
     assert api["13"]["class_type"] == "SamplerCustom"
     assert api["13"]["inputs"]["add_noise"] is True and api["13"]["inputs"]["cfg"] == 1
     assert api["22"]["inputs"] == {"model": ["20", 0], "steps": 1, "denoise": 1}
-    checked = prepare(document, registry, services=services)
+    checked = prepare(document, registry, runtime=runtime)
     assert set(checked.node_errors) == {"20"}  # only the SDXL-Turbo checkpoint is missing here
     loader = next(n for n in document["nodes"] if n["type"] == "CheckpointLoaderSimple")
     loader["widgets_values"] = [HOUSE]
@@ -528,8 +528,8 @@ def test_example_workflow_ui_twin_converts_to_the_api_workflow(env):
 @pytest.mark.parametrize("name", ["custom_sampling_api.json", "custom_sampling.json"])
 def test_example_workflow_makes_txt2imgs_image(env, capture, name):
     """The example is txt2img's settings taken apart: the same PNG pixels come out."""
-    _, services = env
-    output = services["folders"].output
+    _, runtime = env
+    output = runtime.folders.output
     images = []
     for document_name in (name, "txt2img_api.json"):
         result = capture.run(json.loads((ROOT / "workflows" / document_name).read_text()))

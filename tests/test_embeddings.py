@@ -19,9 +19,10 @@ from safetensors.torch import save_file
 from graph import Executor, Folders, build_registry, prepare
 from nodes.clip.embeddings import embedding_files_state, find_embedding
 from nodes.conditioning import CLIPTextEncode
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
 from nodes.models.loader import load_checkpoint
 from nodes.sd.handles import ClipHandle
+from nodes.sd.runtime import DeviceSettings, Runtime
 from nodes.sd.text_encode import encode_prompt
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
@@ -188,16 +189,15 @@ def env(tiny_checkpoints, tmp_path_factory):
     (root / "models" / "checkpoints").mkdir(parents=True)
     (root / "models" / "embeddings").mkdir(parents=True)
     shutil.copy(tiny_checkpoints.sd1, root / "models" / "checkpoints" / "tiny_sd1.safetensors")
-    services = {"folders": Folders.under(root), "models": ModelFolders(root / "models"),
-                "device": torch.device("cpu"), "dtype": torch.float32}
-    return build_registry("nodes", None), services, root / "models" / "embeddings"
+    runtime = Runtime(folders=Folders.under(root), models=ModelFolders(root / "models"), settings=DeviceSettings(device="cpu", dtype=torch.float32))
+    return build_registry("nodes", None), runtime, root / "models" / "embeddings"
 
 
 def test_clip_text_encode_reruns_when_an_embedding_file_changes(env):
     from graph.executor import _PromptRun
 
-    registry, services, embeddings = env
-    executor = Executor(folders=services["folders"], services=services)
+    registry, runtime, embeddings = env
+    executor = Executor(folders=runtime.folders, runtime=runtime)
     document = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd1.safetensors"}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a embedding:style photo", "clip": ["1", 1]}},
@@ -211,7 +211,7 @@ def test_clip_text_encode_reruns_when_an_embedding_file_changes(env):
     }
 
     def run():
-        checked = prepare(document, registry, services=services)
+        checked = prepare(document, registry, runtime=runtime)
         assert checked.ok, checked.response()
         result = executor.execute(checked.plan)
         assert result.status == "success", result.error
@@ -236,10 +236,10 @@ def test_clip_text_encode_reruns_when_an_embedding_file_changes(env):
 
 
 def test_fingerprint_names_only_the_referenced_files(env):
-    _, services, embeddings = env
+    _, runtime, embeddings = env
     save_file({"emb_params": _vectors(1, 1)}, embeddings / "a1.safetensors")
     save_file({"emb_params": _vectors(1, 1)}, embeddings / "b1.safetensors")
-    context = SimpleNamespace(services=services)
+    context = SimpleNamespace(runtime=runtime)
     assert CLIPTextEncode.fingerprint(context, text="no embeddings here") is None
     state = CLIPTextEncode.fingerprint(context, text="(embedding:a1:1.2) embedding:zz")
     assert [entry[0] for entry in state] == ["a1", "zz"] and state[1] == ["zz", None]

@@ -41,7 +41,7 @@ def test_combo_choices_may_be_computed_when_asked():
     files = ["a.safetensors"]
 
     class LoadThing(Node):
-        name = Input(choices=lambda services: list(files) + services.get("extra", []))
+        name = Input(choices=lambda runtime: list(files) + (runtime or {}).get("extra", []))
         outputs = (Output("THING"),)
 
     registry = NodeRegistry()
@@ -51,9 +51,9 @@ def test_combo_choices_may_be_computed_when_asked():
     assert registry.object_info()["LoadThing"]["input"]["required"]["name"][0] == ["a.safetensors", "b.safetensors"]
     assert definition_of(LoadThing).inputs["name"].check_constant("b.safetensors") is None
     assert definition_of(LoadThing).inputs["name"].check_constant("c.safetensors")[0] == "value_not_in_list"
-    services = {"extra": ["c.safetensors"]}
-    assert definition_of(LoadThing).inputs["name"].check_constant("c.safetensors", services) is None
-    assert registry.object_info(services)["LoadThing"]["input"]["required"]["name"][0][-1] == "c.safetensors"
+    runtime = {"extra": ["c.safetensors"]}
+    assert definition_of(LoadThing).inputs["name"].check_constant("c.safetensors", runtime) is None
+    assert registry.object_info(runtime)["LoadThing"]["input"]["required"]["name"][0][-1] == "c.safetensors"
 
 
 def test_constant_checks_come_from_the_declaration():

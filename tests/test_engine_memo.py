@@ -9,20 +9,33 @@ import copy
 
 import pytest
 
-from graph import Executor, Input, Node, NodeRegistry, Output, build_registry, prepare
+from graph import Engine, Executor, Input, Node, NodeRegistry, Output, build_registry
+from graph import prepare as prepare_once
 from graph.cache import canonical_json, signature
 from graph.context import ExecutionContext
 from graph.memo import PreparedMemo, document_key
 from graph.signatures import plan_signatures
 from graph.workflow import Link
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import Runtime
 from tests.engine_nodes import TEST_NODES
+
+_MEMOS: dict[int, PreparedMemo] = {}  # one memo per registry, as an Engine keeps it
+
+
+def memo_of(registry: NodeRegistry) -> PreparedMemo:
+    return _MEMOS.setdefault(id(registry), PreparedMemo())
+
+
+def prepare(document, registry, targets=None, runtime=None):
+    """``graph.prepare`` with the registry's memo, as ``Engine.prepare`` calls it."""
+    return prepare_once(document, registry, targets, runtime, memo=memo_of(registry))
 
 
 class PickName(Node):
-    """A combo whose choices come from the services, like a model-file list."""
+    """A combo whose choices come from the runtime, like a model-file list."""
 
-    name = Input(choices=lambda services: list(services.get("names", [])))
+    name = Input(choices=lambda runtime: list((runtime or {}).get("names", [])))
     outputs = (Output("STRING"),)
 
     def execute(self, name):
@@ -30,10 +43,10 @@ class PickName(Node):
 
 
 class _AllowedInput(Input):
-    """An input whose own check reads the services (a plugin may declare such inputs)."""
+    """An input whose own check reads the runtime (a plugin may declare such inputs)."""
 
-    def check_constant(self, value, services=None):
-        if value not in (services or {}).get("allowed", ()):
+    def check_constant(self, value, runtime=None):
+        if value not in (runtime or {}).get("allowed", ()):
             return "value_not_in_list", f"{value!r} is not allowed"
         return None
 
@@ -61,8 +74,8 @@ def chain(value=1, add=2, ids=("1", "2", "3")):
             c: {"class_type": "ShowValue", "inputs": {"value": [b, 0]}}}
 
 
-def run(executor, registry, document, services=None):
-    checked = prepare(document, registry, services=services)
+def run(executor, registry, document, runtime=None):
+    checked = prepare(document, registry, runtime=runtime)
     assert checked.ok, checked.response()
     return checked.plan, executor.execute(checked.plan)
 
@@ -73,7 +86,7 @@ def test_same_document_reuses_the_plan_and_is_fully_cached(registry):
     again_plan, again = run(executor, registry, chain())  # an equal document, another object
     assert again_plan is first_plan
     assert first.executed == ["1", "2", "3"] and again.executed == [] and again.outputs == first.outputs
-    assert prepare(chain(), registry, memo=False).plan is not first_plan
+    assert prepare_once(chain(), registry).plan is not first_plan  # no memo
 
 
 def test_changed_constant_in_the_same_object_is_not_a_stale_hit(registry):
@@ -105,22 +118,22 @@ def test_tuple_constant_is_not_taken_for_a_link(registry):
 
 
 def test_removed_choice_is_an_error_and_restoring_it_is_valid_again(registry):
-    services = {"names": ["a.safetensors", "b.safetensors"]}
+    runtime = {"names": ["a.safetensors", "b.safetensors"]}
     document = {"1": {"class_type": "PickName", "inputs": {"name": "b.safetensors"}},
                 "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
-    assert prepare(document, registry, services=services).ok
-    services["names"].remove("b.safetensors")
-    checked = prepare(document, registry, services=services)
+    assert prepare(document, registry, runtime=runtime).ok
+    runtime["names"].remove("b.safetensors")
+    checked = prepare(document, registry, runtime=runtime)
     assert not checked.ok and checked.node_errors["1"]["errors"][0]["type"] == "value_not_in_list"
-    services["names"].append("b.safetensors")
-    assert prepare(document, registry, services=services).ok
+    runtime["names"].append("b.safetensors")
+    assert prepare(document, registry, runtime=runtime).ok
 
 
 def test_input_with_its_own_check_is_rechecked(registry):
     document = {"1": {"class_type": "PickAllowed", "inputs": {"value": "x"}},
                 "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
-    assert prepare(document, registry, services={"allowed": ["x"]}).ok
-    assert not prepare(document, registry, services={"allowed": ["y"]}).ok
+    assert prepare(document, registry, runtime={"allowed": ["x"]}).ok
+    assert not prepare(document, registry, runtime={"allowed": ["y"]}).ok
 
 
 def test_deleted_model_file_fails_validation(tmp_path):
@@ -128,11 +141,11 @@ def test_deleted_model_file_fails_validation(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     model = tmp_path / "checkpoints" / "model.safetensors"
     model.write_bytes(b"not loaded by validation")
-    services = {"models": ModelFolders(tmp_path)}
+    runtime = Runtime(models=ModelFolders(tmp_path))
     document = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "model.safetensors"}}}
-    assert prepare(document, registry, ["4"], services).ok
+    assert prepare(document, registry, ["4"], runtime).ok
     model.unlink()
-    checked = prepare(document, registry, ["4"], services)
+    checked = prepare(document, registry, ["4"], runtime)
     assert not checked.ok
     assert checked.node_errors["4"]["errors"][0]["extra_info"]["input_name"] == "ckpt_name"
 
@@ -217,7 +230,7 @@ def test_invalid_document_is_never_memoised(registry):
     for _ in range(2):
         checked = prepare(document, registry)
         assert not checked.ok and checked.node_errors["1"]["errors"][0]["type"] == "value_bigger_than_max"
-    assert len(registry.memo) == 0
+    assert len(memo_of(registry)) == 0
 
 
 def test_replaced_or_removed_node_class_is_seen(registry):
@@ -252,11 +265,11 @@ def test_documents_with_other_objects_are_prepared_without_the_memo(registry):
     document = {"1": {"class_type": "ShowValue", "inputs": {"value": marker}}}
     assert document_key(document, None) is None
     assert prepare(document, registry).ok and prepare(document, registry).ok
-    assert len(registry.memo) == 0
+    assert len(memo_of(registry)) == 0
 
 
 def test_memo_is_bounded_least_recently_used_first(registry):
-    registry.memo = PreparedMemo(max_entries=2)
+    _MEMOS[id(registry)] = PreparedMemo(max_entries=2)
 
     def plan(value):  # with targets, so that each document takes one entry
         return prepare(chain(value=value), registry, ["3"]).plan
@@ -264,15 +277,28 @@ def test_memo_is_bounded_least_recently_used_first(registry):
     first, second = plan(1), plan(2)
     assert plan(1) is first  # now the most recent
     plan(3)  # evicts value=2
-    assert len(registry.memo) == 2
+    assert len(memo_of(registry)) == 2
     assert plan(1) is first
     assert plan(2) is not second
 
 
-def test_all_outputs_as_targets_hit_the_plan_made_without_targets(registry):
-    # The server validates a prompt without targets, queues it with its outputs, and its worker
-    # prepares it again with those outputs as the targets.
+def test_the_engine_hands_the_worker_the_plan_it_prepared(registry):
+    """POST /prompt prepares and holds; the worker takes that plan (once) instead of preparing again."""
+    engine = Engine(registry)
     document = {**chain(), "4": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
-    checked = prepare(document, registry)
-    assert prepare(document, registry, checked.outputs).plan is checked.plan
-    assert prepare(document, registry, ["4", "3"]).plan is not checked.plan
+    checked = engine.prepare(document)
+    engine.hold("p1", checked)
+    assert engine.take("p1") is checked
+    assert engine.take("p1") is None  # taken once; a restart's prompts are prepared again
+    assert engine.prepare(document).plan is checked.plan  # the engine's memo
+
+
+def test_held_plans_are_bounded(registry, monkeypatch):
+    import graph.engine
+
+    monkeypatch.setattr(graph.engine, "MAX_HELD_PROMPTS", 2)
+    engine = Engine(registry)
+    checked = engine.prepare(chain())
+    for prompt_id in ("a", "b", "c"):
+        engine.hold(prompt_id, checked)
+    assert engine.take("a") is None and engine.take("b") is checked and engine.take("c") is checked

@@ -1,6 +1,7 @@
 """UI-format (editor) workflows convert to the API format the engine runs."""
 
 from graph import Input, Node, NodeRegistry, Output, build_registry, prepare, ui_to_api
+from nodes.sd.runtime import Runtime
 
 
 def ui_node(node_id, node_type, widgets=(), inputs=(), outputs=(), mode=0, title=None):
@@ -287,14 +288,14 @@ def test_proxy_widget_values_of_older_frontends_override_the_inner_widgets(regis
 def test_an_empty_file_combo_takes_the_first_listed_file_when_folders_are_known(tmp_path):
     """The frontend fills an empty combo from the server's list; without the application's
     folders the converter leaves it empty for validation to report."""
-    from nodes.model_folders import ModelFolders
+    from nodes.models.folders import ModelFolders
 
     registry = build_registry("nodes", None)
     (tmp_path / "checkpoints").mkdir()
     for name in ("b.safetensors", "a.safetensors"):
         (tmp_path / "checkpoints" / name).write_bytes(b"")
     doc = document([ui_node(4, "CheckpointLoaderSimple", [None])], [])
-    assert ui_to_api(doc, registry, {"models": ModelFolders(tmp_path)})["4"]["inputs"] == {"ckpt_name": "a.safetensors"}
+    assert ui_to_api(doc, registry, Runtime(models=ModelFolders(tmp_path)))["4"]["inputs"] == {"ckpt_name": "a.safetensors"}
     assert ui_to_api(doc, registry)["4"]["inputs"] == {"ckpt_name": None}
 
 

@@ -151,5 +151,5 @@ def test_an_empty_class_type_is_an_error_not_a_crash():
     registry = build_registry("tests.engine_nodes", None)
     document = {"1": {"class_type": "", "inputs": {}},
                 "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
-    checked = prepare(document, registry, memo=False)
+    checked = prepare(document, registry)
     assert not checked.ok and checked.node_errors["1"]["errors"][0]["type"] == "invalid_prompt"

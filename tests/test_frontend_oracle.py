@@ -20,6 +20,7 @@ import pytest
 
 from graph import build_registry
 from graph.ui_format import ui_to_api
+from nodes.sd.runtime import Runtime
 from tools.capture_frontend_prompts import placeholder_models
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +53,8 @@ def test_conversion_equals_what_the_official_frontend_sends(registry, record, tm
     assert captured["frontend_version"]
     workflow = _workflow(captured["workflow"])
     # The same model lists as the frontend was given (an empty file combo takes the first).
-    services = {"models": placeholder_models(tmp_path / "models", captured["models"])}
-    ours = ui_to_api(workflow, registry, services)
+    runtime = Runtime(models=placeholder_models(tmp_path / "models", captured["models"]))
+    ours = ui_to_api(workflow, registry, runtime)
     theirs = captured["prompt"]
     assert sorted(ours) == sorted(theirs)
     for node_id, node in theirs.items():

@@ -12,7 +12,8 @@ from PIL import Image
 
 from graph import Folders, build_registry, prepare
 from graph.ui_format import ui_to_api
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import DeviceSettings, Runtime
 from tests.test_sd_nodes import Capture
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
@@ -32,9 +33,8 @@ def env(tiny_checkpoints, tmp_path_factory):
     half = np.zeros((64, 64, 3), dtype=np.uint8)
     half[:, 32:, 0] = 255  # red channel: the right half
     Image.fromarray(half).save(folders.input / "right_half.png")
-    services = {"folders": folders, "models": ModelFolders(root / "models"), "device": torch.device("cpu"),
-                "dtype": torch.float32}
-    return build_registry("nodes", None), services
+    runtime = Runtime(folders=folders, models=ModelFolders(root / "models"), settings=DeviceSettings(device="cpu", dtype=torch.float32))
+    return build_registry("nodes", None), runtime
 
 
 @pytest.fixture(scope="module")
@@ -202,19 +202,19 @@ def _write_inputs(folders):
 
 @pytest.mark.parametrize("name", ["inpaint", "outpaint", "regional_prompt"])
 def test_example_workflow_ui_twin_converts_to_the_api_workflow(env, name):
-    registry, services = env
+    registry, runtime = env
     ui, api = _workflow(f"{name}.json"), _workflow(f"{name}_api.json")
     assert _strip_meta(ui_to_api(ui, registry)) == _strip_meta(api)
-    _write_inputs(services["folders"])
-    checked = prepare(ui, registry, services=services)
+    _write_inputs(runtime.folders)
+    checked = prepare(ui, registry, runtime=runtime)
     # valid but for the house model, which this checkout may not have yet
     assert set(checked.node_errors) <= {"4"}
 
 
 @pytest.mark.parametrize("name", ["inpaint_api.json", "outpaint_api.json", "regional_prompt_api.json"])
 def test_example_workflow_runs(env, capture, name):
-    registry, services = env
-    folders = services["folders"]
+    registry, runtime = env
+    folders = runtime.folders
     _write_inputs(folders)
     document = _workflow(name)
     assert document["4"]["inputs"]["ckpt_name"] == HOUSE
@@ -244,8 +244,8 @@ def test_example_workflow_runs(env, capture, name):
 
 def test_regional_prompt_with_the_house_model_gives_red_left_and_blue_right(tmp_path):
     document = _workflow("regional_prompt_api.json")
-    services = {"folders": Folders.under(tmp_path), "models": ModelFolders(ROOT / "models")}
-    capture = Capture((build_registry("nodes", None), services))
+    runtime = Runtime(folders=Folders.under(tmp_path), models=ModelFolders(ROOT / "models"))
+    capture = Capture((build_registry("nodes", None), runtime))
     assert capture.run(document).status == "success"
     image = capture.output("8")[0]
     left, right = image[:, :64].mean(dim=(0, 1)), image[:, 64:].mean(dim=(0, 1))

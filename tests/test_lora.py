@@ -44,7 +44,7 @@ class Runs(Capture):
 
     def run(self, document):
         targets = [node_id for node_id, node in document.items() if node["class_type"] == "KSampler"]
-        checked = prepare(document, self.registry, targets, services=self.services)
+        checked = prepare(document, self.registry, targets, runtime=self.runtime)
         assert checked.ok, checked.response()
         self.events, self.plan = [], checked.plan
         return self.executor.execute(checked.plan, on_event=lambda e, d: self.events.append((e, d)))
@@ -71,8 +71,8 @@ def sd1(tiny_checkpoints, tmp_path_factory):
     loras = {"a.safetensors": write_kohya(lora_a, root / "a.safetensors"),
              "b.safetensors": write_peft(lora_b, root / "b.safetensors"),
              "text_only.safetensors": write_kohya(text_only, root / "text_only.safetensors")}
-    registry, services = model_env(root, {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1}, "loras": loras})
-    return {"env": (registry, services), "a": lora_a, "b": lora_b, "root": root}
+    registry, runtime = model_env(root, {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1}, "loras": loras})
+    return {"env": (registry, runtime), "a": lora_a, "b": lora_b, "root": root}
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
@@ -263,9 +263,9 @@ def test_unmatched_keys_warn_and_a_lora_matching_nothing_is_an_error(sd1, tmp_pa
     key = "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight"
     bad[key] = torch.zeros(16, 4, 1, 1)  # proj_in has 32 outputs
     save_file(bad, str(tmp_path / "bad.safetensors"))
-    registry, services = sd1["env"]
+    registry, runtime = sd1["env"]
     for name in ("noisy", "junk", "bad"):
-        (services["models"].root / "loras" / f"{name}.safetensors").write_bytes(
+        (runtime.models.root / "loras" / f"{name}.safetensors").write_bytes(
             (tmp_path / f"{name}.safetensors").read_bytes())
     capture = Runs(sd1["env"])
     doc = base_doc()

@@ -116,7 +116,7 @@ def test_values_a_is_required(registry):
     from graph import prepare
 
     checked = prepare({"m": {"class_type": "ComfyMathExpression", "inputs": {"expression": "1"}},
-                       "c": capture("none", "m", 0)}, registry, memo=False)
+                       "c": capture("none", "m", 0)}, registry)
     assert checked.node_errors["m"]["errors"][0]["details"] == "values.a"
 
 
@@ -129,6 +129,6 @@ def test_values_may_be_constants_in_an_api_prompt(registry, tmp_path):
     from graph import prepare
 
     document["m"]["inputs"]["values.b"] = "2.5"
-    checked = prepare(document, registry, memo=False)
+    checked = prepare(document, registry)
     (error,) = checked.node_errors["m"]["errors"]
     assert error["type"] == "invalid_input_type" and error["extra_info"]["input_name"] == "values.b"

@@ -4,16 +4,17 @@ by a half-precision text encoder: sampling in bf16 on a CPU without bf16 instruc
 about a minute even at this size."""
 
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from graph import Executor, Folders, build_registry, prepare
 from graph.cli import _parser as cli_parser
-from graph.runtime_flags import runtime_services
 from latentgraph_server.config import config_from_args
-from nodes.model_folders import ModelFolders
-from nodes.sd.device import model_dtypes
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import DeviceSettings, Runtime
+from nodes.sd.runtime_flags import device_settings
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -28,13 +29,12 @@ def model_root(tiny_checkpoints, tmp_path_factory):
 
 def load(root, document=None, **dtype_settings):
     """Runs ``document`` (default: just the checkpoint loader, node "1") with the given dtype
-    services; returns the executor and the loader's (MODEL, CLIP, VAE)."""
-    services = {"folders": Folders.under(root), "models": ModelFolders(root / "models"),
-                "device": torch.device("cpu"), **dtype_settings}
+    runtime; returns the executor and the loader's (MODEL, CLIP, VAE)."""
+    runtime = Runtime(folders=Folders.under(root), models=ModelFolders(root / "models"), settings=DeviceSettings(device="cpu", **dtype_settings))
     document = document or {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}}}
-    checked = prepare(document, build_registry("nodes", None), list(document), services)
+    checked = prepare(document, build_registry("nodes", None), list(document), runtime)
     assert checked.ok, checked.response()
-    executor = Executor(folders=services["folders"], services=services)
+    executor = Executor(folders=runtime.folders, runtime=runtime)
     result = executor.execute(checked.plan)
     assert result.status == "success", result.error and result.error["traceback"][-3:]
     loaded = next(entry for entry in executor.cache._entries.values() if entry.pool == "models")
@@ -72,20 +72,22 @@ def test_fp16_text_encoder_on_the_cpu_encodes_a_prompt(model_root):
 
 def test_text_encoder_dtype_settings():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert model_dtypes({"text_enc_dtype": "bf16"}, cpu) == {"unet": torch.float32, "vae": torch.float32,
-                                                             "text": torch.bfloat16}
-    assert model_dtypes({"dtype": "fp16", "text_enc_dtype": "fp32"}, cuda)["text"] == torch.float32
-    assert model_dtypes({}, cuda)["text"] == torch.float16  # unset: as before, the runtime's default
+    def part_dtypes(device, **settings):
+        return Runtime(settings=DeviceSettings(**settings)).part_dtypes(device)
+
+    assert part_dtypes(cpu, text_enc_dtype="bf16") == {"unet": torch.float32, "vae": torch.float32,
+                                                       "text": torch.bfloat16}
+    assert part_dtypes(cuda, dtype="fp16", text_enc_dtype="fp32")["text"] == torch.float32
+    assert part_dtypes(cuda)["text"] == torch.float16  # unset: as before, the runtime's default
 
 
 def test_text_encoder_flags_of_the_cli_and_the_server():
     for name in ("fp32", "fp16", "bf16"):
         args = cli_parser().parse_args(["run", "w.json", f"--{name}-text-enc"])
-        assert runtime_services(args) == {"force_cpu": False, "text_enc_dtype": name}
-        assert config_from_args([f"--{name}-text-enc"]).runtime == {"text_enc_dtype": name}
+        assert device_settings(args) == DeviceSettings(text_enc_dtype=name)
+        assert config_from_args([f"--{name}-text-enc"]).device_settings == DeviceSettings(text_enc_dtype=name)
     args = cli_parser().parse_args(["run", "w.json", "--force-fp16", "--bf16-unet", "--fp32-text-enc"])
-    assert runtime_services(args) == {"force_cpu": False, "dtype": "fp16", "unet_dtype": "bf16",
-                                      "text_enc_dtype": "fp32"}
+    assert device_settings(args) == DeviceSettings(dtype="fp16", unet_dtype="bf16", text_enc_dtype="fp32")
     with pytest.raises(SystemExit):  # one text-encoder dtype at a time, like the others
         cli_parser().parse_args(["run", "w.json", "--fp16-text-enc", "--bf16-text-enc"])
     with pytest.raises(SystemExit):
@@ -95,6 +97,6 @@ def test_text_encoder_flags_of_the_cli_and_the_server():
 def test_other_models_keep_the_runtime_dtype_whatever_the_part_flags():
     from nodes.loaders import runtime_device
 
-    context = type("Context", (), {"services": {"device": torch.device("cpu"), "dtype": "bf16",
-                                                "text_enc_dtype": "fp16", "unet_dtype": "fp32"}})()
+    settings = DeviceSettings(device="cpu", dtype="bf16", text_enc_dtype="fp16", unet_dtype="fp32")
+    context = SimpleNamespace(runtime=Runtime(settings=settings))
     assert runtime_device(context) == (torch.device("cpu"), torch.bfloat16)  # e.g. upscale models

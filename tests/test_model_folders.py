@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from graph.paths import UnsafePathError
-from nodes.model_folders import ModelFolders, load_extra_model_paths, model_choices
+from nodes.models.folders import ModelFolders, load_extra_model_paths, model_choices
+from nodes.sd.runtime import DeviceSettings, Runtime
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -25,7 +26,7 @@ def test_lists_and_resolves_models_across_folders(tmp_path):
         folders.resolve("checkpoints", "missing.safetensors")
     with pytest.raises(UnsafePathError):
         folders.resolve("checkpoints", "../../outside.safetensors")
-    assert model_choices("checkpoints")({"models": folders}) == ["b.ckpt", "sd15/a.safetensors"]
+    assert model_choices("checkpoints")(Runtime(models=folders)) == ["b.ckpt", "sd15/a.safetensors"]
     assert folders.list("loras") == []
 
 
@@ -100,17 +101,16 @@ def test_a_symlinked_checkpoint_validates_and_loads(tmp_path, tiny_checkpoints):
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "tiny.safetensors").symlink_to(tmp_path / "disk" / "tiny.safetensors")
     folders = Folders.under(tmp_path)
-    services = {"folders": folders, "models": ModelFolders(tmp_path / "models"), "device": torch.device("cpu"),
-                "dtype": torch.float32}
+    runtime = Runtime(folders=folders, models=ModelFolders(tmp_path / "models"), settings=DeviceSettings(device="cpu", dtype=torch.float32))
     prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
               "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["1", 1]}},
               "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
               "4": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2]}},
               "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}}
     registry = build_registry("nodes", None)
-    checked = prepare(prompt, registry, services=services)
+    checked = prepare(prompt, registry, runtime=runtime)
     assert checked.ok, checked.response()
-    result = Executor(folders=folders, services=services).execute(checked.plan)
+    result = Executor(folders=folders, runtime=runtime).execute(checked.plan)
     assert result.outputs["5"]["images"]
 
 

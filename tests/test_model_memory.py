@@ -11,10 +11,11 @@ import torch
 
 from graph import Executor, NodeRegistry, OutputCache, prepare
 from graph.cli import _parser as cli_parser
-from graph.runtime_flags import runtime_services
 from latentgraph_server.config import config_from_args
-from nodes.sd.device import model_dtypes, resolve_dtype
-from nodes.sd.memory import DeviceModels, choose_offload, on_device
+from nodes.sd.device import resolve_dtype
+from nodes.sd.memory import DeviceModels, choose_offload
+from nodes.sd.runtime import DeviceSettings, Runtime
+from nodes.sd.runtime_flags import device_settings
 from tests.engine_nodes import TEST_NODES
 from tests.memory_nodes import FakeModel, FakeModelLoader, ModelName
 from tests.server_support import TEST_PACKAGES, ServerThread, make_config
@@ -79,18 +80,20 @@ def wait_until(condition, timeout=10.0):
 def test_post_free_unloads_models_then_frees_everything(memory_server):
     url, handlers = memory_server.url, memory_server.handlers
     emptied = []
-    handlers.services["empty_cache"] = lambda: emptied.append(True)  # the worker reads the same mapping
+    release = handlers.engine.runtime.release
+    handlers.engine.runtime.release = lambda **kw: (emptied.append(kw), release(**kw))  # what the worker calls
     prompt = {"1": {"class_type": "FakeModelLoader", "inputs": {"name": "m", "size": 5000}},
               "2": {"class_type": "ModelName", "inputs": {"model": ["1", 0], "suffix": ""}},
               "3": {"class_type": "ShowValue", "inputs": {"value": ["2", 0]}}}
     reply = requests.post(f"{url}/prompt", json={"prompt": prompt}).json()
     wait_until(lambda: requests.get(f"{url}/history/{reply['prompt_id']}").json())
-    cache = handlers.worker.cache
+    cache = handlers.engine.cache
     assert cache.pool_bytes("models") >= 5000 and cache.pool_budgets == {"models": 10**6}
     others = len(cache) - 1
 
     assert requests.post(f"{url}/free", json={"unload_models": True}).status_code == 200
     wait_until(lambda: emptied)
+    assert emptied == [{"unload_models": True}]
     assert cache.pool_bytes("models") == 0 and len(cache) == others > 0
 
     assert requests.post(f"{url}/api/free", json={"free_memory": True}).status_code == 200
@@ -173,28 +176,48 @@ def test_collected_modules_are_forgotten():
     assert manager.resident() == [] and manager._tracked == {}
 
 
-def test_on_device_does_nothing_off_cuda():
+def test_placement_uses_the_gpu_manager_for_cuda_handles_only():
     calls = []
 
     class Recorder:
-        reserve_bytes = 0
-
         def use(self, modules, working_bytes=0):
             calls.append((list(modules), working_bytes))
 
-    context = type("Context", (), {"services": {"device_models": Recorder(), "reserve_vram": 7}})()
-    on_device(context, torch.device("cpu"), "unet")
+    class Handle:
+        def __init__(self, device, *modules):
+            self.device, self._modules = torch.device(device), modules
+
+        def modules(self):
+            return self._modules
+
+    runtime = Runtime(device_models=Recorder())
+    with runtime.placed(Handle("cpu", "unet")):
+        pass
     assert calls == []
-    on_device(context, "cuda", "unet", working_bytes=5)
-    assert calls == [(["unet"], 5)] and context.services["device_models"].reserve_bytes == 7
-    on_device(type("Context", (), {"services": {}})(), "cuda", "unet")  # no manager: nothing to do
+    with runtime.placed(Handle("cuda", "unet"), Handle("cuda", "te1", "te2"), working_bytes=5):
+        assert calls == [(["unet", "te1", "te2"], 5)]  # placed before the body runs
+    with Runtime().placed(Handle("cuda", "unet")):  # no manager (no CUDA): nothing to do
+        pass
+    assert len(calls) == 1
+
+
+def test_the_gpu_manager_takes_the_reserve_from_the_settings_once(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    runtime = Runtime(settings=DeviceSettings(reserve_vram=7))
+    runtime.start()
+    assert isinstance(runtime.device_models, DeviceModels) and runtime.device_models.reserve_bytes == 7
+    assert Runtime(settings=DeviceSettings(force_cpu=True)).device_models is None
 
 
 def test_dtype_settings():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert set(model_dtypes({}, cpu).values()) == {torch.float32}
-    assert set(model_dtypes({}, cuda).values()) == {torch.float16}
-    mixed = model_dtypes({"dtype": "fp16", "unet_dtype": "bf16", "vae_dtype": "fp32"}, cpu)
+
+    def part_dtypes(device, **settings):
+        return Runtime(settings=DeviceSettings(**settings)).part_dtypes(device)
+
+    assert set(part_dtypes(cpu).values()) == {torch.float32}
+    assert set(part_dtypes(cuda).values()) == {torch.float16}
+    mixed = part_dtypes(cpu, dtype="fp16", unet_dtype="bf16", vae_dtype="fp32")
     assert mixed == {"unet": torch.bfloat16, "vae": torch.float32, "text": torch.float16}
     assert resolve_dtype(torch.float16, cpu) == torch.float16
     with pytest.raises(ValueError, match="fp8"):
@@ -203,12 +226,12 @@ def test_dtype_settings():
 
 def test_precision_flags_of_the_cli_and_the_server():
     args = cli_parser().parse_args(["run", "w.json", "--cpu", "--force-fp16", "--bf16-unet", "--reserve-vram", "1"])
-    assert runtime_services(args) == {"force_cpu": True, "dtype": "fp16", "unet_dtype": "bf16",
-                                      "reserve_vram": 1024**3}
+    assert device_settings(args) == DeviceSettings(force_cpu=True, dtype="fp16", unet_dtype="bf16",
+                                                   reserve_vram=1024**3)
     with pytest.raises(SystemExit):
         cli_parser().parse_args(["run", "w.json", "--force-fp16", "--force-fp32"])
     config = config_from_args(["--fp32-vae", "--model-cache-budget", "123"])
-    assert config.runtime == {"vae_dtype": "fp32"} and config.model_cache_budget == 123
-    assert config_from_args([]).runtime == {} and config_from_args([]).model_cache_budget is None
+    assert config.device_settings == DeviceSettings(vae_dtype="fp32") and config.model_cache_budget == 123
+    assert config_from_args([]).device_settings == DeviceSettings() and config_from_args([]).model_cache_budget is None
     with pytest.raises(SystemExit):
         config_from_args(["--model-cache-budget", "-1"])

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from graph import build_registry, prepare
-from nodes.model_folders import ModelFolders
 from nodes.model_sampling import SAMPLING_CHOICES
+from nodes.models.folders import ModelFolders
 from nodes.sampling import DiscreteDenoiser, DistilledSchedule, get_sigmas, sd_schedule, zero_terminal_snr
 from nodes.sampling.schedule import ZSNR_TERMINAL_ALPHA_CUMPROD
 from nodes.sd.model_sampling import SAMPLING_PREDICTIONS, with_model_sampling
+from nodes.sd.runtime import DeviceSettings, Runtime
 from tests.test_sd_nodes import Capture, txt2img
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
@@ -27,9 +28,8 @@ def env(tiny_checkpoints, tmp_path_factory):
     (root / "models" / "checkpoints").mkdir(parents=True)
     for name in ("sd1", "sd2_v"):
         shutil.copy(getattr(tiny_checkpoints, name), root / "models" / "checkpoints" / f"tiny_{name}.safetensors")
-    services = {"folders": Folders.under(root), "models": ModelFolders(root / "models"),
-                "device": torch.device("cpu"), "dtype": torch.float32}
-    return build_registry("nodes", None), services
+    runtime = Runtime(folders=Folders.under(root), models=ModelFolders(root / "models"), settings=DeviceSettings(device="cpu", dtype=torch.float32))
+    return build_registry("nodes", None), runtime
 
 
 def overridden(sampling, zsnr=False, ckpt="tiny_sd1.safetensors", **kwargs):
@@ -99,13 +99,13 @@ def test_zsnr_changes_the_latent(env, plain_sd1):
 
 
 def test_unknown_sampling_values_are_refused_at_validation(env):
-    registry, services = env
+    registry, runtime = env
     for value in ("img_to_img", "v", "EPS"):
-        checked = prepare(overridden(value), registry, services=services)
+        checked = prepare(overridden(value), registry, runtime=runtime)
         assert not checked.ok
         errors = checked.node_errors["8"]["errors"]
         assert errors[0]["type"] == "value_not_in_list" and errors[0]["extra_info"]["input_name"] == "sampling"
-    assert prepare(overridden("lcm"), registry, services=services).ok
+    assert prepare(overridden("lcm"), registry, runtime=runtime).ok
 
 
 def test_the_handle_shares_the_unet_and_rebuilds_from_the_loaded_schedule(env):

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from graph import Executor, Folders, build_registry, prepare
+from nodes.sd.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,10 @@ def folders(tmp_path):
 
 
 def run(registry, folders, document, executor=None, extra_data=None):
-    services = {"folders": folders}
-    checked = prepare(document, registry, services=services)
+    runtime = Runtime(folders=folders)
+    checked = prepare(document, registry, runtime=runtime)
     assert checked.ok, checked.response()
-    executor = executor or Executor(folders=folders, services=services)
+    executor = executor or Executor(folders=folders, runtime=runtime)
     return executor.execute(checked.plan, extra_data=extra_data)
 
 
@@ -70,7 +71,7 @@ def test_load_image_gives_pixels_and_inverted_alpha_mask(builtin_registry, folde
     rgba[:, :5, 3] = 0  # left half transparent
     Image.fromarray(rgba, "RGBA").save(folders.input / "cut.png")
     Image.new("RGB", (4, 4), (0, 0, 255)).save(folders.input / "plain.jpg")
-    info = builtin_registry.object_info({"folders": folders})["LoadImage"]
+    info = builtin_registry.object_info(Runtime(folders=folders))["LoadImage"]
     assert info["input"]["required"]["image"] == [["cut.png", "plain.jpg"], {"image_upload": True}]
 
     from graph.node import definition_of
@@ -82,7 +83,7 @@ def test_load_image_gives_pixels_and_inverted_alpha_mask(builtin_registry, folde
     assert torch.all(mask[:, :, :5] == 1.0) and torch.all(mask[:, :, 5:] == 0.0)
     _, plain_mask = run_node(LoadImage, folders, image="plain.jpg")
     assert plain_mask.shape == (1, 64, 64) and float(plain_mask.sum()) == 0.0
-    assert definition_of(LoadImage).inputs["image"].check_constant("../secret.png", {"folders": folders})
+    assert definition_of(LoadImage).inputs["image"].check_constant("../secret.png", Runtime(folders=folders))
 
 
 def run_node(cls, folders, **inputs):
@@ -97,8 +98,8 @@ def test_changed_input_file_reruns_load_image(builtin_registry, folders):
     Image.new("RGB", (4, 4), (255, 0, 0)).save(folders.input / "a.png")
     document = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
                 "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
-    services = {"folders": folders}
-    executor = Executor(folders=folders, services=services)
+    runtime = Runtime(folders=folders)
+    executor = Executor(folders=folders, runtime=runtime)
     assert run(builtin_registry, folders, document, executor).executed == ["1", "2"]
     assert run(builtin_registry, folders, document, executor).executed == []
     Image.new("RGB", (4, 4), (0, 255, 0)).save(folders.input / "a.png")

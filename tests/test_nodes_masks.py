@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from graph import Executor, Folders, build_registry, prepare
+from nodes.sd.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +19,10 @@ def run_to_mask(tmp_path, registry, document, mask_node):
     document = dict(document, show={"class_type": "MaskToImage", "inputs": {"mask": [mask_node, 0]}},
                     out={"class_type": "PreviewImage", "inputs": {"images": ["show", 0]}})
     folders = Folders.under(tmp_path)
-    services = {"folders": folders}
-    checked = prepare(document, registry, services=services)
+    runtime = Runtime(folders=folders)
+    checked = prepare(document, registry, runtime=runtime)
     assert checked.ok, checked.response()
-    executor = Executor(folders=folders, services=services)
+    executor = Executor(folders=folders, runtime=runtime)
     result = executor.execute(checked.plan)
     assert result.status == "success", result.error
     (image,) = result.outputs["out"]["images"]
@@ -52,8 +53,8 @@ def test_image_to_mask_takes_the_channel(tmp_path, registry):
     assert torch.allclose(run_to_mask(tmp_path / "g", registry, document, "green"), torch.full((2, 3), 128 / 255))
     checked = prepare(dict(document, show={"class_type": "MaskToImage", "inputs": {"mask": ["alpha", 0]}},
                            out={"class_type": "PreviewImage", "inputs": {"images": ["show", 0]}}),
-                      registry, services={"folders": Folders.under(tmp_path / "x")})
-    result = Executor(folders=Folders.under(tmp_path / "x"), services={}).execute(checked.plan)
+                      registry, runtime=Runtime(folders=Folders.under(tmp_path / "x")))
+    result = Executor(folders=Folders.under(tmp_path / "x"), runtime={}).execute(checked.plan)
     assert result.status == "error" and "no alpha channel" in result.error["exception_message"]
 
 

@@ -162,7 +162,7 @@ def test_every_widget_in_declaration_order_is_read_as_such(registry):
     spec = ui_to_workflow({"nodes": [node], "links": []}, registry).nodes["1"]
     assert spec.inputs["resize_type"] == "scale by multiplier" and spec.inputs["resize_type.multiplier"] == 2.5
     assert spec.inputs["scale_method"] == "area" and len(spec.inputs) == len(definition.widget_names)
-    checked = prepare({"1": dict(class_type="ResizeImageMaskNode", inputs=spec.inputs)}, registry, ["1"], memo=False)
+    checked = prepare({"1": dict(class_type="ResizeImageMaskNode", inputs=spec.inputs)}, registry, ["1"])
     assert [e["details"] for e in checked.node_errors["1"]["errors"]] == ["input"]  # only the unlinked image
 
 
@@ -180,4 +180,4 @@ def test_any_widget_list_of_a_dynamic_node_converts_without_raising(registry, no
     node = {"id": 1, "type": node_type, "mode": 0, "inputs": [], "widgets_values": values}
     spec = ui_to_workflow({"nodes": [node], "links": []}, registry).nodes["1"]
     assert set(spec.inputs) <= set(registry.get(node_type).inputs)
-    prepare({"nodes": [node], "links": []}, registry, ["1"], memo=False)  # reports, never raises
+    prepare({"nodes": [node], "links": []}, registry, ["1"])  # reports, never raises

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from graph import Executor, Folders, build_registry, is_ui_format, prepare, ui_to_api
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import DeviceSettings, Runtime
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -25,8 +26,8 @@ def env(tiny_checkpoints, tmp_path_factory):
     shutil.copytree(tiny_checkpoints.diffusers_sd1, root / "models" / "checkpoints" / "tiny_diffusers")
     shutil.copy(tiny_checkpoints.vae, root / "models" / "vae" / "tiny_vae.safetensors")
     folders = Folders.under(root)
-    services = {"folders": folders, "models": models, "device": torch.device("cpu"), "dtype": torch.float32}
-    return build_registry("nodes", None), services
+    runtime = Runtime(folders=folders, models=models, settings=DeviceSettings(device="cpu", dtype=torch.float32))
+    return build_registry("nodes", None), runtime
 
 
 def txt2img(ckpt="tiny_sd1.safetensors", seed=1, steps=3, sampler="euler", scheduler="normal", batch=1,
@@ -49,12 +50,12 @@ class Capture:
     """Runs workflows and keeps the IMAGE given to PreviewImage (via the output cache)."""
 
     def __init__(self, env):
-        self.registry, self.services = env
-        self.executor = Executor(folders=self.services["folders"], services=self.services)
+        self.registry, self.runtime = env
+        self.executor = Executor(folders=self.runtime.folders, runtime=self.runtime)
         self.events = []
 
     def run(self, document, **kwargs):
-        checked = prepare(document, self.registry, services=self.services)
+        checked = prepare(document, self.registry, runtime=self.runtime)
         assert checked.ok, checked.response()
         self.events = []
         self.plan = checked.plan
@@ -127,17 +128,17 @@ def test_interrupt_stops_within_one_step(env):
             if data["value"] == 2:
                 interrupt.set()
 
-    checked = prepare(txt2img(steps=10), capture.registry, services=capture.services)
+    checked = prepare(txt2img(steps=10), capture.registry, runtime=capture.runtime)
     result = capture.executor.execute(checked.plan, on_event=on_event, interrupt=interrupt)
     assert result.status == "interrupted" and steps_seen == [1, 2]
 
 
 def test_unknown_sampler_and_scheduler_are_refused_at_validation(env):
-    registry, services = env
+    registry, runtime = env
     document = txt2img()
     document["5"]["inputs"]["sampler_name"] = "restart"  # not a KSampler name (dpm_fast now is)
     document["5"]["inputs"]["scheduler"] = "turbo"
-    checked = prepare(document, registry, services=services)
+    checked = prepare(document, registry, runtime=runtime)
     kinds = [(e["type"], e["extra_info"]["input_name"]) for e in checked.node_errors["5"]["errors"]]
     assert kinds == [("value_not_in_list", "sampler_name"), ("value_not_in_list", "scheduler")]
 
@@ -151,8 +152,8 @@ def test_declared_names_match_the_sampling_library():
 
 
 def test_missing_checkpoint_is_a_validation_error(env):
-    registry, services = env
-    checked = prepare(txt2img(ckpt="nope.safetensors"), registry, services=services)
+    registry, runtime = env
+    checked = prepare(txt2img(ckpt="nope.safetensors"), registry, runtime=runtime)
     assert checked.node_errors["1"]["errors"][0]["type"] == "value_not_in_list"
 
 
@@ -274,7 +275,7 @@ def test_txt2img_example_is_the_house_model_default():
 def test_example_workflows_run(env, name):
     from PIL import Image
 
-    registry, services = env
+    registry, runtime = env
     document = _load_example(name, registry)
     by_class = {}
     for node_id, node in document.items():
@@ -283,7 +284,7 @@ def test_example_workflows_run(env, name):
             node["inputs"]["steps"] = 2
     (loader,) = by_class["CheckpointLoaderSimple"]
     document[loader]["inputs"]["ckpt_name"] = "tiny_sd1.safetensors"  # the house model stands in later
-    folders = services["folders"]
+    folders = runtime.folders
     folders.input.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (96, 64), (200, 30, 30)).save(folders.input / "example.png")
     capture = Capture(env)
@@ -373,3 +374,24 @@ def test_conditioning_timestep_range_through_the_sampler(env):
     assert torch.allclose(capture.output("kall")["samples"], red, atol=1e-6)
     split = capture.output("ksplit")["samples"]
     assert (split - red).abs().max() > 1e-3 and (split - blue).abs().max() > 1e-3
+
+
+def test_checkpoint_handles_follow_the_model_handle_protocol(env):
+    """MODEL, CLIP and VAE (and a LoRA'd or CLIP-skipped derivative) are model handles: in the
+    cache's "models" pool, so POST /free ``unload_models`` and ``--model-cache-budget`` cover
+    them, with the modules placement moves."""
+    from nodes.sd.runtime import ModelHandle
+
+    capture = Capture(env)
+    assert capture.run(txt2img()).status == "success"
+    model, clip, vae = (capture.output("1", slot) for slot in range(3))
+    for handle, modules in ((model, (model.unet,)), (clip, tuple(clip.encoders)), (vae, (vae.vae,))):
+        assert isinstance(handle, ModelHandle) and handle.cache_pool == "models"
+        assert handle.modules() == modules and handle.size_bytes() > 0
+    skipped = clip.with_last_layer(-2)
+    assert isinstance(skipped, ModelHandle) and skipped.modules() == clip.modules()
+    cache = capture.executor.cache
+    assert cache.pool_bytes("models") >= model.size_bytes() + clip.size_bytes() + vae.size_bytes()
+    cache.drop_pool("models")
+    assert cache.pool_bytes("models") == 0
+    assert "1" in capture.run(txt2img()).executed  # loaded again

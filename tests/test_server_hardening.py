@@ -86,7 +86,7 @@ def test_expanded_node_bound_and_cancel(registry_engine):
     assert prepare(wide, registry_engine, limits=PromptLimits(max_nodes=400)).error["type"] == "prompt_no_outputs"
     api = {str(i): {"class_type": "NumberSource", "inputs": {"value": 1}} for i in range(50)}
     with pytest.raises(PromptTooLarge):
-        prepare(api, registry_engine, limits=PromptLimits(max_nodes=49), memo=False)
+        prepare(api, registry_engine, limits=PromptLimits(max_nodes=49))
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(PreparationCancelled):
@@ -133,21 +133,21 @@ def test_memory_estimate_refuses_what_cannot_fit():
     limits = PromptLimits(memory_bytes=2 * 1024**3)
     huge = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16384, "height": 16384, "batch_size": 1, "color": 0}},
             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
-    checked = prepare(huge, registry, limits=limits, memo=False)
+    checked = prepare(huge, registry, limits=limits)
     error = checked.node_errors["1"]["errors"][0]
     assert error["type"] == "memory_estimate_too_large" and error["extra_info"]["estimated_bytes"] == 16384**2 * 12
     assert error["extra_info"]["input_name"] in ("width", "height") and "3.0 GiB" in error["message"]
     batch = json.loads(json.dumps(huge))
     batch["1"]["inputs"].update(width=512, height=512, batch_size=4096)
-    error = prepare(batch, registry, limits=limits, memo=False).node_errors["1"]["errors"][0]
+    error = prepare(batch, registry, limits=limits).node_errors["1"]["errors"][0]
     assert error["extra_info"]["input_name"] == "batch_size"
     # The estimate follows links: a small latent decoded by the VAE at 8x is what is too large.
     with open("workflows/txt2img_api.json", encoding="utf-8") as handle:
         txt2img = json.load(handle)
-    assert prepare(txt2img, registry, limits=limits, memo=False).ok
+    assert prepare(txt2img, registry, limits=limits).ok
     latent = next(node for node in txt2img.values() if node["class_type"] == "EmptyLatentImage")
     latent["inputs"].update(width=8192, height=8192, batch_size=4)
-    checked = prepare(txt2img, registry, limits=limits, memo=False)
+    checked = prepare(txt2img, registry, limits=limits)
     assert not checked.ok
     blamed = {node_id: errors["class_type"] for node_id, errors in checked.node_errors.items()}
     assert list(blamed.values())[0] in ("VAEDecode", "KSampler")

@@ -16,7 +16,7 @@ import time
 import requests
 
 from latentgraph_server.config import INSTALL_ROOT, config_from_args
-from nodes.model_folders import ModelFolders, no_checkpoint_warning
+from nodes.models.folders import ModelFolders, no_checkpoint_warning
 from tests.server_support import REPO, free_port, make_config
 
 HOUSE_MODEL = "latentgraph-house-v1.safetensors"

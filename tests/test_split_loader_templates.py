@@ -15,7 +15,8 @@ import pytest
 
 from graph import prepare
 from graph.ui_format import ui_to_workflow
-from nodes.model_folders import ModelFolders
+from nodes.models.folders import ModelFolders
+from nodes.sd.runtime import Runtime
 from tests.utility_support import isolate, make_registry, saved_nodes, templates_folder
 
 NODE_TYPES = ("UNETLoader", "CLIPLoader", "DualCLIPLoader")
@@ -47,7 +48,7 @@ def registry():
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory):
+def runtime(tmp_path_factory):
     """A models folder with an empty file for every model name the templates' loaders use,
     split between each kind's two folders as a ComfyUI install may have them."""
     root = tmp_path_factory.mktemp("template_models") / "models"
@@ -60,7 +61,7 @@ def services(tmp_path_factory):
         for name in names:
             if isinstance(name, str) and name:
                 (root / pair[index % 2] / name).touch()
-    return {"models": ModelFolders(root)}
+    return Runtime(models=ModelFolders(root))
 
 
 def test_declarations_follow_comfyui(registry):
@@ -77,15 +78,15 @@ def test_declarations_follow_comfyui(registry):
         assert ours[: len(choices)] == choices
 
 
-def test_the_loaders_list_both_folders_of_a_kind(registry, services):
-    names = registry.get("UNETLoader").inputs["unet_name"].choice_list(services)
-    folders = services["models"]
+def test_the_loaders_list_both_folders_of_a_kind(registry, runtime):
+    names = registry.get("UNETLoader").inputs["unet_name"].choice_list(runtime)
+    folders = runtime.models
     assert set(names) == set(folders.list("unet")) | set(folders.list("diffusion_models"))
     assert folders.list("unet") and folders.list("diffusion_models")
 
 
 @pytest.mark.parametrize("node_type", NODE_TYPES)
-def test_saved_nodes_convert_and_validate(registry, services, node_type):
+def test_saved_nodes_convert_and_validate(registry, runtime, node_type):
     saved = saved_nodes(frozenset([node_type]))
     assert saved
     definition = registry.get(node_type)
@@ -98,7 +99,7 @@ def test_saved_nodes_convert_and_validate(registry, services, node_type):
         where = f"{file_name} node {node.get('id')}"
         spec = ui_to_workflow(document, registry).nodes["1"]
         assert set(spec.inputs) <= set(definition.inputs), (where, spec.inputs)
-        result = prepare(document, registry, ["1"], services=services, memo=False)
+        result = prepare(document, registry, ["1"], runtime=runtime)
         assert result.ok, (where, result.response())
         named = node.get("widgets_values_named")
         if isinstance(named, dict):
@@ -117,7 +118,7 @@ def test_saved_nodes_convert_and_validate(registry, services, node_type):
     assert checked_named, "no named widget value was compared"
 
 
-def test_the_templates_use_sd_family_choices(services):
+def test_the_templates_use_sd_family_choices(runtime):
     """Templates load SD-family text encoders with CLIPLoader's stable_diffusion type (and
     the choices our loaders accept for running)."""
     types = {(node["type"], (node.get("widgets_values") or [None, None])[1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -123,18 +124,18 @@ def split_files(tiny_checkpoints, tmp_path_factory):
 def env(split_files, tmp_path_factory):
     files, out = split_files
     root = tmp_path_factory.mktemp("split_env")
-    registry, services = model_env(root, files)
+    registry, runtime = model_env(root, files)
     for kind in ("unet", "vae", "clip"):
         shutil.copytree(out / kind, root / "models" / kind, dirs_exist_ok=True)
     registry.register(Capture)
-    return registry, services
+    return registry, runtime
 
 
 def run(env, document: dict):
-    registry, services = env
-    checked = prepare(document, registry, services=services, memo=False)
+    registry, runtime = env
+    checked = prepare(document, registry, runtime=runtime)
     assert checked.ok, checked.response()
-    return Executor(folders=services["folders"], services=services).execute(checked.plan)
+    return Executor(folders=runtime.folders, runtime=runtime).execute(checked.plan)
 
 
 def txt2img(loaders: dict, model, clip, vae, key: str) -> dict:
@@ -217,12 +218,12 @@ def test_a_lora_on_split_models_gives_the_checkpoint_lora_image(env):
 
 
 def test_a_changed_prompt_reuses_the_loaded_split_models(env):
-    registry, services = env
-    executor = Executor(folders=services["folders"], services=services)
+    registry, runtime = env
+    executor = Executor(folders=runtime.folders, runtime=runtime)
     document = txt2img(split_loaders(*SPLIT["sd1", "comfy"]), ["10", 0], ["11", 0], ["12", 0], "cache")
-    assert executor.execute(prepare(document, registry, services=services, memo=False).plan).status == "success"
+    assert executor.execute(prepare(document, registry, runtime=runtime).plan).status == "success"
     document["2"]["inputs"]["text"] = "a blue square"
-    result = executor.execute(prepare(document, registry, services=services, memo=False).plan)
+    result = executor.execute(prepare(document, registry, runtime=runtime).plan)
     assert result.status == "success"
     assert not {"10", "11", "12"} & set(result.executed)
 
@@ -232,8 +233,8 @@ def test_handles_match_the_checkpoint_handles(env):
     from nodes.loaders import CheckpointLoaderSimple
     from nodes.split_loaders import DualCLIPLoader, UNETLoader
 
-    registry, services = env
-    context = type("Context", (), {"services": services})()
+    registry, runtime = env
+    context = SimpleNamespace(runtime=runtime)
     model, clip, _ = CheckpointLoaderSimple(context).execute("sdxl.safetensors")
     (split_model,) = UNETLoader(context).execute("sdxl_unet.safetensors", "default")
     (split_clip,) = DualCLIPLoader(context).execute("sdxl_clip_l.safetensors", "sdxl_clip_g.safetensors", "sdxl")
@@ -262,10 +263,10 @@ def test_fp8_weight_dtype_stores_weights_in_8_bits(env):
     assert result.status == "success", result.error
     image = CAPTURED["fp8"][-1]
     assert torch.isfinite(image).all() and image.shape == (1, 64, 64, 3)
-    registry, services = env
+    registry, runtime = env
     from nodes.split_loaders import UNETLoader
 
-    (model,) = UNETLoader(type("Context", (), {"services": services})()).execute("sd1_unet.safetensors", "fp8_e5m2")
+    (model,) = UNETLoader(SimpleNamespace(runtime=runtime)).execute("sd1_unet.safetensors", "fp8_e5m2")
     kinds = {m.weight.dtype for m in model.unet.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
     assert kinds == {torch.float8_e5m2}
     assert model.unet.conv_in.bias.dtype == torch.float32
@@ -283,7 +284,7 @@ def _error(env, document: dict) -> str:
 def test_a_text_encoder_given_to_unetloader(env, split_files):
     files, out = split_files
     # Put a text encoder where UNETLoader looks.
-    target = env[1]["models"].root / "diffusion_models" / "clip_l_by_mistake.safetensors"
+    target = env[1].models.root / "diffusion_models" / "clip_l_by_mistake.safetensors"
     shutil.copy(files["text_encoders"]["sd1_clip_l.safetensors"], target)
     message = _error(env, {"1": {"class_type": "UNETLoader",
                                  "inputs": {"unet_name": "clip_l_by_mistake.safetensors", "weight_dtype": "default"}},
@@ -294,7 +295,7 @@ def test_a_text_encoder_given_to_unetloader(env, split_files):
 
 def test_a_unet_given_to_cliploader(env, split_files):
     files, _ = split_files
-    target = env[1]["models"].root / "text_encoders" / "unet_by_mistake.safetensors"
+    target = env[1].models.root / "text_encoders" / "unet_by_mistake.safetensors"
     shutil.copy(files["diffusion_models"]["sd1_unet.safetensors"], target)
     message = _error(env, {"1": {"class_type": "CLIPLoader",
                                  "inputs": {"clip_name": "unet_by_mistake.safetensors", "type": "stable_diffusion"}},
@@ -385,7 +386,7 @@ def test_checkpointsave_of_split_parts_writes_the_combined_checkpoint(env, tiny_
                                                           "filename_prefix": "checkpoints/from_split"}}}
     result = run(env, document)
     assert result.status == "success", result.error
-    saved = sorted((env[1]["folders"].output / "checkpoints").glob("from_split_*.safetensors"))
+    saved = sorted((env[1].folders.output / "checkpoints").glob("from_split_*.safetensors"))
     written, combined = load_file(str(saved[-1])), load_file(str(tiny_checkpoints.sdxl))
     assert set(written) == set(combined)
     assert all(torch.equal(written[k], combined[k]) for k in combined)

@@ -106,7 +106,7 @@ def test_progress_per_tile_and_interrupt_between_tiles(env, monkeypatch):
 
     monkeypatch.setattr(upscale_nodes, "TILE", 16)
     monkeypatch.setattr(upscale_nodes, "OVERLAP", 4)
-    registry, services = env
+    registry, runtime = env
     capture = Capture(env)
     result = capture.run(upscale_doc("esrgan_x2.safetensors", width=40, height=24))
     assert result.status == "success"
@@ -122,7 +122,7 @@ def test_progress_per_tile_and_interrupt_between_tiles(env, monkeypatch):
             seen.append(data["value"])
             interrupt.set()
 
-    checked = prepare(upscale_doc("esrgan_x2.safetensors", width=40, height=26), registry, services=services)
+    checked = prepare(upscale_doc("esrgan_x2.safetensors", width=40, height=26), registry, runtime=runtime)
     result = capture.executor.execute(checked.plan, on_event=on_event, interrupt=interrupt)
     assert result.status == "interrupted" and seen == [1]
 
@@ -141,3 +141,20 @@ def test_bad_files_and_images_get_clear_errors(files, tmp_path):
     model = load_upscale_model(files["esrgan"])
     with pytest.raises(ValueError, match="takes 3-channel images; this image has 1 channels"):
         ImageUpscaleWithModel(context=None).execute(model, torch.rand(1, 8, 8, 1))
+
+
+def test_upscale_models_are_model_handles_the_cache_and_free_cover(env):
+    """An upscale model sits in the cache's "models" pool like a checkpoint: POST /free
+    ``unload_models`` (``drop_pool``) and ``--model-cache-budget`` act on it."""
+    from nodes.sd.runtime import ModelHandle
+
+    capture = Capture(env)
+    assert capture.run(upscale_doc("esrgan_x2.safetensors")).status == "success"
+    handle = capture.output("1")
+    assert isinstance(handle, ModelHandle) and handle.cache_pool == "models"
+    assert handle.modules() == (handle.descriptor.model,) and handle.size_bytes() > 0
+    cache = capture.executor.cache
+    assert cache.pool_bytes("models") >= handle.size_bytes()
+    cache.drop_pool("models")
+    assert cache.pool_bytes("models") == 0
+    assert capture.run(upscale_doc("esrgan_x2.safetensors")).executed[0] == "1"  # loaded again

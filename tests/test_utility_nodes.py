@@ -38,7 +38,7 @@ def test_primitives_pass_their_values(registry, tmp_path):
 
 def test_primitive_int_keeps_comfyuis_range(registry):
     document = {"i": {"class_type": "PrimitiveInt", "inputs": {"value": 2 ** 63}}, "c": capture("x", "i")}
-    checked = prepare(document, registry, memo=False)
+    checked = prepare(document, registry)
     assert checked.node_errors["i"]["errors"][0]["type"] == "value_bigger_than_max"
 
 
@@ -147,7 +147,7 @@ def test_batch_images_gives_every_image_the_most_channels():
 def test_batch_images_needs_two_images(registry):
     checked = prepare({"a": empty_image(8, 4), "batch": {"class_type": "BatchImagesNode",
                                                          "inputs": {"images.image0": ["a", 0]}},
-                       "out": capture("x", "batch")}, registry, memo=False)
+                       "out": capture("x", "batch")}, registry)
     assert checked.node_errors["batch"]["errors"][0]["details"] == "images.image1"
 
 
@@ -268,14 +268,14 @@ def test_memory_estimates_refuse_huge_resizes_and_batches(registry):
                     "inputs": {"input": ["img", 0], "resize_type": "scale by multiplier",
                                "resize_type.multiplier": 8.0, "scale_method": "area"}},
               "c": capture("big", "r")}
-    assert prepare(resize, registry, limits=limits, memo=False).ok  # 512 x 512
+    assert prepare(resize, registry, limits=limits).ok  # 512 x 512
     resize["r"]["inputs"].update({"resize_type": "scale dimensions", "resize_type.width": 16384,
                                   "resize_type.height": 16384, "resize_type.crop": "center"})
-    checked = prepare(resize, registry, limits=limits, memo=False)
+    checked = prepare(resize, registry, limits=limits)
     assert not checked.ok and "r" in checked.node_errors
     batch = {"img": empty_image(2048, 2048, batch=2),
              "b": {"class_type": "BatchImagesNode",
                    "inputs": {f"images.image{i}": ["img", 0] for i in range(10)}},
              "c": capture("batch", "b")}
-    checked = prepare(batch, registry, limits=PromptLimits(memory_bytes=512 * 1024 * 1024), memo=False)
+    checked = prepare(batch, registry, limits=PromptLimits(memory_bytes=512 * 1024 * 1024))
     assert not checked.ok and "b" in checked.node_errors  # 20 x 2048 x 2048 x 3 floats = 960 MiB

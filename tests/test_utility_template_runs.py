@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from graph import Executor, Folders, build_registry, prepare
+from nodes.sd.runtime import Runtime
 from tests.utility_support import templates_folder
 
 pytestmark = pytest.mark.skipif(templates_folder() is None, reason="comfyui-workflow-templates-json is not installed")
@@ -30,10 +31,10 @@ def run_template(registry, tmp_path, name):
     for file_name, color in COLORS.items():
         Image.new("RGB", (24, 16), color).save(folders.input / file_name)
     document = json.loads((templates_folder() / name).read_text(encoding="utf-8"))
-    services = {"folders": folders}
-    checked = prepare(document, registry, services=services, memo=False)
+    runtime = Runtime(folders=folders)
+    checked = prepare(document, registry, runtime=runtime)
     assert checked.ok, checked.response()
-    result = Executor(folders=folders, services=services).execute(checked.plan)
+    result = Executor(folders=folders, runtime=runtime).execute(checked.plan)
     assert result.status == "success", result.error
     return folders, result
 

@@ -50,7 +50,7 @@ def test_saved_nodes_convert_and_validate(registry, node_type):
         spec = workflow.nodes["1"]
         where = f"{file_name} node {node.get('id')}"
         assert set(spec.inputs) <= set(definition.inputs), (where, spec.inputs)
-        result = prepare(document, registry, ["1"], memo=False)
+        result = prepare(document, registry, ["1"])
         errors = (result.node_errors.get("1") or {}).get("errors", [])
         # Some templates keep a node whose image input is left unconnected (ComfyUI would
         # refuse it too, were it run); any other error is ours.

@@ -26,12 +26,12 @@ def env(tiny_checkpoints, tmp_path_factory):
     tiny = tiny_checkpoints.models["sd1"]
     lora = write_kohya(random_lora(tiny.unet, tiny.text_encoders, seed=5), root / "lora.safetensors")
     upscaler = write_tiny_esrgan(root / "esrgan.safetensors", scale=2)
-    registry, services = model_env(root, {"checkpoints": {"tiny_sd1.safetensors": tiny_checkpoints.sd1},
+    registry, runtime = model_env(root, {"checkpoints": {"tiny_sd1.safetensors": tiny_checkpoints.sd1},
                                           "loras": {"tiny_lora.safetensors": lora},
                                           "upscale_models": {"tiny_esrgan_x2.safetensors": upscaler}})
-    services["folders"].input.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (48, 32), (200, 30, 30)).save(services["folders"].input / "example.png")
-    return registry, services
+    runtime.folders.input.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (48, 32), (200, 30, 30)).save(runtime.folders.input / "example.png")
+    return registry, runtime
 
 
 def tiny_version(api):
@@ -49,7 +49,7 @@ def tiny_version(api):
                                         ("hires_fix_model_upscale", (192, 192))])
 @pytest.mark.parametrize("form", ["api", "ui"])
 def test_example_workflow_runs(env, name, size, form):
-    registry, services = env
+    registry, runtime = env
     api = json.loads((WORKFLOWS / f"{name}_api.json").read_text())
     ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
     assert ui_to_api(ui, registry) == api  # the two files are the same workflow
@@ -68,7 +68,7 @@ def test_example_workflow_runs(env, name, size, form):
     result = capture.run(document)
     assert result.status == "success", result.error
     (entry,) = result.outputs["9"]["images"]
-    saved = Image.open(services["folders"].output / entry["subfolder"] / entry["filename"])
+    saved = Image.open(runtime.folders.output / entry["subfolder"] / entry["filename"])
     assert saved.size == size
     if name == "lora":
         model = capture.output("11", 0)

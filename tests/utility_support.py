@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from graph import Executor, Folders, Input, Node, NodeRegistry, Output, build_registry, prepare
+from nodes.sd.runtime import Runtime
 
 CAPTURED: dict[str, list[Any]] = {}
 
@@ -96,10 +97,10 @@ def run(registry: NodeRegistry, document: dict, tmp_path: Path, targets: list[st
     folders = Folders.under(tmp_path)
     for folder in (folders.input, folders.output, folders.temp):
         folder.mkdir(parents=True, exist_ok=True)
-    services = {"folders": folders}
-    checked = prepare(document, registry, targets, services=services, memo=False)
+    runtime = Runtime(folders=folders)
+    checked = prepare(document, registry, targets, runtime=runtime)
     assert checked.ok, checked.response()
-    return Executor(folders=folders, services=services).execute(checked.plan)
+    return Executor(folders=folders, runtime=runtime).execute(checked.plan)
 
 
 def captured(key: str) -> Any:

@@ -37,7 +37,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from graph import build_registry  # noqa: E402
-from nodes.model_folders import ModelFolders  # noqa: E402
+from nodes.models.folders import ModelFolders  # noqa: E402
+from nodes.sd.runtime import Runtime  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The model files /object_info lists during a capture, by kind.
@@ -206,8 +207,8 @@ def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console:
     stop = None
     if server is None:
         registry = build_registry("nodes", None)
-        services = {"models": placeholder_models(Path(tempfile.mkdtemp(prefix="capture-models-")), MODELS)}
-        stand_in = StandIn(static, json.loads(json.dumps(registry.object_info(services), default=repr)))
+        runtime = Runtime(models=placeholder_models(Path(tempfile.mkdtemp(prefix="capture-models-")), MODELS))
+        stand_in = StandIn(static, json.loads(json.dumps(registry.object_info(runtime), default=repr)))
         url, stop = serve(stand_in)
     else:
         url = server.rstrip("/")

@@ -27,9 +27,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from graph import Executor, Folders, build_registry, prepare  # noqa: E402
+from graph import Engine, Folders, build_registry  # noqa: E402
 from nodes import make_runtime  # noqa: E402
-from nodes.model_folders import ModelFolders  # noqa: E402
+from nodes.models.folders import ModelFolders  # noqa: E402
 from tools import house_data, house_measure  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / "models" / "checkpoints" / "latentgraph-house-v1.safetensors"
@@ -60,10 +60,7 @@ class HouseRunner:
         self.ckpt_name = checkpoint.name
         self.folders = Folders.under(workdir)
         models = ModelFolders(workdir / "models", {"checkpoints": [checkpoint.resolve().parent]})
-        runtime = make_runtime()
-        self.services = {"folders": self.folders, "models": models, **runtime["services"]}
-        self.registry = build_registry("nodes", None)
-        self.executor = Executor(folders=self.folders, services=self.services, run_context=runtime["run_context"])
+        self.engine = Engine(build_registry("nodes", None), make_runtime(self.folders, models=models))
 
     def generate(self, caption: str, seed: int, steps: int = 20, cfg: float = 5.0, sampler: str = "euler",
                  scheduler: str = "normal") -> np.ndarray:
@@ -72,10 +69,10 @@ class HouseRunner:
 
     def run(self, document: dict, save_node: str) -> np.ndarray:
         """Run an API-format workflow; ``uint8 [H, W, 3]`` pixels of the one image ``save_node`` saved."""
-        checked = prepare(document, self.registry, services=self.services)
+        checked = self.engine.prepare(document)
         if not checked.ok:
             raise RuntimeError(f"workflow invalid: {checked.response()}")
-        result = self.executor.execute(checked.plan)
+        result = self.engine.execute(checked.plan)
         if result.status != "success":
             raise RuntimeError(f"generation failed: {result.error}")
         (entry,) = result.outputs[save_node]["images"]

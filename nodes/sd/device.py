@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,20 +34,3 @@ def resolve_dtype(value: Any, device: torch.device) -> torch.dtype:
     if value in DTYPES:
         return DTYPES[value]
     raise ValueError(f"unknown dtype {value!r}: expected auto, {', '.join(DTYPES)}")
-
-
-def model_dtypes(services: Mapping[str, Any], device: torch.device) -> dict[str, torch.dtype]:
-    """The dtype of each model part, ``{"unet", "vae", "text"}``, from the runtime's settings.
-
-    ``services["dtype"]`` applies to every part (``--force-fp16``/``--force-fp32``);
-    ``services["unet_dtype"]``/``["vae_dtype"]``/``["text_enc_dtype"]`` override one part
-    (``--bf16-unet``, ``--fp32-vae``, ``--fp16-text-enc``...). Unset: fp16 on GPUs, fp32 on
-    the CPU.
-    """
-    base = resolve_dtype(services.get("dtype"), device)
-
-    def part(key: str) -> torch.dtype:
-        return resolve_dtype(services[key], device) if services.get(key) else base
-
-    return {"unet": part("unet_dtype"), "vae": part("vae_dtype"), "text": part("text_enc_dtype")}
-

@@ -6,7 +6,8 @@ stays exactly as loaded. A LoRA'd handle's ``unet``/``encoders`` are patched vie
 share every base weight (``nodes.lora``); ``patches`` lists the LoRAs applied, in order,
 and ``base_unet``/``base_encoders`` keep the unpatched modules. Each handle reports
 ``size_bytes`` (for a patched handle: only what the patches add) so the output cache can
-count it against its budget.
+count it against its budget, and ``modules()``, what must be on its device to run it: the
+protocol every model handle follows (``nodes.sd.runtime.ModelHandle``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class ModelHandle:
         """The noise schedule as loaded, before any ModelSamplingDiscrete."""
         return self.base_schedule if self.base_schedule is not None else self.schedule
 
+    def modules(self) -> tuple[Any, ...]:
+        return (self.unet,)
+
     def size_bytes(self) -> int:
         return module_bytes(self.unet) - (module_bytes(self.base_unet) if self.base_unet is not None else 0)
 
@@ -101,6 +105,9 @@ class ClipHandle:
     def with_last_layer(self, stop_at_layer: int) -> ClipHandle:
         return replace(self, stop_at_layer=stop_at_layer)
 
+    def modules(self) -> tuple[Any, ...]:
+        return tuple(self.encoders)
+
     def size_bytes(self) -> int:
         base = module_bytes(*self.base_encoders) if self.base_encoders is not None else 0
         return module_bytes(*self.encoders) - base
@@ -116,6 +123,9 @@ class VaeHandle:
     family: str
     device: torch.device
     dtype: torch.dtype
+
+    def modules(self) -> tuple[Any, ...]:
+        return (self.vae,)
 
     def size_bytes(self) -> int:
         return module_bytes(self.vae)

@@ -5,13 +5,13 @@ mtime through the loader's fingerprint), count toward its ``"models"`` pool budg
 are dropped by POST /free ``{"unload_models": true}``. That part is device-independent.
 
 This module adds the CUDA part. ``DeviceModels`` tracks the model modules it has put on
-the GPU and when each was last used. Before a node runs a model it calls ``on_device``:
-if free VRAM is below what is needed (the weights not yet on the GPU, plus the node's
+the GPU and when each was last used. Before a node runs a model, the runtime's ``placed``
+(``nodes.sd.runtime``) calls ``use``: if free VRAM is below what is needed (the weights not yet on the GPU, plus the node's
 estimate of its working memory, plus a reserve), the least recently used *other* modules
 are moved to the CPU until it fits; then the model's modules are moved to the GPU.
 Modules moved to the CPU come back the same way the next time a node uses them. If
 everything else is offloaded and it still does not fit, the node runs anyway and CUDA
-reports the out-of-memory error. On the CPU (or MPS) ``on_device`` does nothing.
+reports the out-of-memory error. On the CPU (or MPS) the runtime has no manager.
 
 The policy (``choose_offload``, ``DeviceModels.use``) is unit-tested with fake modules;
 the CUDA path itself has not been run on a GPU.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,22 +139,6 @@ class DeviceModels:
                                self._size_of(module), 0)
             self._tracked[key] = tracked
         return tracked
-
-
-def on_device(context: Any, device: torch.device | str, *modules: Any, working_bytes: int = 0) -> None:
-    """Called by a node before it runs ``modules`` on ``device``: makes room and moves them there.
-
-    Does nothing unless ``device`` is CUDA and the runtime provides ``services["device_models"]``.
-    ``services["reserve_vram"]`` (bytes) overrides the manager's reserve.
-    """
-    services: Mapping[str, Any] = getattr(context, "services", None) or {}
-    manager = services.get("device_models")
-    if manager is None or torch.device(device).type != "cuda":
-        return
-    reserve = services.get("reserve_vram")
-    if reserve is not None:
-        manager.reserve_bytes = int(reserve)
-    manager.use(modules, working_bytes)
 
 
 def sampling_working_bytes(latent_shape: tuple[int, ...], dtype: torch.dtype) -> int:

@@ -15,7 +15,8 @@ import torch
 from nodes.sampling import latent_to_image, prepare_mask, run_sampler
 from nodes.sampling.custom import NoiseSource, SamplerChoice
 from nodes.sd.guiders import Guider, guider_model
-from nodes.sd.memory import on_device, sampling_working_bytes
+from nodes.sd.memory import sampling_working_bytes
+from nodes.sd.runtime import runtime_of
 from nodes.sd.unet_call import inpaint_concat
 
 PREVIEW_SIZE = 256  # longest side of the per-step preview image, in pixels
@@ -37,26 +38,27 @@ def sample_latent(context: Any, guider: Guider, sampler: SamplerChoice, sigmas: 
     if len(sigmas) == 0:
         return latent, latent
     model = guider_model(guider)
-    on_device(context, model.device, model.unet, working_bytes=sampling_working_bytes(latent["samples"].shape, model.dtype))
-    samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
-    mask = latent.get("noise_mask")
-    concat = None
-    if model.in_channels == 9:
-        concat = inpaint_concat(samples, mask.to(model.device) if mask is not None else None)
-    elif samples.shape[1] != model.in_channels:
-        raise ValueError(f"the latent has {samples.shape[1]} channels but the model takes {model.in_channels}")
-    denoiser = guider.denoiser(samples, concat, noise.seed)
-    last: dict[str, torch.Tensor] = {}
+    working = sampling_working_bytes(latent["samples"].shape, model.dtype)
+    with runtime_of(context).placed(model, working_bytes=working):
+        samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
+        mask = latent.get("noise_mask")
+        concat = None
+        if model.in_channels == 9:
+            concat = inpaint_concat(samples, mask.to(model.device) if mask is not None else None)
+        elif samples.shape[1] != model.in_channels:
+            raise ValueError(f"the latent has {samples.shape[1]} channels but the model takes {model.in_channels}")
+        denoiser = guider.denoiser(samples, concat, noise.seed)
+        last: dict[str, torch.Tensor] = {}
 
-    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        last["x0"] = denoised
-        preview = latent_to_image(denoised[0].float().cpu(), model.family, max_size=PREVIEW_SIZE)
-        context.progress(step + 1, total, preview)
+        def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+            last["x0"] = denoised
+            preview = latent_to_image(denoised[0].float().cpu(), model.family, max_size=PREVIEW_SIZE)
+            context.progress(step + 1, total, preview)
 
-    start = noise.generate(samples.shape, latent.get("batch_index")).to(model.device, samples.dtype)
-    result = run_sampler(denoiser, samples, sigmas, sampler.name, schedule=model.schedule, seed=noise.seed,
-                         noise=start, options=sampler.kwargs,
-                         noise_mask=mask.to(model.device) if mask is not None else None, callback=on_step)
+        start = noise.generate(samples.shape, latent.get("batch_index")).to(model.device, samples.dtype)
+        result = run_sampler(denoiser, samples, sigmas, sampler.name, schedule=model.schedule, seed=noise.seed,
+                             noise=start, options=sampler.kwargs,
+                             noise_mask=mask.to(model.device) if mask is not None else None, callback=on_step)
     out = dict(latent, samples=_unscaled(result, model.latent_scale, latent, mask))
     if "x0" not in last:
         return out, out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,8 +25,12 @@ class UpscaleModelHandle:
     """UPSCALE_MODEL: a spandrel ``ImageModelDescriptor`` and where it runs.
 
     ``scale``: output pixels per input pixel (1 for restoration models);
-    ``input_channels``/``output_channels``: 3 for RGB models, 1 for grayscale.
+    ``input_channels``/``output_channels``: 3 for RGB models, 1 for grayscale. A model
+    handle like the checkpoint's (``nodes.sd.runtime.ModelHandle``): cached in the "models"
+    pool, so POST /free and ``--model-cache-budget`` cover it.
     """
+
+    cache_pool: ClassVar[str] = "models"  # the output cache's pool (graph.cache): POST /free unloads it
 
     descriptor: Any
     name: str
@@ -53,6 +57,9 @@ class UpscaleModelHandle:
         """``[1, C, h, w]`` in 0..1 (any device/dtype) -> ``[1, C_out, h*scale, w*scale]`` float32 on the CPU."""
         out = self.descriptor(image.to(self.device, self.dtype))
         return out.float().cpu()
+
+    def modules(self) -> tuple[Any, ...]:
+        return (self.descriptor.model,)
 
     def size_bytes(self) -> int:
         return module_bytes(self.descriptor.model)

@@ -3,12 +3,11 @@
 Kinds follow ComfyUI's folder names (``checkpoints``, ``loras``, ``vae``,
 ``upscale_models``, ``embeddings``, ...). Loader nodes list a kind's files for their combo
 choices and resolve a chosen name to a path that must stay inside one of the kind's
-folders. The application puts a ``ModelFolders`` in ``services["models"]``.
+folders. The application's runtime (``nodes.sd.runtime.Runtime``) holds one as ``models``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,16 @@ def no_checkpoint_warning(models: ModelFolders) -> str | None:
             f"server with --base-directory, --models-directory or --extra-model-paths-config naming your models")
 
 
-def models_of(services: Mapping[str, Any]) -> ModelFolders:
-    """The application's model folders (the default ``models/`` when none was configured)."""
-    folders = services.get("models")
+def models_of(runtime: Any) -> ModelFolders:
+    """The runtime's model folders (the default ``models/`` when there is no runtime)."""
+    folders = getattr(runtime, "models", None)
     return folders if isinstance(folders, ModelFolders) else ModelFolders()
 
 
 def model_choices(kind: str):
     """A ``choices`` callable for loader inputs: the files of ``kind`` in the model folders."""
-    def choices(services: Mapping[str, Any]) -> list[str]:
-        return models_of(services).list(kind)
+    def choices(runtime: Any) -> list[str]:
+        return models_of(runtime).list(kind)
     return choices
 
 

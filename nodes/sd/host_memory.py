@@ -3,16 +3,15 @@
 PyTorch's CPU tensors come from ``malloc``. With glibc's defaults, a block larger than the
 (adaptive, at most 32 MiB) mmap threshold is a fresh ``mmap`` each time and is unmapped
 when freed, so each layer's activations and each cast weight (``nodes.models.cast_weights``)
-land in new pages the kernel has to fault in and zero: a quarter of an SD1.5 UNet call at
-256x256 on this project's 2-core box went there. A thread other than the main one also gets
+land in new pages the kernel has to fault in and zero. A thread other than the main one also gets
 its own arena, whose heaps cannot hold a block over 64 MiB, so there too large blocks are
-mapped afresh. The server runs prompts on a worker thread.
+mapped afresh. The server runs prompts on a worker thread. (What this saves is measured in
+bench/RESULTS.md, "glibc malloc settings".)
 
 ``tune_allocator()`` (called once at start-up by the server and the CLI, before any worker
 thread exists) serves blocks up to 1 GiB from one reused heap, keeps up to 1 GiB of freed
 memory at its top for the next step instead of returning it at once, and puts every thread
-on the main arena. Measured on that box, an SD1.5 UNet call at 256x256 went from 2.0-2.3 s
-to 1.5 s, a VAE decode from 1.9 s to 1.5 s. ``return_free_memory()`` (POST /free) gives the
+on the main arena. ``return_free_memory()`` (POST /free) gives the
 kept memory back to the system. Both do nothing where the C library is not glibc.
 """
 
