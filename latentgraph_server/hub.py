@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from latentgraph_server.previews import PREVIEW_FLAG
+
 # Live previews are dropped for a client whose queue is this long (it is falling behind).
 _PREVIEW_BACKLOG = 64
 
@@ -85,13 +87,6 @@ class Hub:
         for conn in targets:
             conn.outbox.put_nowait(text)
 
-    def send_bytes(self, client_id: str | None, payload: bytes) -> None:
-        """Queues a binary frame (a preview); skipped for clients that are falling behind."""
-        targets = self.connections() if client_id is None else list(self._clients.get(client_id, ()))
-        for conn in targets:
-            if conn.outbox.qsize() < _PREVIEW_BACKLOG:
-                conn.outbox.put_nowait(payload)
-
     def send_preview(self, client_id: str | None, legacy: bytes, with_metadata: bytes, *, only_askers: bool,
                      droppable: bool = True) -> None:
         """Queues an image frame for a client's connections: the metadata frame to those that
@@ -101,7 +96,7 @@ class Hub:
         result, is not."""
         targets = self.connections() if client_id is None else list(self._clients.get(client_id, ()))
         for conn in targets:
-            asked = conn.feature_flags.get("supports_preview_metadata") is True
+            asked = conn.feature_flags.get(PREVIEW_FLAG) is True
             if (asked or not only_askers) and (not droppable or conn.outbox.qsize() < _PREVIEW_BACKLOG):
                 conn.outbox.put_nowait(with_metadata if asked else legacy)
 
@@ -116,9 +111,6 @@ class Hub:
     def send_threadsafe(self, client_id: str | None, event: str, data: Any) -> None:
         # Serialised here, on the calling (worker) thread, to keep the loop's work small.
         self.call_soon(self.send_text, client_id, encode_message(event, data))
-
-    def send_bytes_threadsafe(self, client_id: str | None, payload: bytes) -> None:
-        self.call_soon(self.send_bytes, client_id, payload)
 
     def send_preview_threadsafe(self, client_id: str | None, legacy: bytes, with_metadata: bytes,
                                 only_askers: bool, droppable: bool = True) -> None:

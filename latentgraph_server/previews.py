@@ -127,11 +127,6 @@ def metadata_frame(encoded: bytes, node_id: str | None, prompt_id: str, png: boo
     return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(metadata)) + metadata + encoded
 
 
-def wants_previews(feature_flags: dict[str, Any]) -> bool:
-    """Whether a connection asked for previews (and so takes metadata frames)."""
-    return feature_flags.get(PREVIEW_FLAG) is True
-
-
 def preview_frames(data: dict[str, Any], png: bool = False) -> tuple[bytes, bytes] | None:
     """(legacy frame, metadata frame) for a ``preview`` event (JPEG) or a SaveImageWebsocket
     image (``png``), or None if it cannot be encoded."""
