@@ -1,10 +1,12 @@
-"""CLIP vision and unCLIP nodes, as ComfyUI declares them: CLIPVisionLoader,
-CLIPVisionEncode, unCLIPConditioning and unCLIPCheckpointLoader.
+"""CLIP vision, unCLIP and style-model nodes, as ComfyUI declares them: CLIPVisionLoader,
+CLIPVisionEncode, unCLIPConditioning, unCLIPCheckpointLoader, StyleModelLoader and
+StyleModelApply.
 
 For SD2.1-unCLIP (image variations: the UNet takes a CLIP image embedding as its class
-vector) and SDXL "revision" (the image embedding in place of the pooled text embedding).
-Loading is ``nodes.models.clip_vision_load``, encoding ``nodes.sd.clip_vision_encode``, the
-image vector made at sampling time ``nodes.sd.unclip``.
+vector), SDXL "revision" (the image embedding in place of the pooled text embedding) and
+SD1.x T2I-Adapter style models (style tokens appended to the prompt's). Loading is
+``nodes.models.clip_vision_load`` and ``nodes.models.style_model_load``, encoding
+``nodes.sd.clip_vision_encode``, the image vector made at sampling time ``nodes.sd.unclip``.
 """
 
 from __future__ import annotations
@@ -120,3 +122,56 @@ class unCLIPCheckpointLoader(Node):  # noqa: N801 - ComfyUI's class name
                                           keep_narrow="text" in keep_file_precision(self.context))
             vision = _clip_vision_handle(loaded, device, dtypes["text"], path) if loaded is not None else None
         return (model, clip, vae, vision)
+
+
+class StyleModelLoader(Node):
+    """Loads a T2I-Adapter style model (SD1.x) from models/style_models."""
+
+    category = "loaders"
+    style_model_name = Input(choices=model_choices("style_models"), tooltip="file in models/style_models")
+    outputs = (Output("STYLE_MODEL"),)
+
+    @classmethod
+    def fingerprint(cls, context: Any, style_model_name: str | None = None, **_: Any) -> list | None:
+        return file_state(context, "style_models", style_model_name) if style_model_name is not None else None
+
+    def execute(self, style_model_name: str) -> tuple:
+        from nodes.models.style_model_load import load_style_model
+
+        return (load_style_model(models_of(self.context.runtime).resolve("style_models", style_model_name)),)
+
+
+class StyleModelApply(Node):
+    """Appends a style model's tokens for an image's CLIP vision output to each prompt.
+
+    ``strength_type`` "multiply" scales the tokens by ``strength``. "attn_bias" appends them
+    unscaled: ComfyUI then records an attention bias in the conditioning, which its SD1/SD2/SDXL
+    models do not use, so the image is the same as at strength 1 there too.
+    """
+
+    category = "conditioning/style_model"
+    conditioning = Input("CONDITIONING")
+    style_model = Input("STYLE_MODEL")
+    clip_vision_output = Input("CLIP_VISION_OUTPUT")
+    strength = Input("FLOAT", default=1.0, min=0.0, max=10.0, step=0.001)
+    strength_type = Input(choices=["multiply", "attn_bias"])
+    outputs = (Output("CONDITIONING"),)
+
+    def execute(self, conditioning: list, style_model: Any, clip_vision_output: Any, strength: float,
+                strength_type: str) -> tuple:
+        import torch
+
+        tokens = style_model.get_cond(clip_vision_output).flatten(0, 1).unsqueeze(0)  # [1, N * num_token, D]
+        if strength_type == "multiply":
+            tokens = tokens * strength
+        out = []
+        for entry in conditioning:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[1], dict):
+                raise ValueError("each conditioning entry must be [tensor, dict]")
+            text = entry[0]
+            if text.shape[-1] != tokens.shape[-1]:
+                raise ValueError(f"the style model makes tokens {tokens.shape[-1]} wide but the conditioning is "
+                                 f"{text.shape[-1]} wide: T2I-Adapter style models are for SD1.x")
+            out.append([torch.cat([text, tokens.to(text.dtype).expand(text.shape[0], -1, -1)], dim=1),
+                        dict(entry[1])])
+        return (out,)

@@ -3,9 +3,10 @@
 Tiny encoders (``tests.fixtures.tiny_clip_vision``) are written in ComfyUI's two key
 layouts and must load back to the model they were written from. ``COMFY`` writes out, as
 facts read from ComfyUI's ``nodes.py`` (CLIPVisionLoader, CLIPVisionEncode,
-unCLIPConditioning, unCLIPCheckpointLoader), each node's inputs in order and outputs; the
-UI documents converted here are built from those facts, not from our declarations. The
-config facts of the full-size encoders are those of ComfyUI's ``clip_vision_config_*.json``.
+unCLIPConditioning, unCLIPCheckpointLoader, StyleModelLoader, StyleModelApply), each node's
+inputs in order and outputs; the UI documents converted here are built from those facts,
+not from our declarations. The config facts of the full-size encoders are those of
+ComfyUI's ``clip_vision_config_*.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ COMFY: dict[str, tuple[list[tuple[Any, ...]], list[tuple[str, str]]]] = {
                            [("CONDITIONING", "CONDITIONING")]),
     "unCLIPCheckpointLoader": ([("ckpt_name", None, None, None, None, None)],
                                [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("CLIP_VISION", "CLIP_VISION")]),
+    "StyleModelLoader": ([("style_model_name", None, None, None, None, None)], [("STYLE_MODEL", "STYLE_MODEL")]),
+    "StyleModelApply": ([("conditioning", "CONDITIONING", None, None, None, None),
+                         ("style_model", "STYLE_MODEL", None, None, None, None),
+                         ("clip_vision_output", "CLIP_VISION_OUTPUT", None, None, None, None),
+                         ("strength", "FLOAT", 1.0, 0.0, 10.0, 0.001),
+                         ("strength_type", ["multiply", "attn_bias"], None, None, None, None)],
+                        [("CONDITIONING", "CONDITIONING")]),
 }
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
@@ -252,6 +260,8 @@ def _ui_node(node: str, values: dict[str, Any]) -> dict[str, Any]:
     ("CLIPVisionEncode", {"crop": "none"}),
     ("unCLIPConditioning", {"strength": -2.5, "noise_augmentation": 0.35}),
     ("unCLIPCheckpointLoader", {"ckpt_name": "absent.safetensors"}),
+    ("StyleModelLoader", {"style_model_name": "absent.safetensors"}),
+    ("StyleModelApply", {"strength": 2.5, "strength_type": "attn_bias"}),
 ])
 def test_a_node_saved_by_comfyui_converts_and_validates(env, node, values):
     registry, runtime = env
@@ -262,5 +272,5 @@ def test_a_node_saved_by_comfyui_converts_and_validates(env, node, values):
     linked = {name for name, kind, *_ in COMFY[node][0] if not (kind is None or isinstance(kind, list)
                                                                    or kind in WIDGETS)}
     complaints = {e["extra_info"].get("input_name") for e in errors}
-    # unconnected links, and the absent checkpoint's name, are the only complaints
-    assert complaints <= linked | ({"ckpt_name"} if node == "unCLIPCheckpointLoader" else set()), errors
+    # unconnected links, and the absent file's name, are the only complaints
+    assert complaints <= linked | {"ckpt_name", "style_model_name"}, errors
