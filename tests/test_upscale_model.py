@@ -157,4 +157,5 @@ def test_upscale_models_are_model_handles_the_cache_and_free_cover(env):
     assert cache.pool_bytes("models") >= handle.size_bytes()
     cache.drop_pool("models")
     assert cache.pool_bytes("models") == 0
-    assert capture.run(upscale_doc("esrgan_x2.safetensors")).executed[0] == "1"  # loaded again
+    # Another image: the upscale runs again and needs the model, which is loaded again.
+    assert "1" in capture.run(upscale_doc("esrgan_x2.safetensors", width=32)).executed
