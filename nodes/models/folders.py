@@ -14,7 +14,8 @@ from typing import Any
 
 from graph.paths import UnsafePathError, join_following_links, list_files
 
-KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "clip", "unet", "controlnet")
+KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "clip", "unet", "controlnet", "clip_vision",
+         "style_models")
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 
 
