@@ -382,11 +382,6 @@ def _feature_flags(message: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _handler(handlers: Handlers, route: Route) -> Any:
-    """The handler of a route: a method of Handlers or of its route object ``route.owner``."""
-    return getattr(getattr(handlers, route.owner) if route.owner else handlers, route.handler)
-
-
 async def _cancel_when_disconnected(request: web.Request, cancel: threading.Event) -> None:
     """Sets ``cancel`` once the client's connection closes (aiohttp does not cancel handlers)."""
     while not cancel.is_set():
@@ -487,9 +482,10 @@ def create_app(config: ServerConfig) -> web.Application:
                           client_max_size=config.max_upload_size + 1024 * 1024)
     app[HANDLERS_KEY] = handlers
     app[MAX_JSON_BODY] = config.max_json_body
-    for route in ROUTES:
+    for route in ROUTES:  # a method of Handlers, or of its route object route.owner
+        handler = getattr(getattr(handlers, route.owner) if route.owner else handlers, route.handler)
         for prefix in ("", API_PREFIX):
-            app.router.add_route(route.method, prefix + route.path, _handler(handlers, route))
+            app.router.add_route(route.method, prefix + route.path, handler)
     app.router.add_get("/", handlers.index)
     if config.web_directory is not None and config.web_directory.is_dir():
         app.router.add_static("/", config.web_directory)
