@@ -217,6 +217,19 @@ def test_another_image_gives_another_embedding(env):
     assert not torch.allclose(first.image_embeds, second.image_embeds, atol=1e-4)
 
 
+def test_clip_vision_is_a_model_handle(env):
+    """CLIP_VISION belongs to the cache's "models" pool (POST /free unloads it) and names the
+    module placement moves."""
+    from nodes.sd.runtime import ModelHandle
+
+    document = encode_document("tiny_hf.safetensors", batch=1)
+    document["5"] = {"class_type": "TestCapture", "inputs": {"value": ["1", 0], "key": "clip_vision"}}
+    run(env, document)
+    handle = CAPTURED["clip_vision"][-1]
+    assert isinstance(handle, ModelHandle) and handle.cache_pool == "models"
+    assert handle.modules() == (handle.model,) and handle.size_bytes() > 0
+
+
 def test_a_missing_clip_vision_file_is_a_validation_error(env):
     registry, runtime = env
     checked = prepare(encode_document("absent.safetensors"), registry, runtime=runtime)

@@ -19,7 +19,7 @@ from nodes.models.errors import UnknownCheckpointError
 from nodes.models.folders import ModelFolders
 from nodes.models.style_model_load import load_style_model
 from nodes.sd.clip_vision_encode import ClipVisionOutput
-from nodes.sd.runtime import DeviceSettings, Runtime
+from nodes.sd.runtime import DeviceSettings, ModelHandle, Runtime
 from tests.fixtures.tiny_clip_vision import tiny_vision_model, write_vision
 from tests.utility_support import CAPTURED, Capture
 
@@ -133,6 +133,7 @@ def test_the_adapter_computes_the_style_tokens(tmp_path, suffix):
     else:
         save_file(tensors, str(path))
     handle = load_style_model(path)
+    assert isinstance(handle, ModelHandle) and handle.cache_pool == "models" and handle.size_bytes() > 0
     tokens = torch.randn(2, 5, WIDTH, generator=torch.Generator().manual_seed(4))
     output = ClipVisionOutput(torch.zeros(2, 8), tokens, tokens)
     assert torch.allclose(handle.get_cond(output), reference(tensors, tokens), atol=1e-5)
