@@ -31,7 +31,7 @@ from aiohttp import web
 from graph.context import Folders
 from graph.paths import UnsafePathError, safe_join
 from latentgraph_server.openapi import Route
-from latentgraph_server.paths import FOLDER_TYPES, folder_for
+from latentgraph_server.request_paths import FOLDER_TYPES, folder_for
 from nodes.models.folders import ModelFolders
 
 PREVIEW_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".preview.png")

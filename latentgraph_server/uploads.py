@@ -22,7 +22,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from latentgraph_server.paths import UnsafePath, check_relative, folder_for, resolve_inside
+from graph.paths import UnsafePathError
+from latentgraph_server.request_paths import check_relative, folder_for, resolve_inside
 
 _CHUNK = 64 * 1024
 
@@ -110,7 +111,7 @@ def save_upload(root: Path, subfolder: str, filename: str, data: bytes, overwrit
     try:
         check_relative(filename, what="filename", allow_nested=False)
         target = resolve_inside(root, subfolder, filename)
-    except UnsafePath as exc:
+    except UnsafePathError as exc:
         raise UploadError(400, str(exc)) from exc
     directory = target.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def apply_mask(folders: Any, original_ref: str, mask_image: Any) -> bytes:
     try:
         root = folder_for(folders, ref.get("type") or "output")
         source = resolve_inside(root, ref.get("subfolder") or "", ref["filename"])
-    except UnsafePath as exc:
+    except UnsafePathError as exc:
         raise UploadError(400, str(exc)) from exc
     if not source.is_file():
         raise UploadError(404, "original image not found")

@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from graph.context import Folders
+from graph.paths import UnsafePathError
 from latentgraph_server.errors import error_response
 from latentgraph_server.openapi import Route
-from latentgraph_server.paths import UnsafePath, folder_for, resolve_inside, split_annotation
+from latentgraph_server.request_paths import folder_for, resolve_inside, split_annotation
 from latentgraph_server.uploads import (
     UploadError,
     apply_mask,
@@ -61,7 +62,7 @@ class Files:
             overwrite = form.fields.get("overwrite", "").lower() in ("true", "1")
             try:
                 root = folder_for(folders, folder_type)
-            except UnsafePath as exc:
+            except UnsafePathError as exc:
                 raise UploadError(400, str(exc)) from exc
             image = await asyncio.to_thread(check_image, data)
             if mask:
@@ -72,7 +73,7 @@ class Files:
                 raise UploadError(*storage_error(exc, "store the upload")) from exc
         except UploadError as exc:
             return error_response(exc.status, str(exc))
-        except UnsafePath as exc:
+        except UnsafePathError as exc:
             return error_response(400, str(exc))
         return web.json_response({"name": name, "subfolder": subfolder, "type": folder_type})
 
@@ -85,7 +86,7 @@ class Files:
         try:
             root = folder_for(self.folders, folder_type)
             path = resolve_inside(root, query.get("subfolder") or "", filename)
-        except UnsafePath as exc:
+        except UnsafePathError as exc:
             return error_response(400, str(exc))
         if not path.is_file():
             return error_response(404, "file not found")

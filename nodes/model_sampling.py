@@ -5,7 +5,7 @@ cannot tell: an SD2.x 512 eps checkpoint without metadata is taken as v-predicti
 (``nodes.models.detect``'s default rule), and this node sets it back to ``eps``. It also
 switches a model with an LCM-LoRA to the LCM schedule, and rescales to zero terminal SNR
 for models trained that way. The choices and the prediction each means are declared here,
-once, so that listing nodes does not import torch; ``nodes.sd.model_sampling`` reads them.
+once, so that listing nodes does not import torch; ``nodes.sd.prediction_override`` reads them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from graph import Input, Node, Output
 
-# ComfyUI's choice -> our prediction (``nodes.sd.model_sampling``; "lcm" also means the distilled schedule).
+# ComfyUI's choice -> our prediction (``nodes.sd.prediction_override``; "lcm" also means the distilled schedule).
 SAMPLING_PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0"}
 SAMPLING_CHOICES = tuple(SAMPLING_PREDICTIONS)
 
@@ -34,6 +34,6 @@ class ModelSamplingDiscrete(Node):
     outputs = (Output("MODEL"),)
 
     def execute(self, model: Any, sampling: str, zsnr: bool) -> tuple:
-        from nodes.sd.model_sampling import with_model_sampling
+        from nodes.sd.prediction_override import with_model_sampling
 
         return (with_model_sampling(model, sampling, bool(zsnr)),)

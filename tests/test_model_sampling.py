@@ -12,8 +12,8 @@ from graph import build_registry, prepare
 from nodes.model_sampling import SAMPLING_CHOICES
 from nodes.models.folders import ModelFolders
 from nodes.sampling import DiscreteDenoiser, DistilledSchedule, get_sigmas, sd_schedule, zero_terminal_snr
-from nodes.sampling.schedule import ZSNR_TERMINAL_ALPHA_CUMPROD
-from nodes.sd.model_sampling import SAMPLING_PREDICTIONS, with_model_sampling
+from nodes.sampling.noise_schedule import ZSNR_TERMINAL_ALPHA_CUMPROD
+from nodes.sd.prediction_override import SAMPLING_PREDICTIONS, with_model_sampling
 from nodes.sd.runtime import DeviceSettings, Runtime
 from tests.test_sd_nodes import Capture, txt2img
 

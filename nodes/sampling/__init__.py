@@ -14,12 +14,12 @@ from .denoiser import PREDICTIONS, CFGDenoiser, DiscreteDenoiser, concat_conds
 from .distilled import DistilledSchedule
 from .latent_preview import latent_to_image, latent_to_rgb
 from .noise import BrownianTreeNoise, GaussianNoise, initial_noise, make_noise_sampler
-from .plan import advanced_sigmas, calculate_sigmas, denoise_sigmas, is_max_denoise, noise_latent
+from .noise_schedule import DiscreteSchedule, scaled_linear_betas, sd_schedule, zero_terminal_snr
 from .regions import CondRegion, add_area_twins, make_region, predict_regions
 from .run import prepare_mask, run_sampler
 from .samplers import SAMPLER_NAMES, SamplerSpec, get_sampler
-from .schedule import DiscreteSchedule, scaled_linear_betas, sd_schedule, zero_terminal_snr
 from .schedulers import SCHEDULER_NAMES, get_sigmas
+from .step_sigmas import advanced_sigmas, calculate_sigmas, denoise_sigmas, is_max_denoise, noise_latent
 
 __all__ = [
     "PREDICTIONS",

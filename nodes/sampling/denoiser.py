@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from .noise_schedule import DiscreteSchedule
 from .regions import CondRegion, add_area_twins, predict_regions
-from .schedule import DiscreteSchedule
 
 UNet = Callable[..., torch.Tensor]
 PREDICTIONS = ("eps", "v", "x0", "lcm")

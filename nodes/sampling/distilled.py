@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .schedule import DiscreteSchedule
+from .noise_schedule import DiscreteSchedule
 
 LCM_ORIGINAL_TIMESTEPS = 50
 

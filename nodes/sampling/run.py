@@ -1,7 +1,7 @@
 """One call that runs a sampler the way KSampler does: noise, mask, sample.
 
 The node layer builds the denoiser (:class:`~nodes.sampling.denoiser.CFGDenoiser`) and the
-sigmas (:mod:`nodes.sampling.plan`) and hands them here together with the seed.
+sigmas (:mod:`nodes.sampling.step_sigmas`) and hands them here together with the seed.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from .noise import initial_noise, make_noise_sampler
-from .plan import is_max_denoise, noise_latent
+from .noise_schedule import DiscreteSchedule
 from .sampler_base import Callback, Model, denoise_with_uncond
 from .samplers import SamplerSpec, get_sampler
-from .schedule import DiscreteSchedule
+from .step_sigmas import is_max_denoise, noise_latent
 
 
 def prepare_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from . import samplers_ode_extra as ode_extra
 from . import samplers_res as res
 from . import samplers_sa as sa
 from . import samplers_sde_extra as sde_extra
-from .schedule import DiscreteSchedule
+from .noise_schedule import DiscreteSchedule
 
 
 @dataclass(frozen=True)

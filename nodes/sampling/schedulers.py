@@ -1,6 +1,6 @@
 """Sigma schedules by ComfyUI scheduler name.
 
-Each scheduler turns a model's :class:`~nodes.sampling.schedule.DiscreteSchedule` and a step
+Each scheduler turns a model's :class:`~nodes.sampling.noise_schedule.DiscreteSchedule` and a step
 count into a descending float32 tensor of sigmas that ends in 0.  For ``steps`` steps this is
 ``steps + 1`` values, except where ComfyUI's own definition gives another length
 (``ddim_uniform`` when the table size is not a multiple of ``steps``, and ``beta`` when
@@ -19,7 +19,7 @@ import torch
 
 from nodes.ksampler import SCHEDULER_NAMES
 
-from .schedule import DiscreteSchedule
+from .noise_schedule import DiscreteSchedule
 from .special import beta_ppf
 
 SchedulerFn = Callable[[DiscreteSchedule, int], torch.Tensor]

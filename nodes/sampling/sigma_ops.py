@@ -18,7 +18,7 @@ import re
 
 import torch
 
-from .schedule import DiscreteSchedule
+from .noise_schedule import DiscreteSchedule
 
 # ComfyUI's percent_to_sigma answers this for 0 % (before any step) where ours says inf:
 # a FLOAT output must stay a finite JSON number.

@@ -16,14 +16,10 @@ FOLDER_TYPES = ("input", "output", "temp")
 _ANNOTATION = re.compile(r"^(?P<name>.*) \[(?P<type>input|output|temp)\]$")
 
 
-# One path-safety mechanism for the nodes and the server: see graph/paths.py.
-UnsafePath = UnsafePathError
-
-
 def folder_for(folders: Folders, folder_type: str) -> Path:
     """The folder for a ``type`` field ("input", "output" or "temp")."""
     if folder_type not in FOLDER_TYPES:
-        raise UnsafePath(f"type must be one of {', '.join(FOLDER_TYPES)}")
+        raise UnsafePathError(f"type must be one of {', '.join(FOLDER_TYPES)}")
     return Path(getattr(folders, folder_type))
 
 
@@ -44,5 +40,5 @@ def resolve_inside(root: str | Path, subfolder: str, filename: str | None = None
     if filename is None:
         return safe_join(root, subfolder)
     if not check_relative(filename, what="filename", allow_nested=False):
-        raise UnsafePath("filename is empty")
+        raise UnsafePathError("filename is empty")
     return safe_join(root, subfolder, filename)

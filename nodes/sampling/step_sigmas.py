@@ -11,8 +11,8 @@ import math
 
 import torch
 
+from .noise_schedule import DiscreteSchedule
 from .samplers import get_sampler
-from .schedule import DiscreteSchedule
 from .schedulers import get_sigmas
 
 
