@@ -116,11 +116,9 @@ class _PromptRun:
         except Interrupted:
             self.result.status = "interrupted"
             node = self.current
-            self.emit("execution_interrupted", {
-                "prompt_id": self.prompt_id, "node_id": node,
-                "node_type": self.nodes[node].class_type if node else None,
-                "executed": list(self.result.executed), "timestamp": timestamp_ms(),
-            })
+            self.emit("execution_interrupted", interrupted_event(
+                self.prompt_id, node_id=node, node_type=self.nodes[node].class_type if node else None,
+                executed=list(self.result.executed)))
             return self.result
         except NodeFailure as failure:
             self._report_failure(failure)
@@ -275,21 +273,37 @@ class _PromptRun:
         node_id = failure.node_id
         original = failure.original
         spec = self.nodes[node_id]
-        error = {
-            "prompt_id": self.prompt_id,
-            "node_id": node_id,
-            "node_type": spec.class_type,
-            "executed": list(self.result.executed),
-            "exception_message": str(original) or type(original).__name__,
-            "exception_type": f"{type(original).__module__}.{type(original).__qualname__}",
-            "traceback": traceback.format_exception(type(original), original, original.__traceback__),
-            "current_inputs": {name: _short_repr(value) for name, value in spec.inputs.items()},
-            "current_outputs": list(self.values),
-            "timestamp": timestamp_ms(),
-        }
+        error = error_event(
+            self.prompt_id, str(original) or type(original).__name__,
+            f"{type(original).__module__}.{type(original).__qualname__}", node_id=node_id,
+            node_type=spec.class_type, executed=list(self.result.executed),
+            trace=traceback.format_exception(type(original), original, original.__traceback__),
+            inputs={name: _short_repr(value) for name, value in spec.inputs.items()}, outputs=list(self.values))
         self.result.status = "error"
         self.result.error = error
         self.emit("execution_error", error)
+
+
+def error_event(prompt_id: str, message: str, kind: str, *, node_id: str | None = None,
+                node_type: str | None = None, executed: list[str] | None = None, trace: list[str] | None = None,
+                inputs: dict[str, str] | None = None, outputs: list[str] | None = None) -> dict[str, Any]:
+    """ComfyUI's ``execution_error`` data: a node's failure, or (``node_id`` None) one the host
+    reports for the whole prompt (a dead worker, an unreadable queue row)."""
+    return {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type, "executed": executed or [],
+            "exception_message": message, "exception_type": kind, "traceback": trace or [],
+            "current_inputs": inputs or {}, "current_outputs": outputs or [], "timestamp": timestamp_ms()}
+
+
+def interrupted_event(prompt_id: str, *, node_id: str | None = None, node_type: str | None = None,
+                      executed: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """ComfyUI's ``execution_interrupted`` data; ``extra`` (e.g. the host's ``reason``) follows it."""
+    return {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type, "executed": executed or [],
+            "timestamp": timestamp_ms(), **extra}
+
+
+def failed_status(event: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The history ``status`` of a prompt that ended with ``event`` alone (the host's report)."""
+    return {"status_str": "error", "completed": False, "messages": [[event, data]]}
 
 
 def _unpack(returned: Any, definition: NodeDefinition) -> tuple[tuple, dict | None]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from graph.executor import error_event, failed_status, interrupted_event
 from latentgraph_server import json_text
 
 _SCHEMA = """
@@ -176,8 +177,8 @@ class QueueStore:
                 return _item(row)
             except (ValueError, TypeError) as exc:
                 log.error("queued prompt %s cannot be read (%s); recorded as failed", row[1], exc)
-                self.finish(row[1], {}, {"status_str": "error", "completed": False, "messages": [[
-                    "execution_error", {"prompt_id": row[1], "exception_message": CORRUPT_ROW_MESSAGE}]]})
+                self.finish(row[1], {}, failed_status("execution_error",
+                                                      error_event(row[1], CORRUPT_ROW_MESSAGE, "DamagedRow")))
 
     def requeue(self, prompt_id: str) -> bool:
         """Puts a running prompt back in the queue at its old place (its worker was lost
@@ -252,17 +253,9 @@ class QueueStore:
         """Prompts left ``running`` by a crash are finished as interrupted; returns their ids."""
         with self._lock:
             ids = [row[0] for row in self._db.execute("SELECT prompt_id FROM prompts WHERE state = 'running'")]
-        now = int(time.time() * 1000)
         for prompt_id in ids:
-            status = {
-                "status_str": "error",
-                "completed": False,
-                "messages": [["execution_interrupted", {
-                    "prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
-                    "timestamp": now, "reason": RESTART_MESSAGE,
-                }]],
-            }
-            self.finish(prompt_id, {}, status)
+            self.finish(prompt_id, {}, failed_status("execution_interrupted",
+                                                     interrupted_event(prompt_id, reason=RESTART_MESSAGE)))
         return ids
 
     # -- history -----------------------------------------------------------------

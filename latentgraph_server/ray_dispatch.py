@@ -39,6 +39,7 @@ from typing import Any
 import ray
 
 from graph import Engine
+from graph.executor import error_event, failed_status
 from latentgraph_server.config import ServerConfig
 from latentgraph_server.queue_store import QueueItem, QueueStore
 from latentgraph_server.ray_lane import RayLane, WorkerLost
@@ -357,9 +358,8 @@ class RayDispatcher:
         log.error("%s; failing it after %d lost runs", self.last_failure, tries)
         self.tries.pop(item.prompt_id, None)
         message = f"its worker was lost {tries} times (--ray-max-tries); last: {lost.reason}"
-        error = lane._error_payload(item.prompt_id, message, "WorkerLost", {})
-        lane._record(item.prompt_id, {}, {"status_str": "error", "completed": False,
-                                          "messages": [["execution_error", error]]}, {})
+        error = error_event(item.prompt_id, message, "WorkerLost")
+        lane._record(item.prompt_id, {}, failed_status("execution_error", error), {})
         self._send(item.client_id, "execution_error", error)
         self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
         self.on_queue_changed()

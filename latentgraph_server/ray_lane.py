@@ -131,4 +131,4 @@ class RayLane(PromptWorker):
             raise
         except Exception as exc:  # a failure on this side (a file that cannot be written, ...)
             log.exception("prompt %s failed on the front server", item.prompt_id)
-            return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__, {})
+            return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__)

@@ -37,6 +37,7 @@ from typing import Any
 
 from graph import Folders
 from graph.cache import CacheEntry, OutputCache
+from graph.executor import error_event, failed_status
 from latentgraph_server.config import ServerConfig
 from latentgraph_server.previews import encode_image, preview_policy
 from latentgraph_server.queue_store import QueueItem
@@ -214,9 +215,9 @@ class PromptRunner:
             if not status.get("completed"):
                 self.worker.engine.release()  # as the local worker: a failed prompt's memory goes back
         except BaseException as exc:  # the actor must answer with a result whatever happened
-            error = self.worker._error_payload(item.prompt_id, f"{type(exc).__name__}: {exc}", type(exc).__name__, {})
+            error = error_event(item.prompt_id, f"{type(exc).__name__}: {exc}", type(exc).__name__)
             out.put(("event", "execution_error", error))
-            status = {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}
+            status = failed_status("execution_error", error)
         finally:
             self.cache.current = None
             self._ship_files(out)

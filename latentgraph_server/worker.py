@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from graph import Engine
+from graph.executor import error_event, failed_status
 from latentgraph_server.previews import ONLY_ASKERS, preview_frames, preview_policy
 from latentgraph_server.progress_state import ProgressState
 from latentgraph_server.queue_store import QueueItem, QueueStore
@@ -88,10 +88,8 @@ class PromptWorker:
         self.last_failure = f"the worker thread died{' running prompt ' + orphan.prompt_id if orphan else ''}"
         log.error("%s; starting a new one (restart %d)", self.last_failure, self.restarts)
         if orphan is not None:
-            error = self._error_payload(orphan.prompt_id, "the worker thread died while running this prompt",
-                                        "WorkerDied", {})
-            status = {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}
-            self._record(orphan.prompt_id, {}, status, {})
+            error = error_event(orphan.prompt_id, "the worker thread died while running this prompt", "WorkerDied")
+            self._record(orphan.prompt_id, {}, failed_status("execution_error", error), {})
             self._send(orphan.client_id, "execution_error", error)
             self._send(orphan.client_id, "executing", {"node": None, "display_node": None,
                                                        "prompt_id": orphan.prompt_id})
@@ -224,12 +222,12 @@ class PromptWorker:
             if not checked.ok:
                 # Valid when queued, but not after a restart (e.g. a model file was removed).
                 message = (checked.error or {}).get("message", "the prompt is no longer valid")
-                return self._failure(item, on_event, message, "ValidationError", checked.response())
+                return self._failure(item, on_event, message, "ValidationError")
             result = self.engine.execute(checked.plan, prompt_id=item.prompt_id, on_event=on_event,
                                          interrupt=running.interrupt, extra_data=item.extra_data)
         except BaseException as exc:  # SystemExit from a node must not end the worker
             return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__,
-                                 {"traceback": traceback.format_exc()})
+                                 [traceback.format_exc()])
         status = {"status_str": "success" if result.status == "success" else "error",
                   "completed": result.status == "success", "messages": result.messages}
         meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
@@ -250,18 +248,11 @@ class PromptWorker:
                 return False
             delay = min(delay * 2, 10.0)
 
-    @staticmethod
-    def _error_payload(prompt_id: str, message: str, kind: str, details: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
-                "exception_message": message, "exception_type": kind,
-                "traceback": [details.get("traceback", "")] if "traceback" in details else [],
-                "current_inputs": {}, "current_outputs": [], "timestamp": int(time.time() * 1000)}
-
     def _failure(self, item: QueueItem, on_event: Callable[[str, dict[str, Any]], None], message: str,
-                 kind: str, details: dict[str, Any]) -> tuple[dict, dict, dict]:
-        error = self._error_payload(item.prompt_id, message, kind, details)
+                 kind: str, trace: list[str] | None = None) -> tuple[dict, dict, dict]:
+        error = error_event(item.prompt_id, message, kind, trace=trace)
         on_event("execution_error", error)
-        return {}, {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}, {}
+        return {}, failed_status("execution_error", error), {}
 
     def _send_preview(self, item: QueueItem, data: dict[str, Any]) -> None:
         """A sampler's preview to the prompt's client, if anyone there is to get it."""
