@@ -143,14 +143,6 @@ def test_unknown_sampler_and_scheduler_are_refused_at_validation(env):
     assert kinds == [("value_not_in_list", "sampler_name"), ("value_not_in_list", "scheduler")]
 
 
-def test_declared_names_match_the_sampling_library():
-    from nodes import ksampler
-    from nodes.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-
-    assert tuple(ksampler.SAMPLER_NAMES) == tuple(SAMPLER_NAMES)
-    assert tuple(ksampler.SCHEDULER_NAMES) == tuple(SCHEDULER_NAMES)
-
-
 def test_missing_checkpoint_is_a_validation_error(env):
     registry, runtime = env
     checked = prepare(txt2img(ckpt="nope.safetensors"), registry, runtime=runtime)
