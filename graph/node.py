@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from graph.comfy_names import COMFYUI_DISPLAY_NAMES, SEARCH_ALIASES
 
 # Types whose values can be typed into a widget; everything else must arrive by link.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
@@ -232,13 +231,14 @@ class Node:
 
     Class attributes a node may set:
       - ``outputs``: tuple of ``Output``.
-      - ``category``, ``display_name`` (defaults to ComfyUI's name for the class, else the
-        class name split into words), ``description`` (defaults to the docstring).
+      - ``category``, ``display_name`` (defaults to the name the registry knows the class by,
+        e.g. ComfyUI's, else the class name split into words), ``description`` (defaults to
+        the docstring).
       - ``output_node``: the node is a root of execution (SaveImage, PreviewImage).
       - ``not_deterministic``: never served from the cache (random sources, clocks).
       - ``node_name``: the registered name, when it differs from the class name.
-      - ``search_aliases``: more words the editors' node search finds it by (default: ours
-        for ComfyUI's classes, graph.comfy_names).
+      - ``search_aliases``: more words the editors' node search finds it by (default: the
+        registry's, e.g. the nodes package's for ComfyUI's classes).
 
     At run time the engine creates one instance per execution and sets ``self.context``
     (a ``graph.context.ExecutionContext``) before calling ``execute``.
@@ -320,8 +320,8 @@ def definition_of(cls: type[Node]) -> NodeDefinition:
         cls=cls,
         inputs=ordered,
         outputs=tuple(cls.outputs),
-        # A ComfyUI class is shown by ComfyUI's name for it (graph.comfy_names).
-        display_name=cls.display_name or COMFYUI_DISPLAY_NAMES.get(name) or _split_camel(name),
+        # A class known by another name (ComfyUI's) gets it from the registry (NodeRegistry.known_names).
+        display_name=cls.display_name or _split_camel(name),
         category=cls.category,
         description=doc,
         output_node=cls.output_node,
@@ -331,7 +331,7 @@ def definition_of(cls: type[Node]) -> NodeDefinition:
         has_fingerprint=cls.fingerprint.__func__ is not Node.fingerprint.__func__,
         simple_io=not any(i.lazy or i.is_list for i in ordered.values()) and not any(o.is_list for o in cls.outputs),
         widget_names=tuple(n for n, i in ordered.items() if i.is_widget),
-        search_aliases=tuple(cls.search_aliases) or SEARCH_ALIASES.get(name, ()),
+        search_aliases=tuple(cls.search_aliases),
     )
     _DEFINITIONS[cls] = definition
     return definition
