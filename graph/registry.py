@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,9 +37,16 @@ class PluginFailure:
 
 @dataclass
 class NodeRegistry:
-    """The catalogue of node definitions by name: built-ins, then plugins."""
+    """The catalogue of node definitions by name: built-ins, then plugins.
+
+    ``known_names`` and ``known_aliases`` give a class that does not name itself the display
+    name and search words it is known by (a node package's ``DISPLAY_NAMES`` and
+    ``SEARCH_ALIASES``: for Latentgraph's, ComfyUI's names), whichever package registers it.
+    """
 
     definitions: dict[str, NodeDefinition] = field(default_factory=dict)
+    known_names: dict[str, str] = field(default_factory=dict)
+    known_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     builtin_names: set[str] = field(default_factory=set)
     plugin_failures: list[PluginFailure] = field(default_factory=list)
     loaded_plugins: list[str] = field(default_factory=list)
@@ -50,6 +57,10 @@ class NodeRegistry:
             raise TypeError(f"{cls!r} is not a Node subclass")
         definition = definition_of(cls)
         key = name or definition.name
+        if cls.display_name is None and definition.name in self.known_names:
+            definition = replace(definition, display_name=self.known_names[definition.name])
+        if not cls.search_aliases and definition.name in self.known_aliases:
+            definition = replace(definition, search_aliases=tuple(self.known_aliases[definition.name]))
         if key in self.builtin_names:
             raise ValueError(f"node {key!r} is built in and cannot be replaced")
         self.definitions[key] = definition
@@ -70,6 +81,8 @@ class NodeRegistry:
     def load_package(self, package: str) -> None:
         """Registers every Node subclass defined in the top-level modules of a package (built-ins)."""
         root = importlib.import_module(package)
+        self.known_names.update(getattr(root, "DISPLAY_NAMES", {}))
+        self.known_aliases.update(getattr(root, "SEARCH_ALIASES", {}))
         modules = [root]
         if hasattr(root, "__path__"):
             # Only the package's own modules declare nodes; its subpackages are support

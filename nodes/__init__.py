@@ -8,7 +8,9 @@ model plumbing those nodes share; node modules import them, and torch, lazily in
 An application (the CLI, the server) gets the nodes' runtime from here: ``add_runtime_flags``
 adds the device and precision flags to its argument parser, ``make_runtime`` builds the
 ``nodes.sd.runtime.Runtime`` it hands to the engine, ``tune_process`` sets up the process
-before any thread starts.
+before any thread starts. ``DISPLAY_NAMES`` and ``SEARCH_ALIASES`` (``nodes/comfy_names.py``)
+are the names ComfyUI users know the node classes by, which the registry gives every class
+of that name, built in or plugin.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 
 from graph.context import Folders
+from nodes.comfy_names import COMFYUI_DISPLAY_NAMES as DISPLAY_NAMES
+from nodes.comfy_names import SEARCH_ALIASES
 from nodes.models.folders import ModelFolders
 from nodes.sd.runtime import DeviceSettings, Runtime
 
@@ -43,3 +47,6 @@ def tune_process() -> None:
     from nodes.sd.host_memory import tune_allocator
 
     tune_allocator()
+
+
+__all__ = ["DISPLAY_NAMES", "SEARCH_ALIASES", "add_runtime_flags", "make_runtime", "tune_process"]

@@ -1,7 +1,7 @@
 """ComfyUI's display names for the nodes we share with it, and the editor's node search.
 
 ComfyUI users know "KSampler", "Load Checkpoint", "CLIP Text Encode (Prompt)"; /object_info
-serves those names (graph.comfy_names), and the editor's search (web/js/palette.js) finds a
+serves those names (nodes/comfy_names.py), and the editor's search (web/js/palette.js) finds a
 node by class name, display name or an everyday word such as "prompt" or "upscale".
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from graph import Input, Node, NodeRegistry, Output, build_registry
-from graph.comfy_names import COMFYUI_DISPLAY_NAMES, SEARCH_ALIASES
+from nodes.comfy_names import COMFYUI_DISPLAY_NAMES, SEARCH_ALIASES
 from tests.server_support import REPO, ServerThread, make_config
 
 # Built-in nodes that ComfyUI does not have (none today): they keep their own names.
@@ -63,13 +63,17 @@ class Renamed(Node):
 
 
 def test_a_plugin_class_with_a_comfyui_name_gets_it_unless_it_names_itself():
-    registry = NodeRegistry()
+    # The names a registry knows come from the node packages it loaded (nodes/__init__.py).
+    registry = NodeRegistry(known_names=dict(COMFYUI_DISPLAY_NAMES), known_aliases=dict(SEARCH_ALIASES))
     registry.register(KSampler)
     registry.register(Renamed)
     assert registry.get("KSampler").display_name == "KSampler"
     assert registry.get("KSampler").search_aliases == SEARCH_ALIASES["KSampler"]
     assert registry.get("VAELoader").display_name == "My VAE Loader"
     assert registry.get("VAELoader").search_aliases == ("autoencoder",)
+    loaded = NodeRegistry()
+    loaded.load_package("nodes")
+    assert loaded.known_names == COMFYUI_DISPLAY_NAMES and loaded.known_aliases == SEARCH_ALIASES
 
 
 def test_the_editor_search_finds_nodes_by_class_display_name_and_common_words(tmp_path):
