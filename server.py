@@ -27,6 +27,7 @@ from graph import (
     PreparationCancelled,
     PromptLimits,
     PromptTooLarge,
+    build_registry,
 )
 from graph.cache import OutputCache
 from latentgraph_server import frontend, jobs, model_library, server_logs, settings, userdata, views
@@ -347,11 +348,9 @@ def _int_query(request: web.Request, name: str) -> int | None:
 
 
 def make_registry(config: ServerConfig) -> NodeRegistry:
-    registry = NodeRegistry()
-    for package in config.node_packages:
-        registry.load_package(package)
-    if not config.disable_all_custom_nodes:
-        registry.load_plugins(config.custom_nodes_directory, import_timeout=config.plugin_import_timeout or None)
+    registry = build_registry(config.node_packages, config.custom_nodes_directory,
+                              disable_plugins=config.disable_all_custom_nodes,
+                              import_timeout=config.plugin_import_timeout or None)
     for failure in registry.plugin_failures:
         log.warning("plugin %s failed to load and was skipped:\n%s", failure.name, failure.traceback)
     return registry

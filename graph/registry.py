@@ -16,7 +16,7 @@ import pkgutil
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -171,20 +171,23 @@ def _import_plugin(module_name: str, entry: Path, timeout: float | None) -> Modu
 
 
 def build_registry(
-    builtin_package: str | None = "nodes",
+    builtin_package: str | Sequence[str] | None = "nodes",
     plugin_folder: str | Path | None = "custom_nodes",
     *,
     disable_plugins: bool = False,
     extra: Iterable[type[Node]] = (),
+    import_timeout: float | None = None,
 ) -> NodeRegistry:
-    """Builds the registry used by the CLI and the server."""
+    """Builds the registry of the CLI and the server: the built-in package(s), then the
+    plugins of ``plugin_folder`` (each import bounded by ``import_timeout`` seconds)."""
     registry = NodeRegistry()
-    if builtin_package:
-        registry.load_package(builtin_package)
+    packages = [builtin_package] if isinstance(builtin_package, str) else list(builtin_package or ())
+    for package in packages:
+        registry.load_package(package)
     for cls in extra:
         registry.register(cls, builtin=True)
     if plugin_folder is not None and not disable_plugins:
-        registry.load_plugins(plugin_folder)
+        registry.load_plugins(plugin_folder, import_timeout)
     return registry
 
 
