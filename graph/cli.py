@@ -20,12 +20,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
-from graph import build_registry, is_ui_format, parse_workflow, ui_to_api
 from graph.cache import DEFAULT_BUDGET_BYTES, OutputCache
 from graph.context import Folders
 from graph.engine import Engine
 from graph.executor import ExecutionResult
-from graph.registry import NodeRegistry
+from graph.preparation import parse_workflow
+from graph.registry import NodeRegistry, build_registry
+from graph.ui_format import is_ui_format, ui_to_api
 from graph.validate import ValidationResult
 
 EXIT_INVALID = 1
