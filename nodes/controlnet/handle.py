@@ -22,7 +22,7 @@ from nodes.sd.handles import module_bytes
 
 @dataclass(frozen=True, eq=False)
 class ControlNetHandle:
-    """CONTROL_NET: a diffusers ``ControlNetModel`` in eval mode.
+    """CONTROL_NET: a diffusers ``ControlNetModel`` (or ``T2IAdapter``) in eval mode.
 
     ``family``: ``"sd1"``, ``"sd2"`` or ``"sdxl"``, the models it was trained for;
     ``hint_channels``: channels of the hint image it takes (3); ``source``: the file.
@@ -36,7 +36,8 @@ class ControlNetHandle:
     dtype: torch.dtype
     source: Path
     hint_channels: int = 3
-    kind: str = "controlnet"
+    kind: str = "controlnet"  # or "t2i_adapter" (a diffusers T2IAdapter)
+    hint_multiple: int = 8  # a T2I-Adapter's hint is rounded up to a multiple of its pixel-unshuffle factor
 
     def size_bytes(self) -> int:
         return module_bytes(self.model)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from nodes.controlnet.adapter import is_adapter, load_adapter
 from nodes.controlnet.handle import ControlNetHandle
 from nodes.controlnet.keymap import controlnet_key_map
 from nodes.controlnet.structure import ControlNetInfo, inspect_controlnet
@@ -87,7 +88,8 @@ def _read(model: torch.nn.Module, key_map: KeyMap, source: StateSource, info: Co
 def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     keep_file_precision: bool = True, base_unet: Any = None,
                     config_root: Path = CONFIG_ROOT) -> ControlNetHandle:
-    """Loads a ControlNet file or diffusers folder into a :class:`ControlNetHandle`.
+    """Loads a ControlNet file or diffusers folder into a :class:`ControlNetHandle` (a
+    T2I-Adapter file too: ``nodes.controlnet.adapter``, recognised by its keys).
 
     ``path``: an LDM (``control_model.*``) or diffusers-keyed ``.safetensors`` (or a pickle
     ``torch.load(weights_only=True)`` accepts), or a folder with ``config.json`` and
@@ -103,6 +105,10 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     path = Path(path)
     weights = _weights_of(path)
     folder_config = sibling_config(weights, ("ControlNetModel",))
+    with open_state(weights, device, dtype) as source:
+        adapter = is_adapter(source.shapes)
+    if adapter:
+        return load_adapter(weights, device=device, dtype=dtype)
     with open_state(weights, device, dtype) as source:
         info = inspect_controlnet(source.shapes, source.metadata, folder_config, path.name, config_root)
         if info.is_diff and base_unet is None:

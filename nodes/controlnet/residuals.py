@@ -35,17 +35,30 @@ from nodes.controlnet.handle import ControlLink, control_of
 Segment = tuple[ControlLink | None, int, int | None]  # (chain head, entries, rows per entry; None: not yet fitted)
 
 
+def _add(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    if not a or not b:
+        return a or b
+    if len(a) != len(b):
+        raise ValueError("chained ControlNets give different numbers of residuals; are they for one model family?")
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
 @dataclass(frozen=True)
 class Residuals:
-    """A ControlNet's output: one residual per UNet skip connection, and the middle block's."""
+    """What a chain adds to the UNet: ControlNets' residuals for each skip connection
+    (``down``) and the middle block (``mid``, as a 1-tuple), T2I-Adapters' features added
+    inside the down blocks (``intrablock``). Empty tuples where nothing of that kind ran."""
 
-    down: tuple[torch.Tensor, ...]
-    mid: torch.Tensor
+    down: tuple[torch.Tensor, ...] = ()
+    mid: tuple[torch.Tensor, ...] = ()
+    intrablock: tuple[torch.Tensor, ...] = ()
 
     def __add__(self, other: Residuals) -> Residuals:
-        if len(self.down) != len(other.down):
-            raise ValueError("chained ControlNets give different numbers of residuals; are they for one model family?")
-        return Residuals(tuple(a + b for a, b in zip(self.down, other.down, strict=True)), self.mid + other.mid)
+        return Residuals(_add(self.down, other.down), _add(self.mid, other.mid),
+                         _add(self.intrablock, other.intrablock))
+
+
+FIELDS = ("down", "mid", "intrablock")
 
 
 @dataclass(frozen=True)
@@ -109,23 +122,27 @@ class ControlRows:
             start += size
         if start != x_in.shape[0]:
             raise ValueError(f"ControlNet rows cover {start} rows of a batch of {x_in.shape[0]}")
-        shape = next((out for _, out in outputs if out is not None), None)
-        if shape is None:  # every chain is outside its window at this step
+        present = [out for _, out in outputs if out is not None]
+        if not present:  # every chain is outside its window at this step
             return {}
-        if len(outputs) == 1:
-            merged = outputs[0][1]
-        else:
-            def part_of(size: int, out: Residuals | None, index: int | None) -> torch.Tensor:
-                like = shape.mid if index is None else shape.down[index]
-                got = None if out is None else (out.mid if index is None else out.down[index])
-                return got if got is not None else like.new_zeros((size, *like.shape[1:]))
-
-            merged = Residuals(
-                tuple(torch.cat([part_of(s, o, i) for s, o in outputs]) for i in range(len(shape.down))),
-                torch.cat([part_of(s, o, None) for s, o in outputs]))
+        merged: dict[str, tuple[torch.Tensor, ...]] = {}
+        for name in FIELDS:
+            like = next((getattr(out, name) for out in present if getattr(out, name)), ())
+            if len(outputs) == 1 or not like:
+                merged[name] = getattr(present[0], name) if len(outputs) == 1 else ()
+                continue
+            # rows without this kind of residual get zeros: adding them leaves the UNet's result as it was
+            merged[name] = tuple(torch.cat([getattr(out, name)[index] if out is not None and getattr(out, name)
+                                            else like[index].new_zeros((size, *like[index].shape[1:]))
+                                            for size, out in outputs]) for index in range(len(like)))
         dtype = model.dtype
-        return {"down_block_additional_residuals": tuple(r.to(dtype) for r in merged.down),
-                "mid_block_additional_residual": merged.mid.to(dtype)}
+        kwargs: dict[str, Any] = {}
+        if merged["down"]:
+            kwargs["down_block_additional_residuals"] = tuple(r.to(dtype) for r in merged["down"])
+            kwargs["mid_block_additional_residual"] = merged["mid"][0].to(dtype)
+        if merged["intrablock"]:  # a list: the UNet pops from it
+            kwargs["down_intrablock_additional_residuals"] = [r.to(dtype) for r in merged["intrablock"]]
+        return kwargs
 
 
 def _chain(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
@@ -145,9 +162,11 @@ def _chain(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tenso
 def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
          added: dict[str, torch.Tensor] | None, entries: int, cache: dict) -> Residuals:
     net = link.net
-    if net.family != model.family:
+    if net.family != model.family and (net.kind == "controlnet" or "sdxl" in (net.family, model.family)):
         raise ValueError(f"a ControlNet for {net.family} ({net.source.name}) cannot guide a {model.family} model")
     device, dtype = net.device, net.dtype
+    if net.kind == "t2i_adapter":
+        return _adapter_features(link, x, entries, cache)
     hint = prepared_hint(link.hint, x.shape, entries, device, dtype, cache, key=id(link))
     if hint.shape[1] != net.hint_channels:
         raise ValueError(f"the ControlNet {net.source.name} takes a {net.hint_channels}-channel hint image, "
@@ -156,7 +175,30 @@ def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor,
     down, mid = net.model(x.to(device, dtype), timestep.to(device), encoder_hidden_states=context.to(device, dtype),
                           controlnet_cond=hint, conditioning_scale=float(link.strength), added_cond_kwargs=extra,
                           return_dict=False)
-    return Residuals(tuple(down), mid)
+    return Residuals(tuple(down), (mid,))
+
+
+def _adapter_features(link: ControlLink, x: torch.Tensor, entries: int, cache: dict) -> Residuals:
+    """A T2I-Adapter's features (they depend on the hint alone: computed once per run and
+    size, as ComfyUI does), times the link's strength. The hint is resized to the input's
+    size x 8 rounded up to the adapter's unshuffle factor, averaged to one channel for a
+    1-channel adapter (ComfyUI's ``T2IAdapter.get_control``)."""
+    net = link.net
+    n, _, h, w = x.shape
+    key = ("adapter", id(link), n, h, w, entries)
+    if key not in cache:
+        step = net.hint_multiple
+        height, width = -(-h * 8 // step) * step, -(-w * 8 // step) * step
+        hint = resize_hint(link.hint.float(), height, width)
+        if net.hint_channels == 1 and hint.shape[1] > 1:
+            hint = hint.mean(dim=1, keepdim=True)
+        if hint.shape[1] != net.hint_channels:
+            raise ValueError(f"the T2I-Adapter {net.source.name} takes a {net.hint_channels}-channel hint image, "
+                             f"got {hint.shape[1]} channels")
+        hint = broadcast_hint(hint, n, entries).to(net.device, net.dtype)
+        cache[key] = tuple(net.model(hint))
+    features = tuple((f * float(link.strength)).expand(n, *f.shape[1:]) for f in cache[key])
+    return Residuals(intrablock=features)
 
 
 def resize_hint(hint: torch.Tensor, height: int, width: int) -> torch.Tensor:

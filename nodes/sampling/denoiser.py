@@ -90,12 +90,16 @@ def concat_conds(conds: list[Mapping[str, torch.Tensor]], batch: int) -> dict[st
 
     ``context`` tensors with different token counts (e.g. 77 vs 154 for a long prompt) are
     tiled along tokens to their least common multiple, which leaves cross-attention unchanged.
+    A value that is not a tensor is joined by its type's ``join(values, batch)`` classmethod.
     """
     keys = set(conds[0])
     if any(set(c) != keys for c in conds):
         raise ValueError("cond and uncond must carry the same keys")
     out: dict[str, torch.Tensor] = {}
     for key in conds[0]:
+        if not isinstance(conds[0][key], torch.Tensor):  # e.g. ControlNet rows: their own type joins them
+            out[key] = type(conds[0][key]).join([c[key] for c in conds], batch)
+            continue
         parts = [_fit_batch(c[key], batch) for c in conds]
         if key == "context":
             tokens = 1

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import torch
 
 from graph.cache import estimate_size
+from nodes.controlnet.handle import control_handles
+from nodes.controlnet.residuals import ControlRows, ControlSteps, controls_for_uncond
 from nodes.sampling import CFGDenoiser, DiscreteDenoiser, concat_conds
 from nodes.sampling.custom import DualCFGDenoiser
 from nodes.sampling.sampler_base import Model
@@ -26,8 +28,9 @@ from nodes.sd.unet_call import conditioning_regions, unet_function
 
 
 def base_denoiser(model: ModelHandle) -> DiscreteDenoiser:
-    """The model's unguided ``D(x, sigma, **cond) -> x0`` (its UNet, schedule and prediction)."""
-    return DiscreteDenoiser(unet_function(model), model.schedule, model.prediction)
+    """The model's unguided ``D(x, sigma, **cond) -> x0`` (its UNet, schedule and prediction;
+    ControlNet rows in ``cond`` get each step's sigma, ``nodes.controlnet.residuals``)."""
+    return ControlSteps(DiscreteDenoiser(unet_function(model), model.schedule, model.prediction))
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +49,14 @@ class Guider:
 
     def regions(self, conditioning: list, samples: torch.Tensor, concat: torch.Tensor | None,
                 seed: int = 0) -> list:
-        return conditioning_regions(conditioning, self.model, samples, concat, seed)
+        regions = conditioning_regions(conditioning, self.model, samples, concat, seed)
+        for region in regions:  # every entry, with a ControlNet or not, so that all join along the batch
+            region.cond["control"] = ControlRows.of_entry(region.extras)
+        return regions
+
+    def control_handles(self) -> tuple:
+        """The ControlNets its conditioning uses (to be on the device with the model)."""
+        return control_handles(*(value for value in vars(self).values() if isinstance(value, list)))
 
     def size_bytes(self) -> int:
         held = [value for name, value in vars(self).items() if name != "model"]
@@ -64,7 +74,8 @@ class CFGGuider(Guider):
 
     def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None, seed: int = 0) -> Model:
         return CFGDenoiser(base_denoiser(self.model), self.regions(self.positive, samples, concat, seed),
-                           self.regions(self.negative, samples, concat, seed), self.cfg)
+                           self.regions(controls_for_uncond(self.positive, self.negative), samples, concat, seed),
+                           self.cfg)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +103,8 @@ class DualCFGGuider(Guider):
     def denoiser(self, samples: torch.Tensor, concat: torch.Tensor | None, seed: int = 0) -> Model:
         return DualCFGDenoiser(base_denoiser(self.model), self.regions(self.cond1, samples, concat, seed),
                                self.regions(self.cond2, samples, concat, seed),
-                               self.regions(self.negative, samples, concat, seed), self.cfg_conds,
+                               self.regions(controls_for_uncond(self.cond1, self.negative), samples, concat, seed),
+                               self.cfg_conds,
                                self.cfg_cond2_negative, self.nested, concat_conds)
 
 

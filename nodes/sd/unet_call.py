@@ -20,12 +20,16 @@ def unet_function(model: ModelHandle) -> Callable[..., torch.Tensor]:
     [B, 6]) is passed as diffusers' ``added_cond_kwargs``. ``concat`` [B, in_channels - 4,
     h, w] is appended to the input channels (an inpainting UNet's mask and masked-image
     latent, see :func:`inpaint_concat`). ``class_labels`` [B, adm] is SD2.1-unCLIP's image
-    vector (:mod:`nodes.sd.unclip`).
+    vector (:mod:`nodes.sd.unclip`). ``control`` (``nodes.controlnet.residuals.ControlRows``)
+    adds ControlNet residuals, computed from the input before ``concat``.
     """
     def call(x_in: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
              text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None,
-             concat: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+             concat: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
+             control: Any = None) -> torch.Tensor:
         dtype = model.dtype
+        residuals = {} if control is None else \
+            control.unet_kwargs(model, x_in, timestep, context, text_embeds, time_ids)
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in.device, x_in.dtype)], dim=1)
         if x_in.shape[1] != model.in_channels:
@@ -36,7 +40,7 @@ def unet_function(model: ModelHandle) -> Callable[..., torch.Tensor]:
         labels = class_labels.to(model.device, dtype) if class_labels is not None else None
         out = model.unet(x_in.to(model.device, dtype), timestep.to(model.device),
                          encoder_hidden_states=context.to(model.device, dtype), added_cond_kwargs=added,
-                         class_labels=labels, return_dict=False)[0]
+                         class_labels=labels, return_dict=False, **residuals)[0]
         return out.float()
     return call
 
@@ -53,6 +57,7 @@ def entry_kwargs(cond: torch.Tensor, extras: dict, model: ModelHandle, latent: t
     (the sampling seed; :mod:`nodes.sd.unclip`).
     """
     from nodes.sd.unclip import class_labels, revision_pooled, unclip_width
+
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
         raise ValueError("a conditioning entry must hold a [batch, tokens, width] tensor")
     kwargs = {"context": cond.to(latent.device)}
