@@ -21,10 +21,30 @@ STRENGTH = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
 PERCENT = {"min": 0.0, "max": 1.0, "step": 0.001}
 
 
+# ComfyUI lists models/controlnet and models/t2i_adapter (and their extra_model_paths.yaml
+# entries) as one "controlnet" folder list; a name is looked up in that order.
+KINDS = ("controlnet", "t2i_adapter")
+
+
+def control_net_choices(runtime: Any) -> list[str]:
+    """The files of models/controlnet and models/t2i_adapter, one list."""
+    return sorted({name for kind in KINDS for name in model_choices(kind)(runtime)})
+
+
+def control_net_state(context: Any, name: str) -> list:
+    """``[path, size, mtime]`` of a listed ControlNet or T2I-Adapter (``file_state``)."""
+    for kind in KINDS[:-1]:
+        try:
+            return file_state(context, kind, name)
+        except FileNotFoundError:
+            continue
+    return file_state(context, KINDS[-1], name)
+
+
 def _load(context: Any, name: str, base_unet: Any = None) -> Any:
     from nodes.controlnet.load import load_controlnet
 
-    path = Path(file_state(context, "controlnet", name)[0])
+    path = Path(control_net_state(context, name)[0])
     device, dtypes = runtime_dtypes(context)
     return load_controlnet(path, device=device, dtype=dtypes["unet"], base_unet=base_unet)
 
@@ -33,12 +53,12 @@ class ControlNetLoader(Node):
     """Loads a ControlNet (SD1.x, SD2.x or SDXL; LDM or diffusers layout) from models/controlnet."""
 
     category = "loaders"
-    control_net_name = Input(choices=model_choices("controlnet"), tooltip="file in models/controlnet")
+    control_net_name = Input(choices=control_net_choices, tooltip="file in models/controlnet or models/t2i_adapter")
     outputs = (Output("CONTROL_NET"),)
 
     @classmethod
     def fingerprint(cls, context: Any, control_net_name: str | None = None, **_: Any) -> list | None:
-        return file_state(context, "controlnet", control_net_name) if control_net_name is not None else None
+        return control_net_state(context, control_net_name) if control_net_name is not None else None
 
     def execute(self, control_net_name: str) -> tuple:
         return (_load(self.context, control_net_name),)
@@ -50,12 +70,12 @@ class DiffControlNetLoader(Node):
 
     category = "loaders"
     model = Input("MODEL")
-    control_net_name = Input(choices=model_choices("controlnet"), tooltip="file in models/controlnet")
+    control_net_name = Input(choices=control_net_choices, tooltip="file in models/controlnet or models/t2i_adapter")
     outputs = (Output("CONTROL_NET"),)
 
     @classmethod
     def fingerprint(cls, context: Any, control_net_name: str | None = None, **_: Any) -> list | None:
-        return file_state(context, "controlnet", control_net_name) if control_net_name is not None else None
+        return control_net_state(context, control_net_name) if control_net_name is not None else None
 
     def execute(self, model: Any, control_net_name: str) -> tuple:
         return (_load(self.context, control_net_name, base_unet=model.original_unet),)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from graph import prepare
 from nodes.controlnet.adapter import inspect_adapter
 from nodes.controlnet.load import load_controlnet
 from nodes.models.errors import UnknownCheckpointError
-from tests.fixtures.tiny_controlnets import save_adapter, save_ldm, tiny_adapter, tiny_controlnet
+from tests.fixtures.tiny_controlnets import save_adapter, save_diff, save_ldm, tiny_adapter, tiny_controlnet
 from tests.test_controlnet_sampling import Runs, _square, workflow
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
@@ -47,9 +48,12 @@ def runs(tiny_checkpoints, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapter_env")
     unet = tiny_checkpoints.models["sd1"].unet
+    net = tiny_controlnet(unet, seed=1)
     files = {"checkpoints": {"base.safetensors": tiny_checkpoints.sd1},
-             "controlnet": {"t2i.safetensors": save_adapter(tiny_adapter([32, 64], seed=5), root / "t2i.safetensors"),
-                            "a.safetensors": save_ldm(tiny_controlnet(unet, seed=1), root / "a.safetensors")}}
+             # as in ComfyUI, models/t2i_adapter is listed with models/controlnet
+             "t2i_adapter": {"t2i.safetensors": save_adapter(tiny_adapter([32, 64], seed=5), root / "t2i.safetensors")},
+             "controlnet": {"a.safetensors": save_ldm(net, root / "a.safetensors"),
+                            "diff.safetensors": save_diff(net, unet, root / "diff.safetensors")}}
     registry, runtime = model_env(root, files)
     runtime.folders.input.mkdir(parents=True, exist_ok=True)
     _square((64, 64), (16, 16, 48, 40)).save(runtime.folders.input / "square.png")
@@ -67,3 +71,21 @@ def test_a_t2i_adapter_guides_sampling(runs):
     cn = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0)))
     both = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0), ("t2i.safetensors", 1.0, 0.0, 1.0)))
     assert (both - cn).abs().max() > 1e-3 and (both - guided).abs().max() > 1e-3
+
+
+def test_choices_list_both_folders(runs):
+    from nodes.controlnet_nodes import control_net_choices
+
+    assert control_net_choices(runs.runtime) == ["a.safetensors", "diff.safetensors", "t2i.safetensors"]
+
+
+def test_diff_controlnet_loader_adds_the_models_weights(runs):
+    full = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0)))
+    doc = workflow(("diff.safetensors", 1.0, 0.0, 1.0))
+    doc["c0"] = {"class_type": "DiffControlNetLoader",
+                 "inputs": {"model": ["1", 0], "control_net_name": "diff.safetensors"}}
+    assert torch.allclose(runs.latent(doc), full, atol=1e-4)
+    # the plain loader refuses it, naming the right one
+    checked = prepare(workflow(("diff.safetensors", 1.0, 0.0, 1.0)), runs.registry, ["5"], runtime=runs.runtime)
+    result = runs.executor.execute(checked.plan)
+    assert result.status == "error" and "DiffControlNetLoader" in str(result.error)

@@ -140,7 +140,7 @@ def test_a_checkpoint_is_not_a_controlnet(tiny_checkpoints):
 
 def test_diff_controlnet_needs_its_model(nets, tiny_checkpoints, tmp_path):
     unet = tiny_checkpoints.models["sd1"].unet
-    path = save_diff(nets["sd1"], unet, tmp_path / "diff.safetensors")
+    path = save_diff(nets["sd1"], unet, tmp_path / "diff.safetensors", with_config=False)
     with pytest.raises(ModelLoadError, match="DiffControlNetLoader"):
         load_controlnet(path, config_root=tiny_checkpoints.config_root)
     handle = load_controlnet(path, base_unet=unet, config_root=tiny_checkpoints.config_root)
