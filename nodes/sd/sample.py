@@ -39,7 +39,8 @@ def sample_latent(context: Any, guider: Guider, sampler: SamplerChoice, sigmas: 
         return latent, latent
     model = guider_model(guider)
     working = sampling_working_bytes(latent["samples"].shape, model.dtype)
-    with runtime_of(context).placed(model, working_bytes=working):
+    # the ControlNets of the conditioning run with the UNet: on the device with it
+    with runtime_of(context).placed(model, *guider.control_handles(), working_bytes=working):
         samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
         mask = latent.get("noise_mask")
         concat = None
