@@ -46,12 +46,14 @@ def env(tiny_checkpoints, tmp_path_factory):
     nets.mkdir()
     files = {
         "checkpoints": {"base.safetensors": tiny_checkpoints.sd1, "xl.safetensors": tiny_checkpoints.sdxl,
-                        "inpaint.safetensors": tiny_checkpoints.sd1_inpaint},
+                        "inpaint.safetensors": tiny_checkpoints.sd1_inpaint, "sd2.safetensors": tiny_checkpoints.sd2_v},
         "controlnet": {
             "a.safetensors": save_ldm(tiny_controlnet(sd1.unet, seed=1), nets / "a.safetensors"),
             "b.safetensors": save_ldm(tiny_controlnet(sd1.unet, seed=2), nets / "b.safetensors"),
             "zero.safetensors": save_ldm(tiny_controlnet(sd1.unet, zero=True), nets / "zero.safetensors"),
             "xl.safetensors": save_ldm(tiny_controlnet(sdxl.unet, seed=3), nets / "xl.safetensors"),
+            "sd2.safetensors": save_ldm(tiny_controlnet(tiny_checkpoints.models["sd2_v"].unet, seed=4),
+                                        nets / "sd2.safetensors"),
         },
         "loras": {"l.safetensors": write_kohya(random_lora(sd1.unet, sd1.text_encoders, seed=4), nets / "l.safetensors")},
     }
@@ -68,13 +70,13 @@ def env(tiny_checkpoints, tmp_path_factory):
 
 
 def workflow(*applies, ckpt="base.safetensors", hint="square.png", steps=3, cfg=5.0, model=("1", 0),
-             positive=("2", 0)):
+             positive=("2", 0), batch=1):
     """txt2img with a chain of ControlNetApplyAdvanced nodes, each ``(net, strength, start, end)``."""
     doc = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
         "h": {"class_type": "LoadImage", "inputs": {"image": hint}},
     }
     pos, neg = list(positive), ["3", 0]
@@ -180,6 +182,35 @@ def test_combines_with_lora_area_conditioning_and_inpainting(runs):
 
     plain = runs.latent(workflow(ckpt="inpaint.safetensors"))
     assert (runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0), ckpt="inpaint.safetensors")) - plain).abs().max() > 1e-3
+
+
+def test_sd2_controlnet_guides_an_sd2_model(runs):
+    base = runs.latent(workflow(ckpt="sd2.safetensors"))
+    assert (runs.latent(workflow(("sd2.safetensors", 1.0, 0.0, 1.0), ckpt="sd2.safetensors")) - base).abs().max() > 1e-3
+
+
+def test_a_batch_of_hints_goes_one_to_each_latent(runs):
+    """Latent batch 2 with hints [square, odd]: each image follows its own hint (its
+    cond and uncond rows both), as if sampled alone with that hint."""
+    doc = workflow(("a.safetensors", 1.0, 0.0, 1.0), batch=2)
+    doc["h2"] = {"class_type": "LoadImage", "inputs": {"image": "odd_resized.png"}}
+    doc["hb"] = {"class_type": "ImageBatch", "inputs": {"image1": ["h", 0], "image2": ["h2", 0]}}
+    doc["a0"]["inputs"]["image"] = ["hb", 0]
+    both = runs.latent(doc)
+    first = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0)))
+    assert torch.allclose(both[:1], first, atol=1e-3, rtol=1e-4)
+    other = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0), hint="odd_resized.png"))
+    assert not torch.allclose(both[:1], other, atol=1e-3)
+
+
+def test_hint_broadcast_follows_comfyui():
+    from nodes.controlnet.residuals import broadcast_hint
+
+    hints = torch.arange(3.0).view(3, 1, 1, 1)
+    assert broadcast_hint(hints, 4, 2).flatten().tolist() == [0.0, 1.0, 0.0, 1.0]  # 2 entries of 2 rows
+    assert broadcast_hint(hints, 6, 2).flatten().tolist() == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]
+    assert broadcast_hint(hints[:2], 6, 2).flatten().tolist() == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    assert broadcast_hint(hints[:1], 6, 2).shape[0] == 1  # broadcasts
 
 
 def test_sdxl_controlnet_guides_an_sdxl_model_only(runs):
