@@ -153,3 +153,11 @@ def test_handle_is_a_cached_model(nets, tmp_path):
     handle = load_controlnet(save_ldm(nets["sd1"], tmp_path / "a.safetensors"))
     assert handle.cache_pool == "models" and handle.modules() == (handle.model,)
     assert handle.size_bytes() == sum(p.numel() * 4 for p in nets["sd1"].parameters())
+
+
+def test_shuffle_controlnets_pool_their_residuals(nets, tmp_path):
+    """As ComfyUI: a file named ..._shuffle averages each residual over the image."""
+    plain = load_controlnet(save_ldm(nets["sd1"], tmp_path / "a.safetensors"))
+    pooled = load_controlnet(save_ldm(nets["sd1"], tmp_path / "control_v11e_sd15_shuffle.safetensors"))
+    for mine, full in zip(_outputs(pooled.model, "sd1"), _outputs(plain.model, "sd1"), strict=True):
+        assert mine.shape[-2:] == (1, 1) and torch.allclose(mine, full.mean(dim=(2, 3), keepdim=True), atol=1e-6)

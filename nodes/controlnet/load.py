@@ -87,7 +87,7 @@ def _read(model: torch.nn.Module, key_map: KeyMap, source: StateSource, info: Co
 
 def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     keep_file_precision: bool = True, base_unet: Any = None,
-                    config_root: Path = CONFIG_ROOT) -> ControlNetHandle:
+                    global_average_pooling: bool | None = None, config_root: Path = CONFIG_ROOT) -> ControlNetHandle:
     """Loads a ControlNet file or diffusers folder into a :class:`ControlNetHandle` (a
     T2I-Adapter file too: ``nodes.controlnet.adapter``, recognised by its keys).
 
@@ -98,6 +98,8 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     ``base_unet``: the diffusers UNet a diff ControlNet's differences are added to (required
     for one, refused for others' sake: ignored when the file is not a diff). ``config_root``:
     the per-family configs for what the structure cannot show (the bundled ones by default).
+    ``global_average_pooling``: average each residual over the image (shuffle ControlNets);
+    None decides as ComfyUI does, by a file name ending in ``_shuffle`` or ``_shuffle_fp16``.
     Raises ``UnknownCheckpointError`` for a file that is not a supported ControlNet,
     ``UnsafeFormatError`` for refused formats, ``ModelLoadError`` for missing tensors or a
     diff ControlNet without its model.
@@ -118,5 +120,9 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
         key_map = _key_map(model, info)
         state = _read(model, key_map, source, info, dtype, keep_file_precision, base_unet)
         model = build.fill(model, state, source.device, dtype)
+    if global_average_pooling is None:
+        global_average_pooling = path.stem.endswith(("_shuffle", "_shuffle_fp16"))
+    if global_average_pooling:
+        model.register_to_config(global_pool_conditions=True)
     return ControlNetHandle(model=model, family=info.family, device=torch.device(device), dtype=dtype, source=path,
                             hint_channels=int(info.config.get("conditioning_channels", 3)))
