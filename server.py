@@ -228,7 +228,7 @@ class Handlers:
         prompt_id = body.get("prompt_id")
         if prompt_id is not None and not isinstance(prompt_id, str):
             raise BadRequest("prompt_id must be a string")
-        self.worker.interrupt(prompt_id)
+        self.worker.interrupt(prompt_id or None)  # as ComfyUI's `if prompt_id:`: an empty id is a global interrupt
         return web.Response(status=200)
 
     async def post_free(self, request: web.Request) -> web.Response:

@@ -70,6 +70,7 @@ class ServerConfig:
     # Scale-out on Ray (latentgraph_server/ray_dispatch.py); None: the local worker thread, no Ray.
     ray_address: str | None = None
     ray_workers: int = 0  # 0: one per GPU of the cluster, or one when it has none
+    ray_max_workers: int = 0  # with ray_workers 0: at most this many (0: no bound); CPU-only: one per ray_worker_cpus
     ray_worker_cpus: float = 1.0
     ray_worker_gpus: float | None = None  # None: 1 when the cluster has GPUs (and not --cpu), else 0
     ray_max_tries: int = 3
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "cluster started on this machine, else a new local one; 'local': a new local one")
     scale_out.add_argument("--ray-workers", type=int, default=0, metavar="N",
                            help="workers to keep (default 0: one per GPU of the cluster, or one without GPUs)")
+    scale_out.add_argument("--ray-max-workers", type=int, default=0, metavar="N",
+                           help="with --ray-workers 0: keep at most N workers (default 0: no bound); on a "
+                                "cluster without GPUs, one per --ray-worker-cpus CPUs up to N, as machines join")
     scale_out.add_argument("--ray-worker-cpus", type=float, default=1.0, metavar="CPUS",
                            help="CPUs Ray reserves for each worker (default 1)")
     scale_out.add_argument("--ray-worker-gpus", type=float, default=None, metavar="GPUS",
@@ -213,6 +217,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         examples_directory=args.examples_directory.resolve(),
         ray_address=args.ray_address or None,
         ray_workers=max(args.ray_workers, 0),
+        ray_max_workers=max(args.ray_max_workers, 0),
         ray_worker_cpus=args.ray_worker_cpus,
         ray_worker_gpus=args.ray_worker_gpus,
         ray_max_tries=max(args.ray_max_tries, 1),

@@ -19,8 +19,13 @@ ping unanswered for ``ray_ping_timeout`` is killed), and dropped; its prompt goe
 the queue at its old place and runs again on another worker, and the files the lost run had
 already shipped are removed, so one prompt leaves one set of outputs. After
 ``ray_max_tries`` lost runs the prompt is recorded as failed with the reason. Workers are
-kept at the wanted number: a replacement waits for room in the cluster, so a machine that
-joins is used as soon as Ray places a worker on it.
+kept at the wanted number (``ray_routing.wanted_workers``, from the cluster's resources, read
+every 2 s): a replacement waits for room in the cluster, so a machine that joins is used as
+soon as Ray places a worker on it, and without a fixed ``ray_workers`` a machine that joins
+with GPUs (or CPUs, up to ``ray_max_workers``) gets workers of its own.
+
+Interrupts: ``interrupt(prompt_id)`` reaches only the worker running that prompt; without an
+id (ComfyUI's global interrupt) every running prompt is interrupted.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from graph import Engine
 from graph.executor import error_event, failed_status
 from latentgraph_server.config import ServerConfig
 from latentgraph_server.queue_store import QueueItem, QueueStore
+from latentgraph_server.ray_files import Announced, history_outputs
 from latentgraph_server.ray_lane import RayLane, WorkerLost
-from latentgraph_server.ray_routing import choose, model_candidates
+from latentgraph_server.ray_routing import choose, gpus_per_worker, model_candidates, wanted_workers
 from latentgraph_server.ray_workers import remote_runner
 from latentgraph_server.worker import RunningPrompt, SendJson, SendPreview
 
@@ -80,6 +86,9 @@ class RayDispatcher:
         self._start_failures = 0  # workers that failed to start in a row (backs off new starts)
         self._next_start = 0.0
         self.tries: dict[str, int] = {}
+        self.announced = Announced()  # what lost runs already sent their clients (ray_lane)
+        self._resources: dict[str, float] = {}  # the cluster's, as last read
+        self._resources_read = -math.inf
         # prompt id -> the workers it was given to, in order (also what the tests check routing by)
         self.placements: OrderedDict[str, list[str]] = OrderedDict()
         self.restarts = 0
@@ -207,25 +216,35 @@ class RayDispatcher:
             self._event_loop.call_soon_threadsafe(restore_signals, self._signals)
         log.info("connected to Ray: %s", ray.cluster_resources())
 
+    def _cluster(self) -> dict[str, float]:
+        """The cluster's total resources, read again every PING_SECONDS (machines join and leave)."""
+        if time.monotonic() - self._resources_read >= PING_SECONDS:
+            self._resources = dict(ray.cluster_resources())
+            self._resources_read = time.monotonic()
+        return self._resources
+
     def _wanted(self) -> int:
-        if self.config.ray_workers > 0:
-            return self.config.ray_workers
-        gpus = ray.cluster_resources().get("GPU", 0)  # default: one worker per GPU, or one without any
-        return max(1, math.floor(gpus / self._gpus_each())) if gpus and self._gpus_each() > 0 else 1
+        return wanted_workers(self._cluster(), self.config.ray_workers, self.config.ray_worker_cpus,
+                              self._gpus_each(), self.config.ray_max_workers)
 
     def _gpus_each(self) -> float:
-        if self.config.cpu:
-            return 0.0
-        if self.config.ray_worker_gpus is not None:
-            return self.config.ray_worker_gpus
-        return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        return gpus_per_worker(self._cluster(), self.config.cpu, self.config.ray_worker_gpus)
 
     def _housekeeping(self) -> None:
         """Workers: drop the dead, add up to the wanted number, mark the ready, ping the others."""
         now = time.monotonic()
+        wanted = self._wanted()
         with self._lock:
             self._lanes = [lane for lane in self._lanes if lane.state != "dead"]
-            missing = self._wanted() - len(self._lanes)
+            missing = wanted - len(self._lanes)
+            # More workers than the cluster now has room for (a machine left): those still
+            # waiting for room are withdrawn, newest first; placed ones stay until they are lost.
+            surplus = [lane for lane in reversed(self._lanes) if lane.state == "starting"][:max(-missing, 0)]
+            for lane in surplus:
+                lane.state = "dead"
+        for lane in surplus:
+            _kill(lane.actor)
+            log.info("withdrew Ray worker %s: the cluster has room for %d workers", lane.name, wanted)
         if now >= self._next_start:
             for _ in range(max(missing, 0)):
                 self._add_lane()
@@ -268,7 +287,7 @@ class RayDispatcher:
         self._next_name += 1
         actor = remote_runner(self.config.ray_worker_cpus, self._gpus_each()).remote(self.config, name)
         lane = RayLane(name, actor, self.store, self.engine, self._send, self._send_preview,
-                       self._lane_done, self.config.preview_method)
+                       self._lane_done, self.config.preview_method, self.announced)
         with self._lock:
             self._lanes.append(lane)
         log.info("started Ray worker %s", name)
@@ -359,7 +378,8 @@ class RayDispatcher:
         self.tries.pop(item.prompt_id, None)
         message = f"its worker was lost {tries} times (--ray-max-tries); last: {lost.reason}"
         error = error_event(item.prompt_id, message, "WorkerLost")
-        lane._record(item.prompt_id, {}, failed_status("execution_error", error), {})
+        outputs, meta = history_outputs(self.announced.pop(item.prompt_id))  # files its client was given
+        lane._record(item.prompt_id, outputs, failed_status("execution_error", error), meta)
         self._send(item.client_id, "execution_error", error)
         self._send(item.client_id, "executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id})
         self.on_queue_changed()

@@ -13,6 +13,8 @@ Three jobs, none of which imports Ray (so they are tested without it):
   ``{"filename", "subfolder", "type"}`` reference in the prompt's events and history is
   rewritten to the name the file really has. The map is kept per worker for its lifetime,
   because a cached output node replays its old UI payload (with the worker's names).
+- ``Announced``: the ``executed`` events a prompt's lost runs already sent to its client, so
+  the run that replaces a lost one sends none again for those nodes and keeps their files.
 """
 
 from __future__ import annotations
@@ -225,3 +227,63 @@ class EncodedImage:
 
     def save(self, buffer: Any, format: str, **options: Any) -> None:  # noqa: A002 - PIL's name
         buffer.write(self.data)
+
+
+def named_files(value: Any, roots: dict[str, Path]) -> set[Path]:
+    """The front's paths (resolved) of every ``{"filename", "subfolder", "type"}`` reference to a
+    shipped folder in ``value`` (an ``executed`` event's data, a history's outputs)."""
+    found: set[Path] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= named_files(item, roots)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found |= named_files(item, roots)
+        kind, name = value.get("type"), value.get("filename")
+        root = roots.get(kind) if isinstance(kind, str) else None
+        if root is not None and isinstance(name, str):
+            subfolder = str(value.get("subfolder") or "")
+            path = _inside(root, f"{subfolder}/{name}" if subfolder else name)
+            if path is not None:
+                found.add(path)
+    return found
+
+
+class Announced:
+    """What the lost runs of a prompt already told its client: prompt id -> node id -> the
+    ``executed`` event's data, its file names as the front stored them. A worker lost mid-prompt
+    leaves its client holding those outputs: the run that replaces it sends no second
+    ``executed`` for those nodes (it drops its own copies of their files) and the prompt's
+    history names the files the client was given. Bounded (oldest prompt forgotten first)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._prompts: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
+        self._limit = limit
+
+    def add(self, prompt_id: str, executed: dict[str, dict[str, Any]]) -> None:
+        if not executed:
+            return
+        with self._lock:
+            self._prompts.setdefault(prompt_id, {}).update(executed)
+            self._prompts.move_to_end(prompt_id)
+            while len(self._prompts) > self._limit:
+                self._prompts.popitem(last=False)
+
+    def get(self, prompt_id: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._prompts.get(prompt_id, {}))
+
+    def pop(self, prompt_id: str) -> dict[str, dict[str, Any]]:
+        """The prompt's announced outputs, forgotten (its run ended)."""
+        with self._lock:
+            return self._prompts.pop(prompt_id, {})
+
+
+def history_outputs(announced: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``outputs`` and ``meta`` history entries (as ``latentgraph_server.worker`` writes them) for
+    announced ``executed`` events."""
+    outputs = {node: data.get("output") for node, data in announced.items()}
+    meta = {node: {"node_id": node, "display_node": data.get("display_node", node), "parent_node": None,
+                   "real_node_id": node} for node, data in announced.items()}
+    return outputs, meta

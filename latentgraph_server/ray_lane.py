@@ -6,7 +6,16 @@ goes to the actor; the actor's stream of messages comes back in order. Files are
 the front server's output and temp folders (``latentgraph_server.ray_files``) before the
 events that name them are passed on, through the local worker's own event handling, to the
 websocket clients. A stream that fails because the actor is gone raises ``WorkerLost``,
-after removing the files this run had shipped: the dispatcher re-queues the prompt.
+after removing the files this run had shipped but not announced: the dispatcher re-queues
+the prompt.
+
+What the client of a re-run prompt sees: the lost run's events up to the loss (nothing
+terminal among them), then the new run's, from a fresh ``execution_start`` (ComfyUI's
+frontend takes a second one for the same prompt id as a restart of its progress), except
+the ``executed`` events of nodes whose ``executed`` the lost run had already sent: the
+client holds those outputs, their files stay, the new run's copies are dropped and the
+history names the files the client was given (``ray_files.Announced``). Each node's
+``executed`` reaches the client once, and every file an event names exists.
 """
 
 from __future__ import annotations
@@ -22,7 +31,15 @@ from ray import exceptions as ray_errors
 
 from graph import Engine
 from latentgraph_server.queue_store import QueueItem, QueueStore
-from latentgraph_server.ray_files import FileNames, InputTracker, place_file, prompt_inputs
+from latentgraph_server.ray_files import (
+    Announced,
+    FileNames,
+    InputTracker,
+    history_outputs,
+    named_files,
+    place_file,
+    prompt_inputs,
+)
 from latentgraph_server.ray_routing import Candidate
 from latentgraph_server.worker import PromptWorker, RunningPrompt, SendJson, SendPreview
 
@@ -46,7 +63,8 @@ class RayLane(PromptWorker):
     """One Ray worker, seen from the front server."""
 
     def __init__(self, name: str, actor: Any, store: QueueStore, engine: Engine, send: SendJson,
-                 send_preview: SendPreview, on_queue_changed: Callable[[], None], preview_method: str) -> None:
+                 send_preview: SendPreview, on_queue_changed: Callable[[], None], preview_method: str,
+                 announced: Announced | None = None) -> None:
         # ``engine`` is the front server's: this lane runs nothing with it (the worker prepares
         # and runs the prompt), it only reads its folders and drops the plan it held.
         super().__init__(store, engine, send, send_preview, on_queue_changed, preview_method)
@@ -62,6 +80,7 @@ class RayLane(PromptWorker):
         self.roots = {"output": Path(folders.output), "temp": Path(folders.temp)}
         self.inputs = InputTracker()
         self.names = FileNames()
+        self.announced = announced if announced is not None else Announced()  # shared by all lanes
 
     def candidate(self) -> Candidate:
         return Candidate(self.name, set(self.info.get("models", {})), int(self.info.get("cached_bytes", 0)),
@@ -95,6 +114,8 @@ class RayLane(PromptWorker):
                  on_event: Callable[[str, dict[str, Any]], None]) -> tuple[dict, dict, dict]:
         placed: list[Path] = []
         started = False
+        earlier = self.announced.get(item.prompt_id)  # node -> `executed` a lost run already sent
+        sent: dict[str, dict[str, Any]] = {}  # node -> `executed` this run sent
         payload = {"number": item.number, "prompt_id": item.prompt_id, "prompt": item.prompt,
                    "extra_data": item.extra_data, "outputs_to_execute": item.outputs_to_execute,
                    "client_id": item.client_id}
@@ -115,20 +136,48 @@ class RayLane(PromptWorker):
                             placed.append(target)
                     elif kind == "event":
                         started = True
-                        on_event(message[1], self.names.rewrite(message[2]))
+                        event, data = message[1], self.names.rewrite(message[2])
+                        if event == "executed":
+                            node = str(data.get("node"))
+                            if node in earlier:  # the client has this node's outputs: keep those
+                                _remove(named_files(data, self.roots), placed)
+                                continue
+                            sent[node] = data
+                        on_event(event, data)
                     elif kind == "done":
                         _, outputs, status, meta, self.info = message
-                        return self.names.rewrite(outputs), self.names.rewrite(status), meta
-            raise WorkerLost("the worker's stream ended without a result", started)
+                        outputs, meta = self._with_announced(item.prompt_id, self.names.rewrite(outputs), meta)
+                        return outputs, self.names.rewrite(status), meta
+            raise self._lost(item.prompt_id, placed, sent, "the worker's stream ended without a result", started)
         except LOST as exc:
-            self.inputs.forget()
-            for path in placed:  # the run that will replace this one ships its own
-                path.unlink(missing_ok=True)
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise WorkerLost(f"{type(exc).__name__}: {detail}{'' if started else ' (before its first event)'}",
-                             started) from exc
+            raise self._lost(item.prompt_id, placed, sent, f"{type(exc).__name__}: {detail}"
+                             f"{'' if started else ' (before its first event)'}", started) from exc
         except WorkerLost:
             raise
         except Exception as exc:  # a failure on this side (a file that cannot be written, ...)
             log.exception("prompt %s failed on the front server", item.prompt_id)
-            return self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            outputs, status, meta = self._failure(item, on_event, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            outputs, meta = self._with_announced(item.prompt_id, outputs, meta)
+            return outputs, status, meta
+
+    def _lost(self, prompt_id: str, placed: list[Path], sent: dict[str, dict[str, Any]], reason: str,
+              started: bool) -> WorkerLost:
+        """Cleans up after a lost run: the run that replaces it ships its own files, so this
+        one's are removed, except those named by an ``executed`` the client already got."""
+        self.inputs.forget()
+        _remove(set(placed) - named_files(list(sent.values()), self.roots), placed)
+        self.announced.add(prompt_id, sent)
+        return WorkerLost(reason, started)
+
+    def _with_announced(self, prompt_id: str, outputs: dict, meta: dict) -> tuple[dict, dict]:
+        """A prompt's outputs and meta, with those its lost runs announced (and forgotten here)."""
+        announced_outputs, announced_meta = history_outputs(self.announced.pop(prompt_id))
+        return {**outputs, **announced_outputs}, {**meta, **announced_meta}
+
+
+def _remove(paths: set[Path], placed: list[Path]) -> None:
+    """Deletes those of ``paths`` this run placed (never a file another prompt owns)."""
+    for path in [path for path in placed if path in paths]:
+        path.unlink(missing_ok=True)
+        placed.remove(path)

@@ -9,10 +9,14 @@ so a prompt and a worker share a key exactly when the worker holds one of its mo
 The dispatcher only ever offers idle workers, so a prompt never waits behind another while
 a worker is free. Among them ``choose`` takes the one holding most of the prompt's models,
 else the one with the least cached (least to evict), else the one idle longest.
+
+How many workers to keep, and what each asks Ray for, follow from the cluster's resources
+(``wanted_workers``, ``gpus_per_worker``), read again as machines join and leave.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,3 +78,31 @@ def choose(idle: list[Candidate], prompt_keys: set[str], routing: str = "affinit
     if routing == "random":
         return (rng or random).choice(idle)
     return max(idle, key=lambda c: (len(prompt_keys & c.models), -c.cached_bytes, -c.idle_since))
+
+
+def gpus_per_worker(resources: dict[str, float], cpu_only: bool, configured: float | None) -> float:
+    """The GPUs each worker asks Ray for: none with ``--cpu``; ``--ray-worker-gpus`` when given;
+    else one (a whole device per worker) when the cluster has any GPU, else none."""
+    if cpu_only:
+        return 0.0
+    if configured is not None:
+        return configured
+    return 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+
+
+def wanted_workers(resources: dict[str, float], fixed: int, cpus_each: float, gpus_each: float,
+                   max_workers: int = 0) -> int:
+    """How many workers to keep in a cluster with ``resources`` (Ray's totals: ``{"CPU": 8,
+    "GPU": 2, ...}``). ``fixed`` (``--ray-workers``) > 0: that many. Else one per ``gpus_each``
+    GPUs when workers use GPUs, else one, or with ``max_workers`` (``--ray-max-workers``) one per
+    ``cpus_each`` CPUs; at least one, never more than ``max_workers`` when that is set."""
+    if fixed > 0:
+        return fixed
+    if gpus_each > 0:
+        count = math.floor(resources.get("GPU", 0) / gpus_each + 1e-9)
+    elif max_workers > 0 and cpus_each > 0:
+        count = math.floor(resources.get("CPU", 0) / cpus_each + 1e-9)
+    else:
+        count = max_workers if max_workers > 0 else 1
+    count = max(count, 1)
+    return min(count, max_workers) if max_workers > 0 else count

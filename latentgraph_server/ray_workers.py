@@ -276,10 +276,17 @@ def _node_id() -> str | None:
         return None
 
 
+def actor_options(num_cpus: float, num_gpus: float) -> dict[str, Any]:
+    """What each worker actor asks Ray for: ``num_cpus`` CPUs and ``num_gpus`` GPUs (1 on GPU
+    nodes: Ray then gives the actor one device of its own, in ``CUDA_VISIBLE_DEVICES``), four
+    threads (a prompt, and interrupt / free / ping while it runs), and no restart by Ray."""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_concurrency": 4, "max_restarts": 0,
+            "max_task_retries": 0}
+
+
 def remote_runner(num_cpus: float, num_gpus: float) -> Any:
-    """``PromptRunner`` as a Ray actor class holding ``num_cpus`` and ``num_gpus``. Ray does not
-    restart it: the dispatcher notices its death, re-queues its prompt and starts another."""
+    """``PromptRunner`` as a Ray actor class with ``actor_options``. Ray does not restart it:
+    the dispatcher notices its death, re-queues its prompt and starts another."""
     import ray
 
-    return ray.remote(PromptRunner).options(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=4,
-                                            max_restarts=0, max_task_retries=0)
+    return ray.remote(PromptRunner).options(**actor_options(num_cpus, num_gpus))

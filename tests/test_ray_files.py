@@ -16,7 +16,14 @@ from latentgraph_server.ray_files import (
     prompt_inputs,
     write_inputs,
 )
-from latentgraph_server.ray_routing import Candidate, choose, model_candidates, node_key
+from latentgraph_server.ray_routing import (
+    Candidate,
+    choose,
+    gpus_per_worker,
+    model_candidates,
+    node_key,
+    wanted_workers,
+)
 
 
 def test_prompt_inputs_names_only_files_inside_the_input_folder(tmp_path):
@@ -134,3 +141,20 @@ def test_scratch_folders_of_finished_workers_are_swept(tmp_path):
         folder.mkdir(parents=True)
     assert sweep_scratch(tmp_path) == [gone]
     assert not gone.exists() and mine.exists() and other.exists()
+
+
+def test_workers_wanted_follow_the_cluster_s_resources(tmp_path):
+    from latentgraph_server.config import config_from_args
+
+    cpu_only, gpus = {"CPU": 6.0}, {"CPU": 32.0, "GPU": 3.0}
+    assert wanted_workers(cpu_only, 0, 1.0, 0.0) == 1  # without GPUs: one worker, unless a bound is given
+    assert wanted_workers(cpu_only, 0, 2.0, 0.0, max_workers=8) == 3  # one per 2 CPUs
+    assert wanted_workers({"CPU": 10.0}, 0, 2.0, 0.0, max_workers=4) == 4  # ... never above the bound
+    assert wanted_workers(gpus, 0, 1.0, 1.0) == 3 and wanted_workers(gpus, 0, 1.0, 1.0, max_workers=2) == 2
+    assert wanted_workers(gpus, 0, 1.0, 0.5) == 6
+    assert wanted_workers(cpu_only, 0, 1.0, 1.0) == 1  # GPU workers wanted, none yet: one waits for a GPU
+    assert wanted_workers(gpus, 5, 1.0, 1.0) == 5  # --ray-workers fixes the number
+    assert gpus_per_worker(gpus, False, None) == 1.0 and gpus_per_worker(cpu_only, False, None) == 0.0
+    assert gpus_per_worker(gpus, True, 1.0) == 0.0 and gpus_per_worker(cpu_only, False, 0.25) == 0.25
+    config = config_from_args(["--base-directory", str(tmp_path), "--ray", "auto", "--ray-max-workers", "3"])
+    assert config.ray_max_workers == 3 and config.ray_workers == 0

@@ -261,6 +261,29 @@ def test_uploads_reach_the_worker_and_interrupt_reaches_its_prompt(ray_server):
     assert not requests.get(f"{ray_server.url}/history/{pending}").json() and pending not in ray_server.handlers.worker.placements
 
 
+def test_an_interrupt_by_id_reaches_only_its_worker_and_one_without_id_every_worker(ray_server):
+    """ComfyUI's POST /interrupt: with a prompt_id, only that prompt; without one (or an empty
+    one, as ComfyUI's `if prompt_id:`), a global interrupt: here every running prompt."""
+    dispatcher = ray_server.handlers.worker
+    ids = [submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 60, "tag": 30 + i}}})
+           ["prompt_id"] for i in range(WORKERS)]
+    wait_until(lambda: {w["prompt"] for w in dispatcher.health()["workers"] if w["node"]} == set(ids), 30)
+    runs_on = {w["prompt"]: w["name"] for w in dispatcher.health()["workers"]}
+    assert len(set(runs_on.values())) == WORKERS
+    requests.post(f"{ray_server.url}/interrupt", json={"prompt_id": ids[0]})
+    entry = wait_history(ray_server.url, ids[0], 20)
+    assert any(event == "execution_interrupted" for event, _ in entry["status"]["messages"])
+    time.sleep(1.0)  # an interrupt that also reached the other worker would have ended its prompt by now
+    assert not requests.get(f"{ray_server.url}/history/{ids[1]}").json()
+    assert {w["name"]: w["prompt"] for w in dispatcher.health()["workers"]}[runs_on[ids[1]]] == ids[1]
+    for prompt_id in ids[1:]:
+        assert not dispatcher.interrupt(prompt_id + "x")  # an id that is not running reaches no worker
+    requests.post(f"{ray_server.url}/interrupt", json={"prompt_id": ""})
+    for prompt_id in ids[1:]:
+        entry = wait_history(ray_server.url, prompt_id, 20)
+        assert any(event == "execution_interrupted" for event, _ in entry["status"]["messages"])
+
+
 def test_a_reconnecting_client_learns_where_each_of_its_prompts_runs(ray_server):
     client_id = uuid.uuid4().hex
     ids = {submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 60, "tag": 20 + i}}},
@@ -296,15 +319,30 @@ def test_a_killed_worker_s_prompt_completes_once_elsewhere(ray_server):
     prompt = {"1": {"class_type": "SaveTestImage", "inputs": {"red": 5, "filename_prefix": prefix}},
               "2": {"class_type": "Wait", "inputs": {"seconds": 4.0, "tag": 1}}}
     other = submit(ray_server.url, {"1": {"class_type": "Wait", "inputs": {"seconds": 1.0, "tag": 2}}})["prompt_id"]
-    prompt_id = submit(ray_server.url, prompt)["prompt_id"]
-    output = ray_server.config.output_directory
-    wait_until(lambda: any(output.glob(f"{prefix}_*")), 30)  # its first output already came back
-    killed = kill_worker_running(ray_server, prompt_id)
+    client_id = uuid.uuid4().hex
+    with connect(f"{ray_server.ws_url}?clientId={client_id}") as socket:
+        prompt_id = submit(ray_server.url, prompt, client_id=client_id)["prompt_id"]
+        output = ray_server.config.output_directory
+        wait_until(lambda: any(output.glob(f"{prefix}_*")), 30)  # its first output already came back
+        killed = kill_worker_running(ray_server, prompt_id)
+        messages = receive_until(socket, finished(prompt_id))
     entry = wait_history(ray_server.url, prompt_id, 90)
     assert entry["status"]["status_str"] == "success", entry["status"]
     runs = placed(ray_server, prompt_id)
     assert len(runs) == 2 and runs[0] == killed and runs[1] != killed
-    assert len(list(output.glob(f"{prefix}_*"))) == 1  # the lost run's file was taken back
+    assert len(list(output.glob(f"{prefix}_*"))) == 1  # one set of outputs
+    # What the client saw: the lost run's events, then the new run's from a fresh execution_start,
+    # without a second `executed` for the image it already had, which is the file that stayed.
+    seen = [(m["type"], m["data"].get("node")) for m in messages if isinstance(m, dict)
+            and m["type"] not in ("status", "progress_state") and m["data"].get("prompt_id") == prompt_id]
+    starts = [i for i, (kind, _) in enumerate(seen) if kind == "execution_start"]
+    shown = [(i, node) for i, (kind, node) in enumerate(seen) if kind == "executed"]
+    assert len(starts) == 2 and [node for _, node in shown] == ["1", "2"]
+    assert starts[0] < shown[0][0] < starts[1] < shown[1][0]
+    assert seen[-2:] == [("execution_success", None), ("executing", None)]
+    image = next(m for m in messages if isinstance(m, dict) and m["type"] == "executed"
+                 and m["data"]["prompt_id"] == prompt_id)["data"]["output"]
+    assert entry["outputs"]["1"] == image and (output / image["images"][0]["filename"]).is_file()
     assert wait_history(ray_server.url, other, 30)["status"]["status_str"] == "success"
     assert "was lost running prompt" in dispatcher.health()["last_failure"]
     workers = wait_workers(ray_server)  # a replacement took the lost worker's place
