@@ -444,3 +444,16 @@ def test_a_muted_or_bypassed_subgraph_node_takes_its_inner_nodes_along(editor, s
     assert images == ([str(ids["source"]), 0] if mode == 4 else None)
     converted = ui_to_api(built["workflow"], server.handlers.registry)
     assert {k: n["inputs"] for k, n in converted.items()} == {k: n["inputs"] for k, n in built["output"].items()}
+
+
+def test_interrupt_names_the_prompt_this_editor_runs(editor):
+    """With several Ray workers an id-less /interrupt stops every prompt; the editor names its
+    own running prompt, and sends no id only when it follows none (ComfyUI's global interrupt)."""
+    bodies = []
+    editor.page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/interrupt") else None)
+    editor.js("app.execution.promptId = 'p-running'; app.execution.finished = false")
+    editor.js("app.interrupt()")
+    editor.js("app.execution.finished = true")
+    editor.js("app.interrupt()")
+    editor.page.wait_for_timeout(300)
+    assert bodies == [{"prompt_id": "p-running"}, {}]

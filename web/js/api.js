@@ -104,8 +104,9 @@ export class Api extends EventTarget {
     return this.postJson("/history", { clear: true });
   }
 
-  interrupt() {
-    return this.postJson("/interrupt", {});
+  /** Interrupts ``promptId`` (as ComfyUI: without one, whatever runs, on every worker). */
+  interrupt(promptId) {
+    return this.postJson("/interrupt", promptId ? { prompt_id: promptId } : {});
   }
 
   // -- files ------------------------------------------------------------------------------

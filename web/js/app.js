@@ -261,8 +261,10 @@ export class App {
     return true;
   }
 
-  async interrupt() {
-    await this.api.interrupt();
+  /** Interrupts the prompt with this id, by default the one this editor sees running (with
+   *  several workers, an id-less interrupt would stop everyone's prompts). */
+  async interrupt(promptId = this.execution.finished === false ? this.execution.promptId : undefined) {
+    await this.api.interrupt(promptId);
     toast("Interrupting…");
   }
 

@@ -66,7 +66,7 @@ export class QueuePanel {
     const pending = [...(queue.queue_pending || [])].sort((a, b) => a[0] - b[0]);
     this.running.replaceChildren(...running.map((item) => h("div.queue-item.running", {},
       h("span", {}, `Running #${item[0]}`),
-      h("button.small", { onclick: () => this.app.interrupt(), title: "Interrupt" }, "Stop"))));
+      h("button.small", { onclick: () => this.app.interrupt(item[1]), title: "Interrupt" }, "Stop"))));
     this.queued.replaceChildren(...pending.map((item) => h("div.queue-item.pending", {},
       h("span", {}, `Pending #${item[0]}`),
       h("button.small", {
