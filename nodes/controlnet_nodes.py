@@ -112,7 +112,7 @@ class ControlNetApply(Node):
     outputs = (Output("CONDITIONING"),)
 
     def execute(self, conditioning: list, control_net: Any, image: Any, strength: float) -> tuple:
-        from nodes.controlnet.handle import ControlLink, control_of
+        from nodes.controlnet.handle import ControlledConditioning, ControlLink, control_of
 
         if strength == 0:
             return (conditioning,)
@@ -121,7 +121,7 @@ class ControlNetApply(Node):
         for cond, extras in conditioning:
             link = ControlLink(net, hint, float(strength), previous=control_of(extras))
             out.append([cond, dict(extras, control=link, control_apply_to_uncond=True)])
-        return (out,)
+        return (ControlledConditioning(out),)
 
 
 class ControlNetApplyAdvanced(Node):
@@ -142,7 +142,7 @@ class ControlNetApplyAdvanced(Node):
 
     def execute(self, positive: list, negative: list, control_net: Any, image: Any, strength: float,
                 start_percent: float, end_percent: float, vae: Any = None) -> tuple:
-        from nodes.controlnet.handle import ControlLink, control_of
+        from nodes.controlnet.handle import ControlledConditioning, ControlLink, control_of
 
         if strength == 0:
             return (positive, negative)
@@ -159,7 +159,7 @@ class ControlNetApplyAdvanced(Node):
                     links[id(previous)] = ControlLink(net, hint, float(strength), float(start_percent),
                                                       float(end_percent), previous)
                 entries.append([cond, dict(extras, control=links[id(previous)], control_apply_to_uncond=False)])
-            out.append(entries)
+            out.append(ControlledConditioning(entries))
         return (out[0], out[1])
 
 

@@ -247,3 +247,14 @@ def test_rows_without_a_controlnet_get_zero_residuals(tiny_checkpoints):
         assert torch.equal(mine[:2], torch.zeros_like(mine[:2])) and torch.allclose(mine[2:], theirs, atol=1e-6)
     assert torch.allclose(got["mid_block_additional_residual"][2:], expected["mid_block_additional_residual"], atol=1e-6)
     assert rows.at(5.0, {}).segments == ((None, 1, 2), (link, 1, 2))
+
+
+def test_applied_conditioning_is_dropped_with_the_models(runs):
+    """POST /free's unload_models drops the models pool: the apply node's conditioning (which
+    holds the ControlNet) goes with the loader's output."""
+    from graph.cache import pool_of
+
+    runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0)))
+    positive, negative = (runs.output("a0", slot) for slot in (0, 1))
+    assert pool_of([[positive], [negative]]) == "models" and pool_of([[runs.output("c0")]]) == "models"
+    assert positive[0][1]["control"] is negative[0][1]["control"]  # one link: run together

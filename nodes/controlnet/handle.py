@@ -77,6 +77,15 @@ class ControlLink:
         return sum(link.hint.numel() * link.hint.element_size() for link in self.chain())
 
 
+class ControlledConditioning(list):
+    """A CONDITIONING list made by an apply node (its entries hold ControlLinks). It belongs
+    to the output cache's ``"models"`` pool, so that POST /free's ``unload_models`` drops it
+    with the ControlNets instead of a cached conditioning keeping an unloaded network alive
+    (conditionings derived from it by other nodes are plain lists and do not)."""
+
+    cache_pool: ClassVar[str] = "models"
+
+
 def control_of(extras: Any) -> ControlLink | None:
     """The ControlLink of a conditioning entry's extras, or None."""
     control = extras.get("control") if isinstance(extras, dict) else None
