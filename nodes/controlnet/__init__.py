@@ -5,6 +5,7 @@ control residuals added to the UNet while sampling.
   its family and its diffusers ``ControlNetModel`` config, from key names and shapes;
 - ``keymap``: diffusers ``ControlNetModel`` keys <- LDM ``control_model.*`` keys;
 - ``load``: files and folders -> :class:`~nodes.controlnet.handle.ControlNetHandle`;
+- ``adapter``: T2I-Adapters (TencentARC and diffusers layouts) into diffusers' ``T2IAdapter``;
 - ``handle``: the CONTROL_NET value and :class:`~nodes.controlnet.handle.ControlLink`, one
   apply node's hint, strength and window, chained to the previous one (ComfyUI's
   ``previous_controlnet``);

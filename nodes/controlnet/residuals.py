@@ -15,6 +15,10 @@ the UNet's result exactly as without ControlNet). A chain is evaluated as ComfyU
 ``get_control``: the previous links first, then this link if the step's sigma is inside
 its window, its residuals times its strength added to theirs.
 
+A T2I-Adapter link adds its features inside the UNet's down blocks
+(``down_intrablock_additional_residuals``) instead; they depend on the hint alone and are
+computed once per run.
+
 Hints (ComfyUI's ``common_upscale(hint, w * 8, h * 8, "nearest-exact", "center")``): the
 hint is centre-cropped to the latent's aspect ratio and resized with nearest-exact to the
 UNet input's size x 8 (a crop's size, for an area entry: the whole hint squeezed into it,
