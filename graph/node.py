@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
-
 
 # Types whose values can be typed into a widget; everything else must arrive by link.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+# ComfyUI's type name of a DynamicCombo in /object_info (comfy_api's io.DynamicCombo).
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 # The member types of a union input for which a constant can be checked.
 _SCALAR_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
@@ -48,10 +50,16 @@ class Input:
     ``optional`` inputs may be absent; ``lazy`` inputs are only computed when the node
     asks for them (see ``Node.check_lazy_status``); ``is_list`` inputs receive the whole
     list an upstream list output produced instead of being mapped over its items.
-    ``dynamic`` makes a combo ComfyUI's DynamicCombo: for each choice, the names of the
-    node's inputs that choice reveals (declared as optional inputs named ``combo.sub``).
-    A UI-format workflow saved by ComfyUI lists the revealed widgets' values right after
-    the combo's and none of the others (``graph.ui_format``); the choices default to its keys.
+    ``dynamic`` makes a combo ComfyUI's DynamicCombo: for each choice, the node's inputs
+    that choice reveals (declared on the node as optional inputs named ``combo.sub``), as a
+    tuple of names, or as a mapping of name -> ``Input`` when the choice declares the input
+    its own way (e.g. other choices); the node's own declaration is then what an API prompt
+    is checked against only when the choice is unknown. A revealed input is required while
+    its choice is selected (``NodeDefinition.selected_inputs``). ``/object_info`` describes
+    the combo as ComfyUI does (``COMFY_DYNAMICCOMBO_V3`` with each choice's inputs), and a
+    UI-format workflow saved by ComfyUI lists the revealed widgets' values right after the
+    combo's and none of the others (``graph.ui_format``). The choices are its keys and its
+    default the first, as ComfyUI's frontend takes it.
     """
 
     type: str = "COMBO"
@@ -71,15 +79,32 @@ class Input:
     image_upload: bool = False
     tooltip: str | None = None
     placeholder: str | None = None
-    dynamic: Mapping[str, tuple[str, ...]] | None = None
+    dynamic: Mapping[str, tuple[str, ...] | Mapping[str, Input]] | None = None
     name: str = ""  # filled in from the attribute name
     advanced: bool = False  # ComfyUI's "advanced" option: the editor tucks the widget away
 
     def __post_init__(self) -> None:
-        if self.dynamic is not None and self.choices is None:
-            self.choices = list(self.dynamic)
+        if self.dynamic is not None:
+            first = next(iter(self.dynamic), None)
+            if self.default is not None and self.default != first:
+                raise ValueError(f"a DynamicCombo's default is its first choice ({first!r}), "
+                                 f"as ComfyUI's frontend takes it, not {self.default!r}")
+            self.default = first
+            if self.choices is None:
+                self.choices = list(self.dynamic)
         if self.choices is not None:
             self.type = "COMBO"
+
+    def revealed(self, choice: Any) -> tuple[str, ...]:
+        """The names of the inputs a DynamicCombo's ``choice`` reveals (none for another value)."""
+        if not self.dynamic or not _is_hashable_scalar(choice):
+            return ()
+        return tuple(self.dynamic.get(choice, ()))
+
+    def revealed_declaration(self, choice: Any, name: str) -> Input | None:
+        """The ``Input`` that ``choice`` declares for the revealed ``name``, when it has its own."""
+        option = self.dynamic.get(choice) if self.dynamic and _is_hashable_scalar(choice) else None
+        return option.get(name) if isinstance(option, Mapping) else None
 
     @property
     def is_widget(self) -> bool:
@@ -201,12 +226,63 @@ class NodeDefinition:
     widget_names: tuple[str, ...] = field(default=())
     search_aliases: tuple[str, ...] = field(default=())
 
+    def revealed_names(self) -> frozenset[str]:
+        """The inputs a DynamicCombo shows only for some of its choices."""
+        return frozenset(name for inp in self.inputs.values() if inp.dynamic
+                         for choice in inp.dynamic for name in inp.revealed(choice))
+
+    def selected_inputs(self, values: Mapping[str, Any]) -> dict[str, Input]:
+        """The inputs that apply to a node given its input ``values`` (name -> constant or link).
+
+        Every input that no DynamicCombo reveals, plus those the combos' current choices
+        (their value, else their first choice) reveal, nested combos included, each as the
+        choice declares it and required, as ComfyUI finalises a node's inputs.
+        """
+        revealed = self.revealed_names()
+        selected = {name: inp for name, inp in self.inputs.items() if name not in revealed}
+        pending = [inp for inp in selected.values() if inp.dynamic]
+        while pending:
+            combo = pending.pop(0)
+            choice = values.get(combo.name, combo.default)
+            for name in combo.revealed(choice):
+                declared = combo.revealed_declaration(choice, name) or self.inputs.get(name)
+                if declared is None or name in selected:
+                    continue
+                own = replace(declared, optional=False)
+                own.name = name
+                selected[name] = own
+                if own.dynamic:
+                    pending.append(own)
+        return selected
+
+    def input_spec(self, inp: Input, runtime: Any = None, name: str | None = None) -> list:
+        """One input (called ``name``, default its own) in ComfyUI's ``/object_info`` shape; a
+        DynamicCombo with, for each choice, ``{"key": choice, "inputs": {"required": {short
+        name: spec}}}``, the short name being what follows the combo's name and a dot."""
+        name = name or inp.name
+        if not inp.dynamic:
+            return inp.spec(runtime)
+        options = inp.spec(runtime)[1]
+        options.pop("default", None)  # ComfyUI's DynamicCombo has none: the frontend takes the first
+        choices = []
+        for choice in inp.dynamic:
+            required: dict[str, list] = {}
+            for sub in inp.revealed(choice):
+                declared = inp.revealed_declaration(choice, sub) or self.inputs.get(sub)
+                if declared is not None:
+                    required[sub.removeprefix(name + ".")] = self.input_spec(declared, runtime, sub)
+            choices.append({"key": choice, "inputs": {"required": required}})
+        return [DYNAMIC_COMBO, {**options, "options": choices}]
+
     def object_info(self, runtime: Any = None) -> dict[str, Any]:
-        """This node in ComfyUI's ``GET /object_info`` shape."""
+        """This node in ComfyUI's ``GET /object_info`` shape (a DynamicCombo's inputs inside it)."""
         sections: dict[str, dict[str, list]] = {"required": {}, "optional": {}, "hidden": {}}
+        revealed = self.revealed_names()
         for name, inp in self.inputs.items():
+            if name in revealed:
+                continue
             section = "hidden" if inp.hidden else "optional" if inp.optional else "required"
-            sections[section][name] = inp.spec(runtime)
+            sections[section][name] = self.input_spec(inp, runtime)
         input_doc = {key: value for key, value in sections.items() if value or key == "required"}
         return {
             "input": input_doc,

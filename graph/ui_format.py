@@ -385,7 +385,7 @@ def _map_positions(definition: NodeDefinition, names: list[str], widgets_values:
     # A DynamicCombo's hidden widgets are left out of what ComfyUI saves; the values of
     # those its choice reveals follow its own. A list as long as every widget was saved
     # by an editor that shows them all (this one's), in declaration order.
-    revealed = _revealed_names(definition)
+    revealed = definition.revealed_names()
     full = not revealed or len(widgets_values) >= len(names)
     pending = [name for name in names if full or name not in revealed]
     while pending and position < len(widgets_values):
@@ -393,9 +393,8 @@ def _map_positions(definition: NodeDefinition, names: list[str], widgets_values:
         value = values[name] = widgets_values[position]
         position += 1
         inp = definition.inputs[name]
-        if inp.dynamic and not full and _is_hashable(value):
-            subs = inp.dynamic.get(value, ())
-            pending[:0] = [sub for sub in subs if sub in definition.inputs and definition.inputs[sub].is_widget]
+        if inp.dynamic and not full:
+            pending[:0] = [sub for sub in inp.revealed(value) if _is_shown_widget(definition, inp, value, sub)]
         follower = widgets_values[position] if position < len(widgets_values) else None
         # The control entry is "fixed", "randomize", ... ; ComfyUI's older default workflow
         # saved it as true/false (the frontend reads them as "randomize"/"fixed").
@@ -407,26 +406,18 @@ def _map_positions(definition: NodeDefinition, names: list[str], widgets_values:
     return values
 
 
-def _revealed_names(definition: NodeDefinition) -> set[str]:
-    """The widgets a DynamicCombo shows only for some of its choices."""
-    return {sub for inp in definition.inputs.values() if inp.dynamic for subs in inp.dynamic.values() for sub in subs}
+def _is_shown_widget(definition: NodeDefinition, combo: Input, choice: Any, name: str) -> bool:
+    """True when the input ``name`` that ``choice`` of ``combo`` reveals gets a widget."""
+    declared = combo.revealed_declaration(choice, name) or definition.inputs.get(name)
+    return name in definition.inputs and declared is not None and declared.is_widget and not declared.force_input
 
 
 def _fill_defaults(definition: NodeDefinition, values: dict[str, Any], runtime: Any) -> None:
     """Widgets without a saved value take their declared default (a combo without one, its
     first choice), as a node the frontend creates has them; a DynamicCombo's hidden widgets
-    only when its current choice shows them."""
-    revealed = _revealed_names(definition)
-    shown: set[str] = set()
-    for name in definition.widget_names:
-        inp = definition.inputs[name]
-        if inp.dynamic:
-            choice = values.get(name, inp.default if inp.default is not None else _first_choice(inp, runtime))
-            if _is_hashable(choice):
-                shown.update(inp.dynamic.get(choice, ()))
-    for name in definition.widget_names:
-        inp = definition.inputs[name]
-        if name in values or inp.force_input or (name in revealed and name not in shown):
+    only when its current choice shows them, with that choice's declaration."""
+    for name, inp in definition.selected_inputs(values).items():
+        if name in values or not inp.is_widget or inp.force_input or name not in definition.inputs:
             continue
         default = inp.default if inp.default is not None else _first_choice(inp, runtime)
         if default is not None:

@@ -200,7 +200,8 @@ def _check_node(workflow: Workflow, node_id: str, registry: NodeRegistry,
         errors.append(_error("missing_node_type", f"Node type {spec.class_type!r} is not installed",
                              f"node {node_id} asks for {spec.class_type!r}, which no loaded node provides"))
         return errors
-    for name, inp in definition.inputs.items():
+    # A DynamicCombo's inputs count only while its choice shows them, as that choice declares them.
+    for name, inp in definition.selected_inputs(spec.inputs).items():
         if inp.hidden:
             continue
         if name not in spec.inputs:

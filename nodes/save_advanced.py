@@ -3,8 +3,9 @@
 
 Its ``format`` is a DynamicCombo (``Input.dynamic``) whose choices reveal
 ``format.bit_depth``, ``format.input_color_space`` and, for AVIF, ``format.crf`` and the
-nested ``format.save_mode``. One declared input serves every format, so its choices are
-the union of the formats' choices and ``execute`` checks the value fits the format.
+nested ``format.save_mode``, each format declaring them with its own choices, as ComfyUI
+does (``FORMAT_OPTIONS``; validation checks the chosen format's). The node-level
+declarations hold the union, for a prompt whose format is unknown.
 AVIF (an AV1 encoder with 10-bit and HDR modes in ComfyUI) is declared so that saved
 workflows validate, but saving it is refused with a node error.
 
@@ -23,29 +24,43 @@ from typing import Any
 from graph import Input, Node, NodeResult, Output
 from nodes.io import output_target
 
-FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "png": ("format.bit_depth", "format.input_color_space"),
-    "exr": ("format.bit_depth", "format.input_color_space"),
-    "avif": ("format.bit_depth", "format.input_color_space", "format.crf", "format.save_mode"),
-}
 BIT_DEPTHS = {"png": ["8-bit", "16-bit"], "exr": ["32-bit float"], "avif": ["auto", "8-bit YUV420", "10-bit YUV420"]}
 COLOR_SPACES = {"png": ["sRGB"], "exr": ["sRGB", "HDR", "linear"], "avif": ["sRGB", "HDR", "HDR PQ"]}
+_SAVE_MODES = {"still images": (), "animated": ("format.save_mode.fps", "format.save_mode.loop_count")}
+
+
+def _format_inputs(file_format: str) -> dict[str, Input]:
+    """What choosing ``file_format`` reveals, as ComfyUI declares it for that format."""
+    inputs = {
+        "format.bit_depth": Input(choices=BIT_DEPTHS[file_format], default=BIT_DEPTHS[file_format][0],
+                                  advanced=True),
+        "format.input_color_space": Input(choices=COLOR_SPACES[file_format], default="sRGB", advanced=True),
+    }
+    if file_format == "avif":
+        inputs["format.crf"] = Input("INT", default=18, min=1, max=63, advanced=True,
+                                     tooltip="AVIF quality: lower is better and larger")
+        inputs["format.save_mode"] = Input(dynamic=_SAVE_MODES)
+    return inputs
+
+
+# Each format and its own declarations of the inputs it reveals (ComfyUI's choices per format).
+FORMAT_OPTIONS: dict[str, dict[str, Input]] = {name: _format_inputs(name) for name in ("png", "exr", "avif")}
 
 
 def _union(choices: dict[str, list[str]]) -> list[str]:
     return list(dict.fromkeys(choice for options in choices.values() for choice in options))
 
 
+# The node-level declarations: what an API prompt's value is checked against when its
+# format is not one of the choices (validation uses the chosen format's own, above).
 _REVEALED = {
     "format.bit_depth": Input(choices=_union(BIT_DEPTHS), default="8-bit", optional=True),
     "format.input_color_space": Input(choices=_union(COLOR_SPACES), default="sRGB", optional=True),
     "format.crf": Input("INT", default=18, min=1, max=63, optional=True,
                         tooltip="AVIF quality: lower is better and larger"),
-    "format.save_mode": Input(dynamic={"still images": (),
-                                       "animated": ("format.save_mode.fps", "format.save_mode.loop_count")},
-                              default="still images", optional=True),
+    "format.save_mode": Input(dynamic=_SAVE_MODES, optional=True),
     "format.save_mode.fps": Input("FLOAT", default=6.0, min=0.01, max=1000.0, step=0.01, optional=True),
-    "format.save_mode.loop_count": Input("INT", default=0, min=0, max=1000, optional=True,
+    "format.save_mode.loop_count": Input("INT", default=0, min=0, max=1000, optional=True, advanced=True,
                                          tooltip="0 loops forever"),
 }
 
@@ -70,7 +85,7 @@ class SaveImageAdvanced(Node):
     output_node = True
     images = Input("IMAGE")
     filename_prefix = Input("STRING", default="ComfyUI")
-    format = Input(dynamic=FORMAT_OPTIONS, default="png")
+    format = Input(dynamic=FORMAT_OPTIONS, tooltip="The file format in which to save the image.")
     outputs = (Output("IMAGE", "images"),)
 
     def execute(self, images: Any, filename_prefix: str, format: str, **revealed: Any) -> NodeResult:

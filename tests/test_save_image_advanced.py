@@ -41,7 +41,7 @@ def test_png_8_bit_with_the_prompt(registry, tmp_path):
     image = Image.open(tmp_path / "output" / "adv" / "shot_00002.png")
     assert image.mode == "RGB" and image.size == (5, 3) and image.getpixel((4, 2)) == (128, 255, 0)
     assert json.loads(image.text["prompt"])["save"]["class_type"] == "SaveImageAdvanced"
-    again = run(registry, save_document("png"), tmp_path)  # the counter goes on
+    again = run(registry, save_document("png", bit_depth="8-bit", input_color_space="sRGB"), tmp_path)  # the counter goes on
     assert again.outputs["save"]["images"][0]["filename"] == "shot_00003.png"
 
 
@@ -128,11 +128,31 @@ def test_exr_is_scene_linear_float(registry, tmp_path, space, expected):
     assert json.loads(attributes["prompt"][1])["save"]["inputs"]["format"] == "exr"
 
 
-def test_wrong_bit_depth_for_the_format_and_avif_are_node_errors(registry, tmp_path):
-    result = run(registry, save_document("exr", bit_depth="16-bit"), tmp_path / "a")
-    assert result.status == "error" and "bit_depth '16-bit'" in result.error["exception_message"]
+def errors_of(registry, document) -> dict[str, tuple[str, list]]:
+    """input name -> (error type, the input's choices in the error's input_config)."""
+    checked = prepare(document, registry, ["save"])
+    return {error["extra_info"]["input_name"]: (error["type"], (error["extra_info"].get("input_config") or [None])[0])
+            for error in checked.node_errors.get("save", {}).get("errors", [])}
+
+
+def test_the_chosen_format_declares_its_inputs_as_comfyui_does(registry):
+    # Each format has its own bit depths (ComfyUI's per-option declarations): 16-bit is a
+    # choice for PNG, not for EXR; a format's inputs are required while it is chosen.
+    assert errors_of(registry, save_document("exr", bit_depth="16-bit", input_color_space="linear")) == {
+        "format.bit_depth": ("value_not_in_list", ["32-bit float"])}
+    assert errors_of(registry, save_document("png", bit_depth="16-bit", input_color_space="sRGB")) == {}
+    assert errors_of(registry, save_document("png", input_color_space="HDR")) == {
+        "format.bit_depth": ("required_input_missing", None), "format.input_color_space": ("value_not_in_list", ["sRGB"])}
+    # The inputs of a format not chosen are not looked at (ComfyUI ignores them too).
+    assert errors_of(registry, save_document("png", bit_depth="8-bit", input_color_space="sRGB", crf="x")) == {}
+    animated = dict(bit_depth="auto", input_color_space="HDR PQ", crf=18, save_mode="animated")
+    assert set(errors_of(registry, save_document("avif", **animated))) == {
+        "format.save_mode.fps", "format.save_mode.loop_count"}
+
+
+def test_avif_is_a_node_error(registry, tmp_path):
     result = run(registry, save_document("avif", bit_depth="auto", input_color_space="sRGB", crf=18,
-                                         save_mode="still images"), tmp_path / "b")
+                                         save_mode="still images"), tmp_path)
     assert result.status == "error" and "AVIF" in result.error["exception_message"]
 
 

@@ -233,9 +233,10 @@ def test_resize_match_size_and_missing_revealed_input(registry, tmp_path):
                 "c": capture("match", "r")}
     run(registry, document, tmp_path / "a")
     assert captured("match").shape == (1, 7, 9, 3)
+    # The chosen option's inputs are required (ComfyUI's validation says so before running).
     del document["r"]["inputs"]["resize_type.match"]
-    result = run(registry, document, tmp_path / "b")
-    assert result.status == "error" and "resize_type.match" in result.error["exception_message"]
+    errors = prepare(document, registry).node_errors["r"]["errors"]
+    assert [(e["type"], e["details"]) for e in errors] == [("required_input_missing", "resize_type.match")]
 
 
 def read_png(folder, entry):

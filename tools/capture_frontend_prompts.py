@@ -15,7 +15,10 @@ Each ``NAME=PATH`` (or plain PATH, named by its stem) workflow gives ``NAME.json
 ``{"frontend_version", "workflow", "models", "prompt"}``; ``models`` lists the model files
 ``/object_info`` offered (``MODELS``: placeholders, so that the frontend's choice for an empty
 file combo does not depend on what this checkout's models/ holds). ``template:FILE`` reads FILE from the
-``comfyui-workflow-templates-json`` package. ``--frontend-static`` picks another frontend
+``comfyui-workflow-templates-json`` package. ``build:NAME`` loads the start workflow of
+``BUILDS[NAME]``, edits it in the frontend as a user would (its widgets' values set, links
+made), and also writes the workflow the frontend then saves (the ``extra_pnginfo`` of its
+``/prompt`` body) to ``tests/data/frontend_oracle/workflows/NAME.json``, which the record names. ``--frontend-static`` picks another frontend
 build; by default the installed package's. Chromium is /usr/bin/chromium; no browser is
 ever downloaded.
 """
@@ -50,6 +53,44 @@ SETTINGS = {
     "Comfy.Release.Version": "99.0.0",
     "Comfy.Validation.Workflows": True,
     "Comfy.WidgetControlMode": "after",
+}
+
+
+ORACLE_WORKFLOWS = REPO / "tests" / "data" / "frontend_oracle" / "workflows"
+# Workflows made in the frontend: a start file, then a script run on the page with the
+# frontend's graph; ``set`` assigns a widget's value as the UI does (a DynamicCombo's setter
+# replaces the widgets of its options), ``link`` connects an output to a named input.
+_EDIT_HELPERS = """
+  const graph = window.app.graph;
+  const node = (id) => graph.getNodeById(id);
+  const set = (id, name, value) => {
+    const widget = node(id).widgets.find((w) => w.name === name);
+    if (!widget) throw new Error(`node ${id} has no widget ${name}: ${node(id).widgets.map((w) => w.name)}`);
+    widget.value = value;
+  };
+  const link = (from, id, name) => node(from).connect(0, node(id), node(id).inputs.findIndex((i) => i.name === name));
+"""
+BUILDS: dict[str, tuple[str, str]] = {
+    # DynamicCombos (ResizeImageMaskNode, SaveImageAdvanced): options switched, their own
+    # widgets set, a revealed link input, per-option defaults and a nested combo.
+    "dynamic_combos": ("dynamic_combos_start.json", """
+  set(3, "resize_type", "scale by multiplier");
+  set(3, "resize_type", "match size");
+  link(2, 3, "resize_type.match");
+  set(3, "resize_type.crop", "disabled");
+  set(4, "resize_type", "scale by multiplier");
+  set(4, "resize_type.multiplier", 2.5);
+  set(4, "scale_method", "bicubic");
+  set(5, "format", "exr");
+  set(5, "format.input_color_space", "linear");
+  set(6, "filename_prefix", "anim");
+  set(6, "format", "avif");
+  set(6, "format.crf", 30);
+  set(6, "format.save_mode", "animated");
+  set(6, "format.save_mode.fps", 12);
+  set(7, "format", "png");
+  set(7, "format.bit_depth", "16-bit");
+"""),
 }
 
 
@@ -176,6 +217,8 @@ def serve(stand_in: StandIn) -> tuple[str, Any]:
 
 
 def read_workflow(source: str) -> dict[str, Any]:
+    if source.startswith("build:"):
+        return json.loads((ORACLE_WORKFLOWS / BUILDS[source[len("build:"):]][0]).read_text(encoding="utf-8"))
     path = templates_folder() / source[len("template:"):] if source.startswith("template:") else Path(source)
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -190,9 +233,12 @@ def placeholder_models(root: Path, models: dict[str, list[str]]) -> ModelFolders
 
 
 def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console: bool = False,
-            server: str | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+            server: str | None = None, edits: dict[str, str] | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Loads each workflow into the frontend and returns the /prompt body it sent, by name,
     and the routes the frontend asked for that the stand-in did not have.
+
+    ``edits``: by name, JavaScript run on the page after the workflow is loaded (with the
+    helpers of ``_EDIT_HELPERS``), before it is queued.
 
     ``server``: the URL of a running Latentgraph server that serves the official frontend
     (``python server.py --front-end official``) to use instead of the stand-in; its model
@@ -203,6 +249,7 @@ def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console:
 
     from playwright.sync_api import sync_playwright
 
+    edits = edits or {}
     stand_in: StandIn | None = None
     stop = None
     if server is None:
@@ -224,6 +271,8 @@ def capture(workflows: dict[str, dict[str, Any]], static: Path, *, show_console:
             page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=180000)
             for name, workflow in workflows.items():
                 page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", workflow)
+                if name in edits:
+                    page.evaluate("async () => {" + _EDIT_HELPERS + edits[name] + "}")
                 with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/prompt"),
                                          timeout=30000) as posted:
                     # A refused prompt makes queuePrompt report an error in the page; the body
@@ -253,10 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.workflows:
         name, _, source = item.partition("=") if "=" in item else (Path(item).stem, "", item)
         named[name] = source
+    edits = {name: BUILDS[source[len("build:"):]][1] for name, source in named.items() if source.startswith("build:")}
     workflows = {name: read_workflow(source) for name, source in named.items()}
-    bodies, unknown = capture(workflows, static, show_console=args.console, server=args.server)
+    bodies, unknown = capture(workflows, static, show_console=args.console, server=args.server, edits=edits)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, body in bodies.items():
+        if name in edits:  # keep the workflow as the frontend saved it; the record reads that
+            saved = ORACLE_WORKFLOWS / f"{named[name][len('build:'):]}.json"
+            saved.write_text(json.dumps(body["extra_data"]["extra_pnginfo"]["workflow"], indent=1) + "\n",
+                             encoding="utf-8")
+            named[name] = str(saved.relative_to(REPO))
         record = {"frontend_version": version, "workflow": named[name], "models": MODELS if not args.server else {},
                   "prompt": body.get("prompt")}
         (args.out / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -7,7 +7,8 @@
 // Nodes draw their output images, the running outline and their errors.
 
 import { LGraphNode, LiteGraph } from "../vendor/litegraph/litegraph.es.js";
-import { addInputWidget, setComboValues, widgetKind } from "./widgets.js";
+import { addInputWidget, comboValues, setComboValues, widgetKind } from "./widgets.js";
+import { applyWidgetValues, isDynamicCombo, makeDynamicCombo } from "./dynamic_combo.js";
 
 const OPTIONAL_SHAPE = 7; // RenderShape.HollowCircle, as ComfyUI marks optional inputs
 const LIST_SHAPE = 6; // RenderShape.GRID, for list outputs
@@ -76,6 +77,7 @@ export class ApiNode extends LGraphNode {
       } else {
         this.addInput(name, socketType(spec), { widget: { name } });
       }
+      if (isDynamicCombo(spec)) makeDynamicCombo(this, widget, spec, app);
     }
     (def.output || []).forEach((type, i) => {
       const extra = def.output_is_list?.[i] ? { shape: LIST_SHAPE } : {};
@@ -104,13 +106,15 @@ export class ApiNode extends LGraphNode {
     if (combo?.value) this.app.showInputImage(this, combo.value);
   }
 
-  onConfigure() {
+  onConfigure(info) {
+    if (info?.widgets_values && this.widgets?.some((w) => w.dynamicSpec)) applyWidgetValues(this, info.widgets_values);
     // Files saved before widget sockets existed (or by other editors) lack some widget
     // inputs: add them; a socket named like a widget but without the marker is a widget
     // converted to an input.
     for (const widget of this.inputWidgets()) {
       const slot = this.inputs.find((s) => s.name === widget.name || s.widget?.name === widget.name);
-      if (!slot) this.addInput(widget.name, socketType(this.#specOf(widget.name)), { widget: { name: widget.name } });
+      const spec = widget.inputSpec || this.#specOf(widget.name);
+      if (!slot) this.addInput(widget.name, socketType(spec), { widget: { name: widget.name } });
       else if (!slot.widget) hideWidget(widget);
     }
     this.onAdded();
@@ -250,7 +254,7 @@ export function registerNodeDefs(defs, app, graph) {
     if (!def || !node.widgets) continue;
     for (const { name, spec } of declaredInputs(def)) {
       const widget = node.widgets.find((w) => w.name === name && w.type === "combo");
-      if (widget && widgetKind(spec) === "COMBO") setComboValues(widget, Array.isArray(spec[0]) ? spec[0] : spec[1]?.options || []);
+      if (widget && widgetKind(spec) === "COMBO" && !isDynamicCombo(spec)) setComboValues(widget, comboValues(spec));
     }
   }
 }

@@ -119,7 +119,9 @@ export function loadApiPrompt(graph, prompt) {
   }
   for (const [id, node] of nodes) {
     const inputs = prompt[id].inputs || {};
-    for (const [name, value] of Object.entries(inputs)) {
+    // A DynamicCombo's value first: it makes the widgets of its choice ("combo.input").
+    const byDepth = Object.entries(inputs).sort(([a], [b]) => a.split(".").length - b.split(".").length);
+    for (const [name, value] of byDepth) {
       if (isLink(value)) continue;
       const widget = node.inputWidgets().find((w) => w.name === name);
       if (widget) widget.value = value && typeof value === "object" && "__value__" in value ? value.__value__ : value;

@@ -11,19 +11,23 @@ import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
 
 export const CONTROL_VALUES = ["fixed", "increment", "decrement", "randomize"];
 const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
+// ComfyUI's DynamicCombo: a combo whose choices each reveal their own inputs (nodes.js).
+export const DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3";
 const TEXTAREA_LINES = 5;
 const LINE_HEIGHT = 15;
 
 /** "INT" | "FLOAT" | "STRING" | "BOOLEAN" | "COMBO", or null for a socket-only type. */
 export function widgetKind(spec) {
   const type = Array.isArray(spec) ? spec[0] : spec;
-  if (Array.isArray(type)) return "COMBO";
+  if (Array.isArray(type) || type === DYNAMIC_COMBO) return "COMBO";
   return WIDGET_TYPES.has(type) ? type : null;
 }
 
-/** The choices of a combo spec: [[a, b], {...}] or ["COMBO", {options: [a, b]}]. */
+/** The choices of a combo spec: [[a, b], {...}], ["COMBO", {options: [a, b]}] or a
+ * DynamicCombo's [DYNAMIC_COMBO, {options: [{key: a, inputs}, ...]}]. */
 export function comboValues(spec) {
   if (Array.isArray(spec[0])) return spec[0];
+  if (spec[0] === DYNAMIC_COMBO) return (spec[1]?.options || []).map((option) => option.key);
   return spec[1]?.options || [];
 }
 
