@@ -7,8 +7,11 @@ prompt so far::
     {"prompt_id": P, "nodes": {node_id: {"value", "max", "state", "node_id", "prompt_id",
                                          "display_node_id", "parent_node_id", "real_node_id"}}}
 
-with ``state`` ``running`` or ``finished`` (nodes not yet started are left out, as ComfyUI
-does). One is sent when a node starts, on each of its progress steps, and when it ends.
+with ``state`` ``running``, ``finished`` or ``error`` (ComfyUI's ``NodeState`` names in
+comfy_execution/progress.py; nodes not yet started, its ``pending``, are left out, as
+ComfyUI does). One is sent when a node starts, on each of its progress steps, and when it
+ends; when the prompt ends, the node an ``execution_error`` names is marked ``error`` (its
+progress kept where it stopped), which the official frontend keeps over later updates.
 """
 
 from __future__ import annotations
@@ -61,11 +64,18 @@ class ProgressState:
             return None
         return self.message()
 
-    def close(self) -> dict[str, Any] | None:
-        """The last message, when the prompt ends with a node still marked running."""
-        if self._running is None:
+    def close(self, final_events: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any] | None:
+        """The last message, when the prompt ends with a node still marked running or with
+        a failed node: ``final_events`` are its closing events (``execution_error`` names the
+        node that failed). None when there is nothing left to tell."""
+        failed = {data.get("node_id") for event, data in final_events
+                  if event == "execution_error" and isinstance(data.get("node_id"), str)}
+        for node_id in failed:
+            self._entry(node_id)["state"] = "error"
+        if self._running is not None and self._running not in failed:
+            self._finish(self._running)
+        elif self._running is None and not failed:
             return None
-        self._finish(self._running)
         self._running = None
         return self.message()
 

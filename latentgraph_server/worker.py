@@ -203,7 +203,7 @@ class PromptWorker:
                 self._current = None
         if not status.get("completed"):
             self.engine.release()  # what a failed prompt allocated is not kept
-        last_state = progress.close()
+        last_state = progress.close(held)  # a failed node is marked "error"
         if last_state is not None:
             self._send(item.client_id, "progress_state", last_state)
         # As in ComfyUI: execution_success/_error/_interrupted, then `executing` with node null last
