@@ -114,3 +114,27 @@ def test_saved_template_nodes_convert_and_validate(registry, node_type):
         for name, value in (named or {}).items() if isinstance(named, dict) else ():
             if name in definition.widget_names and name in spec.inputs and name != "control_net_name":
                 assert spec.inputs[name] == value, (where, name)
+
+
+def test_apply_nodes_chain_links_and_refuse_a_non_image_hint():
+    from pathlib import Path
+
+    from nodes.controlnet.handle import ControlNetHandle
+    from nodes.controlnet_nodes import ControlNetApply, ControlNetApplyAdvanced
+
+    net = ControlNetHandle(None, "sd1", torch.device("cpu"), torch.float32, Path("n.safetensors"))
+    conditioning = [[torch.zeros(1, 77, 8), {"strength": 0.5}]]
+    image = torch.rand(2, 16, 24, 3)
+    (first,) = ControlNetApply().execute(conditioning, net, image, 0.7)
+    (second,) = ControlNetApply().execute(first, net, image, 0.3)
+    link = second[0][1]["control"]
+    assert [item.strength for item in link.chain()] == [0.3, 0.7] and link.previous is first[0][1]["control"]
+    assert link.hint.shape == (2, 3, 16, 24) and second[0][1]["strength"] == 0.5  # other options kept
+    assert second[0][1]["control_apply_to_uncond"] and "control" not in conditioning[0][1]  # input unchanged
+    assert ControlNetApply().execute(conditioning, net, image, 0.0)[0] is conditioning
+    positive, negative = ControlNetApplyAdvanced().execute(conditioning, conditioning, net, image, 1.0, 0.2, 0.8)
+    assert positive[0][1]["control"] is negative[0][1]["control"]
+    assert (positive[0][1]["control"].start_percent, positive[0][1]["control"].end_percent) == (0.2, 0.8)
+    for bad in (torch.rand(16, 24, 3), torch.rand(1, 16, 24, 7), "image"):
+        with pytest.raises(ValueError, match="IMAGE"):
+            ControlNetApplyAdvanced().execute(conditioning, conditioning, net, bad, 1.0, 0.0, 1.0)
