@@ -14,8 +14,18 @@ from typing import Any
 
 from graph.paths import UnsafePathError, join_following_links, list_files
 
-KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "clip", "unet", "controlnet", "clip_vision",
-         "style_models")
+KINDS = ("checkpoints", "loras", "vae", "upscale_models", "embeddings", "text_encoders", "diffusion_models",
+         "controlnet", "clip_vision", "style_models")
+# ComfyUI's folder_paths reads these kinds from two folders each, one under the kind's former
+# name, in this order; the former names mean the kind (its map_legacy: "unet" ->
+# "diffusion_models", "clip" -> "text_encoders"), also as keys of extra_model_paths.yaml.
+COMBINED_FOLDERS = {"diffusion_models": ("unet", "diffusion_models"), "text_encoders": ("text_encoders", "clip")}
+LEGACY_KINDS = {"unet": "diffusion_models", "clip": "text_encoders"}
+
+
+def canonical_kind(kind: str) -> str:
+    """ComfyUI's name for a kind (``"unet"`` -> ``"diffusion_models"``, ``"clip"`` -> ``"text_encoders"``)."""
+    return LEGACY_KINDS.get(kind, kind)
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 
 
@@ -41,14 +51,22 @@ class ModelFolders:
         return cls(Path(root), extra)
 
     def folders(self, kind: str) -> list[Path]:
-        return [Path(self.root) / kind, *self.extra.get(kind, [])]
+        """A kind's folders, in priority order: ``models/<kind>`` (for ``diffusion_models`` and
+        ``text_encoders`` also their former names' folders, as ComfyUI: ``unet`` and ``clip``,
+        either name giving the same list), then the extra folders."""
+        kind = canonical_kind(kind)
+        names = COMBINED_FOLDERS.get(kind, (kind,))
+        extra = [folder for name in (kind, *[n for n in LEGACY_KINDS if LEGACY_KINDS[n] == kind])
+                 for folder in self.extra.get(name, [])]
+        return [*(Path(self.root) / name for name in names), *dict.fromkeys(extra)]
 
     def kinds(self) -> list[str]:
-        """The standard kinds, the subfolders of the models folder, and the extra kinds."""
+        """The standard kinds, the subfolders of the models folder, and the extra kinds, by
+        ComfyUI's names (a ``models/unet`` folder is the ``diffusion_models`` kind)."""
         found = set(KINDS) | set(self.extra)
         if Path(self.root).is_dir():
             found.update(p.name for p in Path(self.root).iterdir() if p.is_dir() and not p.name.startswith("."))
-        return sorted(found)
+        return sorted({canonical_kind(kind) for kind in found})
 
     def list(self, kind: str, extensions: tuple[str, ...] = MODEL_EXTENSIONS) -> list[str]:
         """Model files of a kind, as names relative to their folder ("sub/name.safetensors")."""
