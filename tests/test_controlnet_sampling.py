@@ -258,3 +258,36 @@ def test_applied_conditioning_is_dropped_with_the_models(runs):
     positive, negative = (runs.output("a0", slot) for slot in (0, 1))
     assert pool_of([[positive], [negative]]) == "models" and pool_of([[runs.output("c0")]]) == "models"
     assert positive[0][1]["control"] is negative[0][1]["control"]  # one link: run together
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_narrow_dtypes_run_controlnets_and_adapters(tiny_checkpoints, family):
+    """A bf16 UNet with a bf16 ControlNet (and, on SD1, a T2I-Adapter chained after it), as
+    GPU users run them: the guided step runs and gives finite values."""
+    import copy
+    from pathlib import Path
+
+    from nodes.controlnet.handle import ControlLink, ControlNetHandle
+    from nodes.sampling import sd_schedule
+    from nodes.sd.guiders import CFGGuider
+    from nodes.sd.handles import ModelHandle
+    from tests.fixtures.tiny_controlnets import tiny_adapter
+
+    source = tiny_checkpoints.models[family].unet
+    dtype, cpu = torch.bfloat16, torch.device("cpu")
+    model = ModelHandle(unet=copy.deepcopy(source).to(dtype), family=family, prediction="eps", schedule=sd_schedule(),
+                        latent_scale=0.18215, in_channels=4, device=cpu, dtype=dtype, source=Path("m"))
+    link = ControlLink(ControlNetHandle(tiny_controlnet(source, seed=1).to(dtype), family, cpu, dtype, Path("n")),
+                       torch.rand(1, 3, 64, 64), 1.0)
+    if family == "sd1":
+        adapter = ControlNetHandle(tiny_adapter([32, 64], seed=2).to(dtype), "sd1", cpu, dtype, Path("a"),
+                                   kind="t2i_adapter")
+        link = ControlLink(adapter, torch.rand(1, 3, 64, 64), 0.8, previous=link)
+    extras = {"control": link}
+    if family == "sdxl":
+        extras["pooled_output"] = torch.randn(1, 32)
+    context = torch.randn(1, 77, source.config.cross_attention_dim)
+    denoiser = CFGGuider(model, [[context, extras]], [[context, dict(extras)]], 5.0).denoiser(
+        torch.zeros(1, 4, 8, 8), None)
+    out = denoiser(torch.randn(1, 4, 8, 8), torch.tensor([3.0]))
+    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
