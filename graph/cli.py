@@ -2,8 +2,13 @@
 
 It builds one ``Engine`` over the nodes package's registry and runtime: the package
 (``--nodes-package``, default ``nodes``) may provide ``add_runtime_flags(parser)`` (its
-device flags on ``run``), ``make_runtime(folders, args=...)`` and ``tune_process()``
+device flags on ``run``), ``make_runtime(folders, args=...)`` (which reads the model folders
+from ``args.models_directory`` and ``args.extra_model_paths_config``) and ``tune_process()``
 (process set-up before any thread starts).
+
+Models are found as the server finds them: ``--models-directory`` (default: the
+installation's ``models/``, wherever the command runs) plus ``--extra-model-paths-config``
+files and the installation's own ``extra_model_paths.yaml`` when there is one.
 
 Exit codes of ``run``: 0 success, 1 invalid workflow (per-node errors printed),
 2 a node failed, 130 interrupted with Ctrl+C.
@@ -28,6 +33,10 @@ from graph.preparation import parse_workflow
 from graph.registry import NodeRegistry, build_registry
 from graph.ui_format import is_ui_format, ui_to_api
 from graph.validate import ValidationResult
+
+# The installation (the folder holding graph/): default model folders are found from here,
+# not from the working directory, as the server does (latentgraph_server/config.py).
+INSTALL_ROOT = Path(__file__).resolve().parent.parent
 
 EXIT_INVALID = 1
 EXIT_NODE_FAILED = 2
@@ -56,9 +65,24 @@ def _nodes_package(argv: list[str] | None) -> str:
 def _engine(package: ModuleType, registry: NodeRegistry, args: argparse.Namespace, cache_budget: int = 0) -> Engine:
     """The one engine of this process, over the package's runtime (when it makes one)."""
     folders = Folders(args.input_directory, args.output_directory, args.temp_directory)
+    _model_configs(args)
     make_runtime = getattr(package, "make_runtime", None)
-    runtime = make_runtime(folders, args=args) if callable(make_runtime) else None
+    try:
+        runtime = make_runtime(folders, args=args) if callable(make_runtime) else None
+    except (OSError, ValueError) as exc:  # an unreadable or malformed extra_model_paths.yaml
+        raise SystemExit(f"error: cannot read the model folders: {exc}") from exc
     return Engine(registry, runtime, cache=OutputCache(cache_budget), folders=folders)
+
+
+def _model_configs(args: argparse.Namespace) -> None:
+    """Puts the installation's own extra_model_paths.yaml (when present) before the given
+    ones, as the server does, and refuses a given one that does not exist."""
+    given = list(getattr(args, "extra_model_paths_config", None) or [])
+    for path in given:
+        if not path.is_file():
+            raise SystemExit(f"error: --extra-model-paths-config {path}: no such file")
+    own = INSTALL_ROOT / "extra_model_paths.yaml"
+    args.extra_model_paths_config = [*([own] if own.is_file() and own not in given else []), *given]
 
 
 def _parser(package: ModuleType | None = None) -> argparse.ArgumentParser:
@@ -102,6 +126,10 @@ def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-directory", type=Path, default=Path("output"))
     parser.add_argument("--input-directory", type=Path, default=Path("input"))
     parser.add_argument("--temp-directory", type=Path, default=Path("temp"))
+    parser.add_argument("--models-directory", type=Path, default=INSTALL_ROOT / "models",
+                        help=f"model folders (default: the installation's, {INSTALL_ROOT / 'models'})")
+    parser.add_argument("--extra-model-paths-config", type=Path, action="append", default=[], metavar="PATH",
+                        help="extra_model_paths.yaml naming more model folders (repeatable)")
 
 
 def _load_document(path: Path) -> Any:

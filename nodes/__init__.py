@@ -33,12 +33,16 @@ def add_runtime_flags(parser: argparse.ArgumentParser, *, cpu: bool = True) -> N
 
 def make_runtime(folders: Folders, *, models: ModelFolders | None = None,
                  args: argparse.Namespace | None = None, settings: DeviceSettings | None = None) -> Runtime:
-    """The runtime over ``folders`` and ``models`` (default ``models/``), with the device
-    settings given, or read from parsed flags (``args``), or the defaults."""
+    """The runtime over ``folders`` and ``models``, with the device settings given, or read
+    from parsed flags (``args``), or the defaults. Without ``models``, the model folders come
+    from ``args.models_directory`` and ``args.extra_model_paths_config`` (the CLI's flags)
+    when ``args`` has them, else ``models/``."""
     if settings is None and args is not None:
         from nodes.sd.runtime_flags import device_settings
 
         settings = device_settings(args)
+    if models is None and getattr(args, "models_directory", None) is not None:
+        models = ModelFolders.from_configs(args.models_directory, list(getattr(args, "extra_model_paths_config", [])))
     return Runtime(folders, models if models is not None else ModelFolders(), settings or DeviceSettings())
 
 
