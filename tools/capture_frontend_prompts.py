@@ -18,7 +18,7 @@ file combo does not depend on what this checkout's models/ holds). ``template:FI
 ``comfyui-workflow-templates-json`` package. ``build:NAME`` loads the start workflow of
 ``BUILDS[NAME]``, edits it in the frontend as a user would (its widgets' values set, links
 made), and also writes the workflow the frontend then saves (the ``extra_pnginfo`` of its
-``/prompt`` body) to ``tests/data/frontend_oracle/workflows/NAME.json``, which the record names. ``--frontend-static`` picks another frontend
+``/prompt`` body) to ``OUT/workflows/NAME.json``, which the record names. ``--frontend-static`` picks another frontend
 build; by default the installed package's. Chromium is /usr/bin/chromium; no browser is
 ever downloaded.
 """
@@ -308,10 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, body in bodies.items():
         if name in edits:  # keep the workflow as the frontend saved it; the record reads that
-            saved = ORACLE_WORKFLOWS / f"{named[name][len('build:'):]}.json"
+            saved = (args.out / "workflows" / f"{named[name][len('build:'):]}.json").resolve()
+            saved.parent.mkdir(parents=True, exist_ok=True)
             saved.write_text(json.dumps(body["extra_data"]["extra_pnginfo"]["workflow"], indent=1) + "\n",
                              encoding="utf-8")
-            named[name] = str(saved.relative_to(REPO))
+            named[name] = str(saved.relative_to(REPO)) if saved.is_relative_to(REPO) else str(saved)
         record = {"frontend_version": version, "workflow": named[name], "models": MODELS if not args.server else {},
                   "prompt": body.get("prompt")}
         (args.out / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
