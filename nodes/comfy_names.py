@@ -6,8 +6,9 @@ official frontend (comfyui-frontend-package 1.58.1) lists them, which for most n
 ComfyUI 0.8.0's source; a few were renamed since ("Load LoRA (Model and CLIP)", "Text").
 The table covers ComfyUI's core nodes (``nodes.py`` and ``comfy_extras``), not only those
 Latentgraph has, so a node added later gets its ComfyUI name without another edit.
-``graph.node`` gives a node class without its own ``display_name`` the name listed here,
-so ``/object_info``, the editor and its search show what ComfyUI users know.
+The registry (``graph/registry.py``, from this package's ``DISPLAY_NAMES``) gives a node class
+without its own ``display_name`` the name listed here, plugins' classes included, so
+``/object_info``, the editor and its search show what ComfyUI users know.
 """
 
 from __future__ import annotations
