@@ -269,7 +269,8 @@ class SamplerDPMAdaptative(Node):
 
 
 class SamplerER_SDE(Node):  # noqa: N801
-    """er_sde (extended reverse-time SDE solver) with its number of stages and ``s_noise``."""
+    """er_sde (extended reverse-time SDE solver) with its solver type (ER-SDE's noise scale,
+    the reverse-time SDE family's with ``eta``, or the ODE), number of stages and ``s_noise``."""
 
     category = "sampling/samplers"
     solver_type = Input(choices=["ER-SDE", "Reverse-time SDE", "ODE"], default="ER-SDE")
@@ -281,10 +282,13 @@ class SamplerER_SDE(Node):  # noqa: N801
     outputs = (Output("SAMPLER"),)
 
     def execute(self, solver_type: str, max_stage: int, eta: float, s_noise: float) -> tuple:
-        # the other two types swap the solver's noise scale function, which ours fixes to ER-SDE's
-        if solver_type != "ER-SDE":
-            raise ValueError(f"SamplerER_SDE: solver_type {solver_type!r} is not supported here (only 'ER-SDE')")
-        return _choice("er_sde", s_noise=s_noise, max_stage=max_stage)
+        # As ComfyUI: the ODE (or a reverse-time SDE with eta 0) adds no noise; the two
+        # non-ER types use the reverse-time family's noise scale f(s) = s^(eta + 1).
+        if solver_type == "ODE" or (solver_type == "Reverse-time SDE" and eta == 0):
+            eta, s_noise = 0.0, 0.0
+        if solver_type == "ER-SDE":
+            return _choice("er_sde", s_noise=s_noise, max_stage=max_stage)
+        return _choice("er_sde", s_noise=s_noise, max_stage=max_stage, reverse_time_eta=float(eta))
 
 
 class SamplerSASolver(Node):

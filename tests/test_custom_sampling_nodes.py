@@ -454,11 +454,11 @@ def test_each_parametrised_sampler_node_is_its_sampler_with_options(capture, nod
 
 
 @pytest.mark.parametrize("node, inputs, message", [
-    ("SamplerER_SDE", {"solver_type": "ODE", "max_stage": 3, "eta": 1.0, "s_noise": 1.0}, "solver_type"),
     ("SamplerDPMAdaptative", {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0,
                               "dcoeff": 0.0, "accept_safety": 0.81, "eta": 0.5, "s_noise": 1.0}, "eta"),
 ])
 def test_settings_we_do_not_implement_are_refused_not_ignored(capture, node, inputs, message):
+    """DPMAdaptative's PID coefficients and eta (its ancestral steps) are not implemented."""
     document = _base()
     _custom_pieces(document, 5, 5.0, "euler", "karras", 2, 1.0)
     document["12"] = {"class_type": node, "inputs": inputs}
@@ -538,3 +538,36 @@ def test_example_workflow_makes_txt2imgs_image(env, capture, name):
         images.append(np.asarray(Image.open(output / entry["subfolder"] / entry["filename"])))
     assert images[0].shape == (128, 128, 3)
     assert np.array_equal(images[0], images[1])
+
+
+def test_er_sde_solver_types_follow_comfyui():
+    """SamplerER_SDE's "ODE" (and "Reverse-time SDE" with eta 0) is er_sde with f(s) = s and
+    no noise; "Reverse-time SDE" uses f(s) = s^(eta + 1) with noise: checked against the
+    solver function called with those scale functions on a small analytic denoiser."""
+    import numpy as np
+
+    from nodes.custom_sampling import SamplerER_SDE
+    from nodes.sampling.noise import GaussianNoise
+    from nodes.sampling.samplers_sde_extra import sample_er_sde
+
+    def run(choice, **direct):
+        x = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(3)) * 10.0
+        sigmas = torch.tensor([10.0, 4.0, 1.5, 0.5, 0.0])
+        model = lambda x, sigma, **_: x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)  # noqa: E731  x0 of N(0, I) data
+        noise = GaussianNoise(x, 7)
+        if choice is not None:
+            options = dict(choice.options)
+            return sample_er_sde(model, x, sigmas, noise_sampler=noise, **options)
+        return sample_er_sde(model, x, sigmas, noise_sampler=noise, **direct)
+
+    def node(solver_type, eta=1.0):
+        (choice,) = SamplerER_SDE().execute(solver_type, 3, eta, 1.0)
+        assert choice.name == "er_sde"
+        return choice
+
+    ode = run(node("ODE"))
+    assert torch.equal(ode, run(None, s_noise=0.0, noise_scaler=lambda s: s))
+    assert torch.equal(run(node("Reverse-time SDE", eta=0.0)), ode)
+    reverse = run(node("Reverse-time SDE", eta=0.5))
+    assert torch.equal(reverse, run(None, s_noise=1.0, noise_scaler=lambda s: np.power(s, 1.5)))
+    assert not torch.equal(reverse, ode) and not torch.equal(reverse, run(node("ER-SDE")))

@@ -39,9 +39,15 @@ def er_sde_noise_scaler(lam: np.ndarray | float) -> np.ndarray | float:
     return lam * (np.exp(np.power(lam, 0.3)) + 10.0)
 
 
+def _reverse_time_scaler(eta: float) -> Callable[[np.ndarray], np.ndarray]:
+    """f(s) = s^(eta + 1): the reverse-time SDE family of noise scale functions (eta 0: the ODE)."""
+    return lambda lam: np.power(lam, eta + 1.0)
+
+
 def sample_er_sde(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback | None = None,
                   noise_sampler: NoiseSampler | None = None, s_noise: float = 1.0, max_stage: int = 3,
-                  noise_scaler: Callable[[np.ndarray], np.ndarray] = er_sde_noise_scaler) -> torch.Tensor:
+                  noise_scaler: Callable[[np.ndarray], np.ndarray] = er_sde_noise_scaler,
+                  reverse_time_eta: float | None = None) -> torch.Tensor:
     """Extended Reverse-time SDE solver, VP ER-SDE-Solver-3 (Cui et al. 2023, "Elucidating the
     solution space of extended reverse-time SDE for diffusion models", arXiv:2309.06169,
     eqs. 17-19) in sigma form.  With r = f(sigma_next) / f(sigma) the first-order step is
@@ -50,7 +56,11 @@ def sample_er_sde(model: Model, x: torch.Tensor, sigmas: torch.Tensor, *, callba
     sum of 200 points, as ComfyUI).  The step to sigma 0 returns D.  One model call per step.
     ``noise_scaler`` is f (elementwise on arrays of sigmas): e.g. f(s) = s^(eta + 1) for the
     paper's reverse-time SDE family, f(s) = s for the ODE (then pass ``s_noise=0``).
+    ``reverse_time_eta`` picks that family's f by its eta (SamplerER_SDE's "Reverse-time SDE"
+    and "ODE" types) in place of ``noise_scaler``.
     """
+    if reverse_time_eta is not None:
+        noise_scaler = _reverse_time_scaler(reverse_time_eta)
     noise = require_noise(noise_sampler, "er_sde") if s_noise > 0 else None
     sig = sigma_list(sigmas)
     n = len(sig) - 1
