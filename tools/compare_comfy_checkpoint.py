@@ -9,16 +9,24 @@ API-format documents our engine runs, and compares the decoded images.
 
 The checkpoint: ComfyUI detects SD1.5 by the UNet's shape (model_channels 320, context_dim
 768), so the house model cannot be used. ``--make-checkpoint`` writes random weights in the
-full SD1.5 layout (our bundled SD1 configs, ``nodes/models/configs/sd1``; seed 0; fp16 on
-disk), the UNet's weights multiplied by ``--unet-init-scale`` so that a random UNet does not
-drive the image into saturation (checked: each case prints the image's spread and the share
-of saturated values). Write it outside the repository.
+SD1.5 layout (our bundled SD1 configs, ``nodes/models/configs/sd1``; seed 0; fp16 on disk)
+if the file is missing; write it outside the repository. ``--layout small`` keeps what
+ComfyUI's detection reads but gives the UNet two levels of one block each (a tenth of the
+cost per step). A random UNet could drive the image into saturation and make any two images
+look alike: each case reports the image's spread, its share of saturated values and how far
+ComfyUI's image is from its euler image (``--unet-init-scale`` scales the UNet's weights
+down if needed; at diffusers' default initialisation, 1.0, the images are informative).
 
-Three steps, all run by the default command (each side in its own process)::
+The default command makes the checkpoint, runs ComfyUI's side in its own environment as a
+subprocess alongside ours, and compares::
 
-    .venv/bin/python tools/compare_comfy_checkpoint.py --make-checkpoint \\
-        --checkpoint /tmp/sd15_random.safetensors \\
-        --comfy-checkout /tmp/comfyui --comfy-python /tmp/comfy-venv/bin/python --work /tmp/cmp
+    .venv/bin/python tools/compare_comfy_checkpoint.py --make-checkpoint --layout small \\
+        --checkpoint /tmp/sd15_small.safetensors --comfy-checkout /tmp/comfyui \\
+        --comfy-python /tmp/comfy-venv/bin/python --work /tmp/cmp
+
+``--side ours|comfy|compare`` runs one part; ``--resume`` skips the cases whose images the
+work folder holds (a long run can be split into groups with ``--samplers``, ``--schedulers``,
+``--batches``, ``--advanced``). On a busy 2-core machine ``OMP_NUM_THREADS=1`` is much faster.
 
 Reported per case: the largest difference of the decoded float images (in 1/255), their
 PSNR, and the largest difference of the saved 8-bit files (ours round, ComfyUI's SaveImage

@@ -9,7 +9,9 @@ decoded and saved by our VAEDecode and SaveImage, and the 8-bit images compared.
 
 ComfyUI's own UNet cannot run the house model (it is built with 4 GroupNorm groups where
 ComfyUI's UNet has 32), so what this compares is the sampling: sigmas, noise and solver.
-The importing of ComfyUI is ``tools/record_comfy_sampler_oracle.py``'s.
+The importing of ComfyUI is ``tools/record_comfy_sampler_oracle.py``'s. For the whole
+workflow run by ComfyUI's own nodes (its UNet, CLIP and VAE too) on an SD1.5-layout
+checkpoint, see ``tools/compare_comfy_checkpoint.py``.
 
     .venv/bin/python tools/compare_comfy_house.py /tmp/comfyui-v0.3.64 --samplers dpmpp_2m_sde,dpmpp_sde
 """
