@@ -88,15 +88,22 @@ def _kind(mask: np.ndarray, cx: float, cy: float) -> tuple[str, float]:
     return best, best_r
 
 
-def read_image(pixels: np.ndarray) -> Reading:
-    """Measure one ``uint8 [H, W, 3]`` image."""
+def shape_mask(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(background RGB [3], bool [H, W] shape mask)`` of a ``uint8 [H, W, 3]`` image: the
+    median colour of the frame, and the pixels farther than ``SHAPE_DISTANCE`` from it."""
     pixels = pixels.astype(np.float32)
     frame = np.concatenate([
         pixels[:FRAME].reshape(-1, 3), pixels[-FRAME:].reshape(-1, 3),
         pixels[:, :FRAME].reshape(-1, 3), pixels[:, -FRAME:].reshape(-1, 3),
     ])
     background_rgb = np.median(frame, axis=0)
-    mask = np.sqrt(((pixels - background_rgb) ** 2).sum(axis=-1)) > SHAPE_DISTANCE
+    return background_rgb, np.sqrt(((pixels - background_rgb) ** 2).sum(axis=-1)) > SHAPE_DISTANCE
+
+
+def read_image(pixels: np.ndarray) -> Reading:
+    """Measure one ``uint8 [H, W, 3]`` image."""
+    background_rgb, mask = shape_mask(pixels)
+    pixels = pixels.astype(np.float32)
     background = nearest_color(background_rgb)
     if mask.sum() < 12:
         return Reading(background, None, None, None, None)
