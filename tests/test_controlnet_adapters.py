@@ -60,6 +60,7 @@ def runs(tiny_checkpoints, tmp_path_factory):
     return Runs((registry, runtime))
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_a_t2i_adapter_guides_sampling(runs):
     base = runs.latent(workflow())
     guided = runs.latent(workflow(("t2i.safetensors", 1.0, 0.0, 1.0)))
@@ -79,6 +80,7 @@ def test_choices_list_both_folders(runs):
     assert control_net_choices(runs.runtime) == ["a.safetensors", "diff.safetensors", "t2i.safetensors"]
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_diff_controlnet_loader_adds_the_models_weights(runs):
     full = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0)))
     doc = workflow(("diff.safetensors", 1.0, 0.0, 1.0))

@@ -116,6 +116,7 @@ def test_a_window_outside_the_run_gives_exactly_the_base_image(runs, base):
     assert not torch.equal(late, base) and not torch.equal(late, full)
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_a_chained_second_controlnet_changes_the_result(runs):
     one = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0)))
     two = runs.latent(workflow(("a.safetensors", 1.0, 0.0, 1.0), ("b.safetensors", 1.0, 0.0, 1.0)))
@@ -138,6 +139,7 @@ def test_one_batched_controlnet_pass_per_unet_call(runs, monkeypatch):
     assert batches == [2, 2, 2, 2]  # two steps, each: both ControlNets once, uncond and cond together
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_old_apply_node_gives_the_negative_the_same_controlnet(runs):
     doc = workflow()
     doc["c"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "a.safetensors"}}
@@ -162,6 +164,7 @@ def test_a_hint_that_is_not_an_image_is_a_validation_error(runs):
     assert errors and "image" in str(errors)
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_combines_with_lora_area_conditioning_and_inpainting(runs):
     lora = ("l", 0)
     doc = workflow(model=lora)
@@ -213,6 +216,7 @@ def test_hint_broadcast_follows_comfyui():
     assert broadcast_hint(hints[:1], 6, 2).shape[0] == 1  # broadcasts
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_sdxl_controlnet_guides_an_sdxl_model_only(runs):
     base = runs.latent(workflow(ckpt="xl.safetensors"))
     assert (runs.latent(workflow(("xl.safetensors", 1.0, 0.0, 1.0), ckpt="xl.safetensors")) - base).abs().max() > 1e-3

@@ -344,6 +344,7 @@ def test_denoised_output_is_the_last_steps_estimate(capture):
     assert not torch.allclose(denoised, x2, atol=0.1)  # halfway, the latent itself is still noisy
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_split_sigmas_in_two_passes_equal_one_pass(capture):
     """High then low sigmas (DisableNoise for the second pass) take the same steps as the whole."""
     document = _base()
@@ -363,6 +364,7 @@ def test_split_sigmas_in_two_passes_equal_one_pass(capture):
     torch.testing.assert_close(two_pass, whole, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_guider_variants(capture):
     document = _base(cfg=1.0)
     _custom_pieces(document, 3, 1.0, "euler", "normal", 3, 1.0)
@@ -391,6 +393,7 @@ def test_guider_variants(capture):
     assert not torch.allclose(cfg, capture.output("20")["samples"], atol=1e-2)
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_parametrised_sampler_options_reach_the_sampler(capture):
     document = _base()
     _custom_pieces(document, 11, 5.0, "euler", "normal", 3, 1.0)
@@ -525,6 +528,7 @@ def test_example_workflow_ui_twin_converts_to_the_api_workflow(env):
     assert ui_to_api(ui, registry) == api
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 @pytest.mark.parametrize("name", ["custom_sampling_api.json", "custom_sampling.json"])
 def test_example_workflow_makes_txt2imgs_image(env, capture, name):
     """The example is txt2img's settings taken apart: the same PNG pixels come out."""

@@ -148,6 +148,7 @@ def test_other_files_are_refused_by_what_they_are(tmp_path, tiny_checkpoints):
         load_style_model(tiny_checkpoints.vae)
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_style_tokens_are_appended_to_the_prompt_and_change_the_image(env):
     run(env, styled_document(None))
     plain = CAPTURED["image"][-1]

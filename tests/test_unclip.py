@@ -211,6 +211,7 @@ def test_sdxl_revision_replaces_the_pooled_embedding(env):
 # --- sampling ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_unclip_strength_zero_gives_the_plain_image_and_other_strengths_change_it(env):
     plain = image_of(env, unclip_document(None))
     assert torch.equal(image_of(env, unclip_document(0.0)), plain)
