@@ -128,6 +128,9 @@ def evaluate(checkpoint: Path, controlnet: Path, count: int, seed: int, moves: i
             rows.append({"caption": layout.scene.caption(), "hint": [layout.cx, layout.cy, layout.r],
                          **measure(pixels, layout)})
             images.append(pixels)
+            if (i + 1) % 10 == 0:
+                print(f"{i + 1}/{len(layouts)} pairs, mean IoU so far {np.mean([r['iou'] for r in rows]):.3f}",
+                      file=sys.stderr, flush=True)
         zero_equal = [
             bool(np.array_equal(runner.guided(x, x.scene.caption(), seed + i, strength=0.0),
                                 runner.run(txt2img_document(runner.ckpt_name, x.scene.caption(), seed + i, 20, 5.0,

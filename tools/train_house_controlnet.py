@@ -28,7 +28,8 @@ norm groups cannot be seen in the shapes) that ``nodes.controlnet`` loads.
 
 Recipe (the defaults; seeded, so a rerun from scratch draws the same data and batches)::
 
-    nice -n 10 python tools/train_house_controlnet.py --images 5000 --steps 2400 --batch 16 --lr 5e-4 --seed 0
+    nice -n 10 python tools/train_house_controlnet.py --images 5000 --steps 2400 --batch 16 --lr 5e-4 --seed 0 \
+        --threads 1
     python tools/train_house_controlnet.py --stage export --out models/controlnet/latentgraph-house-edges-v1.safetensors
 """
 
@@ -144,8 +145,9 @@ def new_controlnet(unet: torch.nn.Module) -> ControlNetModel:
 
 
 def train(workdir: Path, data: dict, unet: torch.nn.Module, text: torch.nn.Module, scale: float, steps: int,
-          batch: int, lr_peak: float, seed: int, save_every: int) -> ControlNetModel:
-    """Train (or resume) the ControlNet; returns it."""
+          batch: int, lr_peak: float, seed: int, save_every: int, stop_at: int | None = None) -> ControlNetModel:
+    """Train (or resume) the ControlNet; returns it. ``steps`` is the learning-rate schedule's
+    length; ``stop_at`` ends the run earlier on the same schedule (the committed model's recipe)."""
     path = workdir / "train.pt"
     torch.manual_seed(seed)
     net = new_controlnet(unet)
@@ -163,7 +165,8 @@ def train(workdir: Path, data: dict, unet: torch.nn.Module, text: torch.nn.Modul
     gen = torch.Generator().manual_seed(seed * 1000 + step)
     net.train()
     start, losses = time.perf_counter(), []
-    while step < steps:
+    last = min(steps, stop_at or steps)
+    while step < last:
         lr = lr_peak * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -192,11 +195,11 @@ def train(workdir: Path, data: dict, unet: torch.nn.Module, text: torch.nn.Modul
         opt.step()
         step += 1
         losses.append(loss.item())
-        if step % 50 == 0 or step == steps:
+        if step % 50 == 0 or step == last:
             log(f"step {step}/{steps} loss {np.mean(losses):.4f} lr {lr:.2e} "
                 f"({(time.perf_counter() - start) / 60:.1f} min this run)")
             losses = []
-        if step % save_every == 0 or step == steps:
+        if step % save_every == 0 or step == last:
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, workdir / "train.tmp")
             (workdir / "train.tmp").replace(path)
             export(net, workdir / "controlnet.safetensors", step, seed)
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="end the run at this step (the schedule still spans --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -249,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "data":
         return 0
     if args.stage in ("all", "train"):
-        train(args.workdir, data, unet, text, scale, args.steps, args.batch, args.lr, args.seed, args.save_every)
+        train(args.workdir, data, unet, text, scale, args.steps, args.batch, args.lr, args.seed, args.save_every,
+              args.stop_at)
     if args.stage in ("all", "export"):
         state = torch.load(args.workdir / "train.pt", weights_only=True, map_location="cpu")
         net = new_controlnet(unet)
