@@ -101,10 +101,6 @@ class Engine:
             self._executor = Executor(self.cache, folders=self.folders, runtime=self.runtime, run_context=run_context)
         return self._executor
 
-    @property
-    def started(self) -> bool:
-        return self._executor is not None
-
     def execute(self, plan: ExecutionPlan, *, prompt_id: str | None = None, on_event: EventCallback | None = None,
                 interrupt: threading.Event | None = None, extra_data: dict[str, Any] | None = None) -> ExecutionResult:
         """Runs a prepared plan (``Executor.execute``)."""
