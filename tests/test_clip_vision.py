@@ -17,12 +17,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from graph import Executor, Folders, build_registry, prepare, ui_to_api
+from graph import Folders, build_registry, prepare, ui_to_api
 from nodes.models.clip_vision_load import VisionLayout, find_vision_layout, load_clip_vision, vision_config
 from nodes.models.errors import UnknownCheckpointError
 from nodes.models.folders import ModelFolders
 from nodes.sd.clip_vision_encode import ClipVisionHandle, clip_preprocess, encode_image
 from nodes.sd.runtime import DeviceSettings, Runtime
+from tests.fixtures.model_env import run_successfully
 from tests.fixtures.tiny_clip_vision import IMAGE_SIZE, hf_state, tiny_vision_model, write_vision
 from tests.utility_support import CAPTURED, Capture
 
@@ -75,14 +76,6 @@ def env(tmp_path_factory, vision):
     registry = build_registry("nodes", None)
     registry.register(Capture)
     return registry, runtime
-
-
-def run(env, document: dict) -> None:
-    registry, runtime = env
-    checked = prepare(document, registry, runtime=runtime)
-    assert checked.ok, checked.response()
-    result = Executor(folders=runtime.folders, runtime=runtime).execute(checked.plan)
-    assert result.status == "success", result.error and result.error.get("traceback")
 
 
 def encode_document(clip_name: str, crop: str = "center", color: int = 0x336699, width: int = 40,
@@ -194,7 +187,7 @@ def test_center_crop_takes_the_middle_and_none_squashes(vision):
 
 @pytest.mark.parametrize("clip_name", ["tiny_hf.safetensors", "tiny_open_clip.safetensors"])
 def test_clip_vision_encode_gives_comfyuis_output_fields(env, vision, clip_name):
-    run(env, encode_document(clip_name))
+    run_successfully(env, encode_document(clip_name))
     output = CAPTURED["clip_vision_output"][-1]
     tokens = (IMAGE_SIZE // 14) ** 2 + 1
     assert output.image_embeds.shape == (2, 24) and output["image_embeds"] is output.image_embeds
@@ -211,8 +204,8 @@ def test_clip_vision_encode_gives_comfyuis_output_fields(env, vision, clip_name)
 
 
 def test_another_image_gives_another_embedding(env):
-    run(env, encode_document("tiny_hf.safetensors", color=0x336699, batch=1))
-    run(env, encode_document("tiny_hf.safetensors", color=0xEE2211, batch=1))
+    run_successfully(env, encode_document("tiny_hf.safetensors", color=0x336699, batch=1))
+    run_successfully(env, encode_document("tiny_hf.safetensors", color=0xEE2211, batch=1))
     first, second = CAPTURED["clip_vision_output"][-2:]
     assert not torch.allclose(first.image_embeds, second.image_embeds, atol=1e-4)
 
@@ -224,7 +217,7 @@ def test_clip_vision_is_a_model_handle(env):
 
     document = encode_document("tiny_hf.safetensors", batch=1)
     document["5"] = {"class_type": "TestCapture", "inputs": {"value": ["1", 0], "key": "clip_vision"}}
-    run(env, document)
+    run_successfully(env, document)
     handle = CAPTURED["clip_vision"][-1]
     assert isinstance(handle, ModelHandle) and handle.cache_pool == "models"
     assert handle.modules() == (handle.model,) and handle.size_bytes() > 0

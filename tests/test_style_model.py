@@ -14,12 +14,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from graph import Executor, Folders, build_registry, prepare
+from graph import Folders, build_registry
 from nodes.models.errors import UnknownCheckpointError
 from nodes.models.folders import ModelFolders
 from nodes.models.style_model_load import load_style_model
 from nodes.sd.clip_vision_encode import ClipVisionOutput
 from nodes.sd.runtime import DeviceSettings, ModelHandle, Runtime
+from tests.fixtures.model_env import run_successfully
 from tests.fixtures.tiny_clip_vision import tiny_vision_model, write_vision
 from tests.utility_support import CAPTURED, Capture
 
@@ -84,14 +85,6 @@ def env(tmp_path_factory, tiny_checkpoints):
     return registry, runtime
 
 
-def run(env, document: dict) -> None:
-    registry, runtime = env
-    checked = prepare(document, registry, runtime=runtime)
-    assert checked.ok, checked.response()
-    result = Executor(folders=runtime.folders, runtime=runtime).execute(checked.plan)
-    assert result.status == "success", result.error and result.error.get("traceback")
-
-
 def styled_document(strength: float | None, strength_type: str = "multiply", batch: int = 1) -> dict:
     """txt2img on tiny SD1; with ``strength`` not None the positive goes through StyleModelApply."""
     doc = {
@@ -150,17 +143,17 @@ def test_other_files_are_refused_by_what_they_are(tmp_path, tiny_checkpoints):
 
 @pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_style_tokens_are_appended_to_the_prompt_and_change_the_image(env):
-    run(env, styled_document(None))
+    run_successfully(env, styled_document(None))
     plain = CAPTURED["image"][-1]
-    run(env, styled_document(1.0, batch=2))
+    run_successfully(env, styled_document(1.0, batch=2))
     styled, vision = CAPTURED["styled"][-1], CAPTURED["vision"][-1]
     text, extras = styled[0]
     assert text.shape == (1, 77 + 2 * TOKENS, CONTEXT)
     expected = reference(style_tensors(), vision.last_hidden_state).flatten(0, 1)
     assert torch.allclose(text[0, 77:], expected, atol=1e-5)
     assert (CAPTURED["image"][-1] - plain).abs().max() > 1e-3
-    run(env, styled_document(0.5, batch=2))
+    run_successfully(env, styled_document(0.5, batch=2))
     assert torch.allclose(CAPTURED["styled"][-1][0][0][0, 77:], 0.5 * expected, atol=1e-5)
     assert torch.equal(CAPTURED["styled"][-1][0][0][0, :77], text[0, :77])
-    run(env, styled_document(0.5, "attn_bias", batch=2))  # unscaled: SD models ignore the bias in ComfyUI
+    run_successfully(env, styled_document(0.5, "attn_bias", batch=2))  # unscaled: SD models ignore the bias in ComfyUI
     assert torch.allclose(CAPTURED["styled"][-1][0][0][0, 77:], expected, atol=1e-5)

@@ -29,6 +29,7 @@ from nodes.models.folders import ModelFolders
 from nodes.sd.clip_vision_encode import ClipVisionOutput
 from nodes.sd.runtime import DeviceSettings, Runtime
 from nodes.sd.unet_call import conditioning_regions
+from tests.fixtures.model_env import run_successfully, run_workflow
 from tests.fixtures.tiny_clip_vision import (
     build_tiny_unclip,
     tiny_vision_model,
@@ -78,16 +79,8 @@ def env(tmp_path_factory, tiny_checkpoints, unclip_parts):
     return registry, runtime
 
 
-def run(env, document: dict) -> Any:
-    registry, runtime = env
-    checked = prepare(document, registry, runtime=runtime)
-    assert checked.ok, checked.response()
-    return Executor(folders=runtime.folders, runtime=runtime).execute(checked.plan)
-
-
 def image_of(env, document: dict) -> torch.Tensor:
-    result = run(env, document)
-    assert result.status == "success", result.error and result.error.get("traceback")
+    run_successfully(env, document)
     return CAPTURED["image"][-1]
 
 
@@ -133,8 +126,7 @@ def _outputs(env, document: dict, node: str, slots: range) -> list:
     """Some outputs of ``node``, captured."""
     for slot in slots:
         document[f"c{slot}"] = {"class_type": "TestCapture", "inputs": {"value": [node, slot], "key": f"out{slot}"}}
-    result = run(env, document)
-    assert result.status == "success", result.error and result.error.get("traceback")
+    run_successfully(env, document)
     return [CAPTURED[f"out{slot}"][-1] for slot in slots]
 
 
@@ -243,7 +235,7 @@ def test_sdxl_revision_strength_zero_gives_the_plain_image_and_other_strengths_c
 def test_mismatched_parts_fail_with_a_clear_error(env, document, message):
     if "20" in document and document["1"]["class_type"] == "unCLIPCheckpointLoader":
         document["11"]["inputs"]["clip_vision"] = ["20", 0]
-    result = run(env, document)
+    result = run_workflow(env, document)
     assert result.status == "error" and message in result.error["exception_message"]
 
 
