@@ -11,10 +11,12 @@ network live in ``nodes/controlnet/``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from graph import Input, Node, Output
+from nodes import memory_estimates
 from nodes.loaders import file_state, model_choices, runtime_dtypes
 
 STRENGTH = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
@@ -172,6 +174,10 @@ class Canny(Node):
     low_threshold = Input("FLOAT", default=0.4, min=0.01, max=0.99, step=0.01)
     high_threshold = Input("FLOAT", default=0.8, min=0.01, max=0.99, step=0.01)
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def estimate(cls, inputs: Mapping[str, Any]) -> Any:
+        return memory_estimates.canny(inputs)
 
     def execute(self, image: Any, low_threshold: float, high_threshold: float) -> tuple:
         from kornia.filters import canny

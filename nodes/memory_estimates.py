@@ -22,6 +22,10 @@ VAE_FACTOR = 8
 UNET_ACTIVATIONS_PER_LATENT_ELEMENT = 2 * 4096
 VAE_ACTIVATIONS_PER_PIXEL = 256 * 2
 UNET_BYTES_PER_LATENT_ELEMENT = UNET_ACTIVATIONS_PER_LATENT_ELEMENT * 4
+# kornia's Canny (blur, gradients, angles, non-maximum suppression over eight directions,
+# hysteresis) peaks at about 64 float32 maps of the image's size (measured with kornia 0.9 at
+# 1024 and 2048 px squared).
+CANNY_FLOATS_PER_PIXEL = 64
 VAE_BYTES_PER_PIXEL = VAE_ACTIVATIONS_PER_PIXEL * 4
 
 
@@ -133,6 +137,16 @@ def image_resize(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
         new_w, new_h = _keep_aspect(int_input(inputs, "width"), int_input(inputs, "height"), width, height)
         cause = _largest(inputs, {"width": 512, "height": 512})
     return MemoryEstimate((TensorSize((batch, new_h, new_w, channels)),), cause=cause)
+
+
+def canny(inputs: Mapping[str, Any]) -> MemoryEstimate | None:
+    """Canny: a 3-channel image of the input's size, plus kornia's working maps."""
+    shape = _shape(inputs.get("image"), 4)
+    if shape is None:
+        return None
+    batch, height, width, _ = shape
+    return MemoryEstimate((TensorSize((batch, height, width, 3)),),
+                          working_bytes=batch * height * width * CANNY_FLOATS_PER_PIXEL * 4, cause="image")
 
 
 def image_batch(inputs: Mapping[str, Any]) -> MemoryEstimate | None:

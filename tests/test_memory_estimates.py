@@ -70,3 +70,22 @@ def test_cgroup_memory_limits_v1_and_v2(tmp_path):
     assert cgroup_memory_limit(v1, v1 / "cgroup") == 2 * 1024**3
     (v1 / "memory" / "box" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
     assert cgroup_memory_limit(v1, v1 / "cgroup") is None
+
+
+def test_canny_estimate_matches_the_node_and_counts_kornias_working_maps():
+    from nodes.controlnet_nodes import Canny
+
+    image = torch.rand(2, 40, 56, 3)
+    made = Canny().execute(image=image, low_threshold=0.4, high_threshold=0.8)[0]
+    estimate = Canny.estimate({"image": TensorSize(tuple(image.shape)), "low_threshold": 0.4, "high_threshold": 0.8})
+    assert shape_of(estimate) == tuple(made.shape)
+    assert estimate.working_bytes > 10 * estimate.output_bytes  # kornia's maps, not just the output
+    # a 4096 px square image is fine to make, but its edges would need GiBs more: Canny is blamed
+    workflow = parse_api_workflow({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4096, "height": 4096, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "Canny", "inputs": {"image": ["1", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
+    })
+    estimators = {"1": EmptyImage.estimate, "2": Canny.estimate}
+    assert estimate_prompt(workflow, ["1"], estimators, limit=2**30) is None
+    over = estimate_prompt(workflow, ["1", "2"], estimators, limit=2**30)
+    assert over is not None and over.node_id == "2" and over.cause == "image"
