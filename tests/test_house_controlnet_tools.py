@@ -52,6 +52,19 @@ def test_colours_canny_cannot_tell_apart_get_the_sketchs_edges():
     assert torch.equal(hint.float() / 255, sketch_edges)
 
 
+def test_a_fifth_of_the_hints_are_silhouettes_the_rest_edges():
+    rng = random.Random(4)
+    layouts = [house_hints.free_layout("star", "blue", "white", rng) for _ in range(60)]
+    hints = trainer.make_hints(layouts, random.Random(1)).float() / 255
+    filled = [torch.equal(h[0], torch.from_numpy(house_hints.silhouette(x)).float())
+              for h, x in zip(hints, layouts, strict=True)]
+    sketched = house_hints.canny_edges(house_hints.to_unit([house_hints.sketch(x) for x in layouts]))
+    drawn = house_hints.canny_edges(house_hints.to_unit([house_hints.drawing(x) for x in layouts]))
+    edges = [torch.equal(h, s) or torch.equal(h, d) for h, s, d in zip(hints, sketched, drawn, strict=True)]
+    assert all(f != e for f, e in zip(filled, edges, strict=True))  # every hint is exactly one of the kinds
+    assert 4 <= sum(filled) <= 20  # SILHOUETTE_SHARE = 0.2 of 60
+
+
 def test_free_layouts_name_the_place_and_size_the_reader_would():
     rng = random.Random(3)
     for _ in range(20):
@@ -85,3 +98,16 @@ def test_a_few_training_steps_and_export_give_a_loadable_ldm_controlnet(house, t
     # resuming from the saved state continues the step count
     again = trainer.train(tmp_path, data, unet, text, scale, steps=2, batch=2, lr_peak=1e-3, seed=0, save_every=2)
     assert torch.equal(again.controlnet_down_blocks[0].weight, zero_conv)
+
+
+def test_a_resumed_run_trains_exactly_as_an_uninterrupted_one(house, tmp_path):
+    unet, vae, text, scale = house
+    data = trainer.build_data(tmp_path, 6, 0, vae)
+    straight = trainer.train(tmp_path / "a", data, unet, text, scale, steps=3, batch=2, lr_peak=1e-3, seed=0,
+                             save_every=10)
+    trainer.train(tmp_path / "b", data, unet, text, scale, steps=3, batch=2, lr_peak=1e-3, seed=0, save_every=10,
+                  stop_at=1)
+    resumed = trainer.train(tmp_path / "b", data, unet, text, scale, steps=3, batch=2, lr_peak=1e-3, seed=0,
+                            save_every=10)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -10,6 +10,8 @@ ControlNetApplyAdvanced (on the caption and the empty negative) -> KSampler -> V
 - IoU of the generated shape's pixels with the hint shape's silhouette (goal: mean >= 0.75);
 - kind read back == the hint's kind (goal >= 90%);
 - shape colour and background read back == the caption's (goal >= 90%, both right);
+- the first ``--silhouettes`` pairs again with the shape's silhouette (white on black) as
+  the hint, without Canny: the same three measures (no goal is set for them);
 - strength 0 gives exactly (every pixel) the base model's txt2img image for the same seed;
 - moving the hint moves the shape: the same caption without place or size, the hint shifted
   towards the far side of the image; the generated shape's IoU with the moved silhouette
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,8 +50,9 @@ LAYOUT_SEED = 2026  # the held-out pairs' jitter
 
 
 def controlnet_document(ckpt_name: str, controlnet_name: str, hint_image: str, caption: str, seed: int,
-                        strength: float = 1.0, steps: int = 20, cfg: float = 5.0) -> dict:
-    """The API-format workflow: txt2img guided by the Canny edges of an uploaded image."""
+                        strength: float = 1.0, steps: int = 20, cfg: float = 5.0, canny: bool = True) -> dict:
+    """The API-format workflow: txt2img guided by the Canny edges of an uploaded image, or
+    (``canny=False``) by the uploaded image itself (a silhouette)."""
     document = txt2img_document(ckpt_name, caption, seed, steps, cfg, "euler", "normal")
     document.update({
         "8": {"class_type": "LoadImage", "inputs": {"image": hint_image}},
@@ -56,9 +60,12 @@ def controlnet_document(ckpt_name: str, controlnet_name: str, hint_image: str, c
                                                 "high_threshold": house_hints.CANNY_HIGH}},
         "10": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet_name}},
         "11": {"class_type": "ControlNetApplyAdvanced", "inputs": {
-            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["10", 0], "image": ["9", 0],
+            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["10", 0],
+            "image": ["9", 0] if canny else ["8", 0],
             "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
     })
+    if not canny:
+        del document["9"]
     document["5"]["inputs"].update(positive=["11", 0], negative=["11", 1])
     return document
 
@@ -75,17 +82,20 @@ class ControlRunner(HouseRunner):
         self.engine = Engine(build_registry("nodes", None), make_runtime(self.folders, models=models))
         self.uploads = 0
 
-    def upload(self, layout: house_hints.Layout) -> str:
-        """Saves ``layout``'s sketch in the input folder; returns its name for LoadImage."""
+    def upload(self, image: Image.Image) -> str:
+        """Saves ``image`` in the input folder; returns its name for LoadImage."""
         self.uploads += 1
         name = f"hint_{self.uploads:04d}.png"
-        house_hints.sketch(layout).save(self.folders.input / name)
+        image.save(self.folders.input / name)
         return name
 
-    def guided(self, layout: house_hints.Layout, caption: str, seed: int, strength: float = 1.0) -> np.ndarray:
-        """``uint8 [128, 128, 3]``: the caption generated with ``layout``'s edges as the hint."""
-        document = controlnet_document(self.ckpt_name, self.controlnet_name, self.upload(layout), caption, seed,
-                                       strength)
+    def guided(self, layout: house_hints.Layout, caption: str, seed: int, strength: float = 1.0,
+               silhouette: bool = False) -> np.ndarray:
+        """``uint8 [128, 128, 3]``: the caption generated with the Canny edges of ``layout``'s
+        sketch as the hint, or (``silhouette``) with its silhouette image as it is."""
+        image = house_hints.silhouette_image(layout) if silhouette else house_hints.sketch(layout)
+        document = controlnet_document(self.ckpt_name, self.controlnet_name, self.upload(image), caption, seed,
+                                       strength, canny=not silhouette)
         return self.run(document, "7")
 
 
@@ -112,7 +122,7 @@ def away(value: float) -> float:
 
 
 def evaluate(checkpoint: Path, controlnet: Path, count: int, seed: int, moves: int, zero_checks: int,
-             grid: Path | None = None) -> dict:
+             silhouettes: int = 0, grid: Path | None = None) -> dict:
     """Every measure of the module docstring over ``count`` held-out pairs; a JSON-able report."""
     _, held_out = house_data.split_scenes()
     rng = random.Random(LAYOUT_SEED)
@@ -137,6 +147,8 @@ def evaluate(checkpoint: Path, controlnet: Path, count: int, seed: int, moves: i
                                                             "euler", "normal"), "7")))
             for i, x in enumerate(layouts[:zero_checks])
         ]
+        silhouette_rows = [measure(runner.guided(x, x.scene.caption(), seed + i, silhouette=True), x)
+                           for i, x in enumerate(layouts[:silhouettes])]
         moved_rows = []
         for i, layout in enumerate(layouts[:: max(1, count // max(moves, 1))][:moves]):
             scene = layout.scene
@@ -162,11 +174,23 @@ def evaluate(checkpoint: Path, controlnet: Path, count: int, seed: int, moves: i
                   "iou_after_mean": float(np.mean([r["iou_after"] for r in moved_rows])) if moved_rows else None,
                   "shift_error_px_mean": float(np.mean(errors)) if errors else None,
                   "shape_found": len(errors), "rows": moved_rows},
+        "silhouette_hints": {
+            "count": len(silhouette_rows),
+            **{name: float(np.mean([row[name] for row in silhouette_rows])) if silhouette_rows else None
+               for name in ("iou", "kind", "colours")}},
         "seconds_per_image_median": float(np.median(seconds)), "images": rows,
     }
     if grid is not None:
         grid.parent.mkdir(parents=True, exist_ok=True)
-        caption_grid(images[:24], [f"{r['caption']} IoU {r['iou']:.2f}" for r in rows[:24]]).save(grid)
+        # twelve pairs spread over the held-out list (it is ordered by kind), each as two tiles:
+        # the hint the ControlNet got (the sketch's Canny edges), then the generated image
+        picked = list(range(0, len(rows), max(1, len(rows) // 12)))[:12]
+        edges = house_hints.canny_edges(house_hints.to_unit([house_hints.sketch(layouts[i]) for i in picked]))
+        hints = [(e[0].numpy()[:, :, None].repeat(3, axis=2) * 255).astype(np.uint8) for e in edges]
+        tiles = [tile for hint, i in zip(hints, picked, strict=True) for tile in (hint, images[i])]
+        labels = [label for i in picked
+                  for label in ("hint: Canny edges", f"{rows[i]['caption']} IoU {rows[i]['iou']:.2f}")]
+        caption_grid(tiles, labels).save(grid)
     return report
 
 
@@ -178,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--moves", type=int, default=10, help="pairs whose hint is moved")
     parser.add_argument("--zero-checks", type=int, default=5, help="pairs run again at strength 0")
+    parser.add_argument("--silhouettes", type=int, default=20,
+                        help="pairs run again with the silhouette image as the hint (no Canny)")
     parser.add_argument("--json", type=Path, default=None, help="write every reading here")
     parser.add_argument("--grid", type=Path, default=None, help="write a captioned image grid here")
     args = parser.parse_args(argv)
     report = evaluate(args.checkpoint, args.controlnet, args.count, args.seed, args.moves, args.zero_checks,
-                      args.grid)
+                      args.silhouettes, args.grid)
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))
     print(f"{report['count']} held-out hint/caption pairs, 20 euler steps, cfg 5, Canny of the uploaded sketch")
@@ -193,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     moved = report["moved"]
     print(f"  moved hints: {moved['shape_found']}/{moved['count']} shapes found, IoU with the moved silhouette "
           f"{moved['iou_after_mean']}, centroid shift error {moved['shift_error_px_mean']} px")
+    shapes = report["silhouette_hints"]
+    if shapes["count"]:
+        print(f"  silhouette hints ({shapes['count']} pairs): IoU {shapes['iou']:.3f}, kind {shapes['kind']:.3f}, "
+              f"colours {shapes['colours']:.3f}")
     print(f"  median time per image {report['seconds_per_image_median']:.2f} s; goals met: {report['met']}")
     return 0
 

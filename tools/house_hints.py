@@ -7,6 +7,8 @@ size words) with the exact centre and radius of the shape in pixels. From it:
 - :func:`sketch`: the same shape black on white, the kind of picture a user uploads for
   the ``Canny`` node (its edges do not depend on the caption's colours, some pairs of
   which have nearly equal brightness and give Canny almost no edge);
+- :func:`silhouette_image`: the shape filled white on black, the other kind of hint (a
+  mask, given to the ControlNet as it is);
 - :func:`silhouette`: the shape's pixels as a boolean mask, what the evaluation compares
   the generated shape with;
 - :func:`canny_edges`: kornia's Canny with the thresholds the engine's ``Canny`` node uses
@@ -83,10 +85,14 @@ def sketch(layout: Layout) -> Image.Image:
     return house_data.draw_shape(layout.scene.shape, layout.cx, layout.cy, layout.r, BLACK, WHITE)
 
 
+def silhouette_image(layout: Layout) -> Image.Image:
+    """The shape of ``layout`` filled white on black: a silhouette hint, used as it is (no Canny)."""
+    return house_data.draw_shape(layout.scene.shape, layout.cx, layout.cy, layout.r, WHITE, BLACK)
+
+
 def silhouette(layout: Layout) -> np.ndarray:
     """``bool [128, 128]``: the pixels of ``layout``'s shape (at least half covered)."""
-    white = house_data.draw_shape(layout.scene.shape, layout.cx, layout.cy, layout.r, WHITE, BLACK)
-    return np.asarray(white)[:, :, 0] > 127
+    return np.asarray(silhouette_image(layout))[:, :, 0] > 127
 
 
 def canny_edges(images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Train the house ControlNet on the CPU: the house model's shapes placed by an edge map.
+"""Train the house ControlNet on the CPU: the house model's shapes placed by an edge map or silhouette.
 
 The ControlNet is diffusers' ``ControlNetModel.from_unet`` on the house UNet as our loader
 loads it from ``models/checkpoints/latentgraph-house-v1.safetensors`` (so it starts as a
@@ -10,9 +10,10 @@ Data (``data`` stage, cached in ``--workdir``/data.pt): ``--images`` layouts
 whose scene is held out is drawn again): half at the house world's nine places and two
 sizes, half anywhere at any radius (so the hint, not the caption, says where). Each is
 drawn, encoded once by the house VAE (posterior mean), and given its hint: the edges of the
-drawing, as the ``Canny`` node makes them with its default thresholds (kornia), for half of
-them, and the edges of the same shape drawn black on white for the other half (and for any
-drawing whose colours are too alike in brightness for Canny to find most of its outline).
+drawing, as the ``Canny`` node makes them with its default thresholds (kornia), for 40% of
+them; the edges of the same shape drawn black on white for another 40% (and for any drawing
+whose colours are too alike in brightness for Canny to find most of its outline); the
+shape's silhouette, white on black, for the remaining 20% (a mask as a hint needs no Canny).
 
 Diffusion (``train`` stage): eps loss with the house recipe's weighting (min-SNR-5 with an
 x0 floor, half of each batch at t >= 500, extra weight on the shape's latent cells), the
@@ -28,8 +29,8 @@ norm groups cannot be seen in the shapes) that ``nodes.controlnet`` loads.
 
 Recipe (the defaults; seeded, so a rerun from scratch draws the same data and batches)::
 
-    nice -n 10 python tools/train_house_controlnet.py --images 5000 --steps 2400 --batch 16 --lr 5e-4 --seed 0 \
-        --threads 1
+    nice -n 10 python tools/train_house_controlnet.py --images 5000 --steps 3000 --batch 16 --lr 5e-4 --seed 0 \
+        --threads 2
     python tools/train_house_controlnet.py --stage export --out models/controlnet/latentgraph-house-edges-v1.safetensors
 """
 
@@ -69,6 +70,7 @@ from tools.train_house_model import (  # noqa: E402
 HOUSE = ROOT / "models" / "checkpoints" / "latentgraph-house-v1.safetensors"
 DEFAULT_OUT = ROOT / "models" / "controlnet" / "latentgraph-house-edges-v1.safetensors"
 WEAK_EDGES = 0.3  # a drawing's edges count as missing below this share of its sketch's edge pixels
+SILHOUETTE_SHARE = 0.2  # of the hints that are the filled shape rather than its edges
 
 
 def log(message: str) -> None:
@@ -97,13 +99,18 @@ def training_layout(train: set[house_data.Scene], train_list: list[house_data.Sc
 
 
 def make_hints(layouts: list[house_hints.Layout], rng: random.Random) -> torch.Tensor:
-    """``uint8 [B, 1, 128, 128]`` 0/255 edge maps: the drawing's (half) or the sketch's."""
+    """``uint8 [B, 1, 128, 128]`` 0/255 hints: the edges of the drawing (40%) or of the sketch
+    (40%), or the shape's silhouette, white on black (``SILHOUETTE_SHARE``)."""
     drawn = house_hints.canny_edges(house_hints.to_unit([house_hints.drawing(x) for x in layouts]))
     sketched = house_hints.canny_edges(house_hints.to_unit([house_hints.sketch(x) for x in layouts]))
+    filled = torch.from_numpy(np.stack([house_hints.silhouette(x) for x in layouts])).float()[:, None]
     weak = drawn.sum(dim=(1, 2, 3)) < WEAK_EDGES * sketched.sum(dim=(1, 2, 3))
-    use_drawing = torch.tensor([rng.random() < 0.5 for _ in layouts]) & ~weak
-    edges = torch.where(use_drawing[:, None, None, None], drawn, sketched)
-    return (edges * 255).round().to(torch.uint8)
+    rolls = torch.tensor([rng.random() for _ in layouts])
+    use_silhouette = rolls < SILHOUETTE_SHARE
+    use_drawing = (rolls >= (1 + SILHOUETTE_SHARE) / 2) & ~weak
+    hints = torch.where(use_drawing[:, None, None, None], drawn, sketched)
+    hints = torch.where(use_silhouette[:, None, None, None], filled, hints)
+    return (hints * 255).round().to(torch.uint8)
 
 
 def build_data(workdir: Path, count: int, seed: int, vae: torch.nn.Module) -> dict:
@@ -148,6 +155,7 @@ def train(workdir: Path, data: dict, unet: torch.nn.Module, text: torch.nn.Modul
           batch: int, lr_peak: float, seed: int, save_every: int, stop_at: int | None = None) -> ControlNetModel:
     """Train (or resume) the ControlNet; returns it. ``steps`` is the learning-rate schedule's
     length; ``stop_at`` ends the run earlier on the same schedule (the committed model's recipe)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "train.pt"
     torch.manual_seed(seed)
     net = new_controlnet(unet)
@@ -161,12 +169,13 @@ def train(workdir: Path, data: dict, unet: torch.nn.Module, text: torch.nn.Modul
         log(f"resumed at step {step}")
     scenes = [house_data.Scene(*json.loads(s)) for s in data["scenes"]]
     tokens, ac = CaptionTokens(), alphas_cumprod()
-    rng = random.Random(seed * 1000 + step)
-    gen = torch.Generator().manual_seed(seed * 1000 + step)
     net.train()
     start, losses = time.perf_counter(), []
     last = min(steps, stop_at or steps)
     while step < last:
+        # Seeded by the step, so a run resumed anywhere draws the batches an uninterrupted one does.
+        rng = random.Random(seed * 100_003 + step)
+        gen = torch.Generator().manual_seed(seed * 100_003 + step)
         lr = lr_peak * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -236,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--stage", choices=("all", "data", "train", "export"), default="all")
     parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--stop-at", type=int, default=None,
                         help="end the run at this step (the schedule still spans --steps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
