@@ -1,6 +1,7 @@
 """ControlNet nodes, with ComfyUI's names, inputs and semantics: ControlNetLoader,
 DiffControlNetLoader, ControlNetApply (deprecated in ComfyUI, kept for old workflows),
-ControlNetApplyAdvanced and the Canny edge preprocessor.
+ControlNetApplyAdvanced, SetUnionControlNetType (union ControlNets' control type) and the
+Canny edge preprocessor.
 
 An apply node puts a :class:`~nodes.controlnet.handle.ControlLink` (the network, the
 hint, strength and window) under ``"control"`` in a copy of each conditioning entry's
@@ -11,6 +12,7 @@ network live in ``nodes/controlnet/``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ from graph import Input, Node, Output
 from nodes import memory_estimates
 from nodes.loaders import file_state, model_choices, runtime_dtypes
 
+# ComfyUI's union control types (comfy/cldm/control_types.py), in its order; the indices
+# are in nodes/controlnet/union.py, which imports torch, so the names are listed here too.
+UNION_TYPE_NAMES = ("openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd", "normal",
+                    "segment", "tile", "repaint")
 STRENGTH = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
 PERCENT = {"min": 0.0, "max": 1.0, "step": 0.001}
 
@@ -163,6 +169,30 @@ class ControlNetApplyAdvanced(Node):
                 entries.append([cond, dict(extras, control=links[id(previous)], control_apply_to_uncond=False)])
             out.append(ControlledConditioning(entries))
         return (out[0], out[1])
+
+
+class SetUnionControlNetType(Node):
+    """Chooses the control type a union ControlNet (ControlNet++, e.g. controlnet-union-sdxl-1.0
+    or its promax variant) is run with; "auto" runs it without one, as ComfyUI. Returns a
+    new CONTROL_NET: the input is unchanged. As in ComfyUI, other ControlNets and
+    T2I-Adapters ignore the type."""
+
+    category = "conditioning/controlnet"
+    control_net = Input("CONTROL_NET")
+    type = Input(choices=["auto", *UNION_TYPE_NAMES])
+    outputs = (Output("CONTROL_NET"),)
+
+    def execute(self, control_net: Any, type: str) -> tuple:  # "type": ComfyUI's input name
+        from nodes.controlnet.union import UNION_TYPES, check_type
+
+        net = _check_net(control_net)
+        index = UNION_TYPES.get(type)  # None: "auto" (ComfyUI's empty control_type list)
+        if net.kind == "union":
+            check_type(net.model, index, net.source.name)
+        elif index is not None:
+            logging.getLogger(__name__).warning("SetUnionControlNetType: %s is not a union ControlNet; the type %r "
+                                                "is ignored, as in ComfyUI", net.source.name, type)
+        return (net.with_control_type(index),)
 
 
 class Canny(Node):

@@ -11,7 +11,7 @@ frozen: chaining makes a new link, so a cached conditioning never changes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,10 +22,15 @@ from nodes.sd.handles import module_bytes
 
 @dataclass(frozen=True, eq=False)
 class ControlNetHandle:
-    """CONTROL_NET: a diffusers ``ControlNetModel`` (or ``T2IAdapter``) in eval mode.
+    """CONTROL_NET: a diffusers ``ControlNetModel`` (``ControlNetUnionModel``, ``T2IAdapter``) in eval mode.
 
     ``family``: ``"sd1"``, ``"sd2"`` or ``"sdxl"``, the models it was trained for;
     ``hint_channels``: channels of the hint image it takes (3); ``source``: the file.
+    ``control_type``: the control type SetUnionControlNetType chose (an index of
+    ``nodes.controlnet.union.UNION_TYPES``), None for "auto" or never set; only a union
+    ControlNet reads it (ComfyUI passes it to every ControlNet, and the others ignore it).
+    ``shared``: the network belongs to the handle this one was derived from, which counts
+    its bytes in the cache.
     """
 
     cache_pool: ClassVar[str] = "models"  # the output cache's pool: POST /free unloads it
@@ -36,11 +41,18 @@ class ControlNetHandle:
     dtype: torch.dtype
     source: Path
     hint_channels: int = 3
-    kind: str = "controlnet"  # or "t2i_adapter" (a diffusers T2IAdapter)
+    kind: str = "controlnet"  # "union" (a diffusers ControlNetUnionModel) or "t2i_adapter" (a T2IAdapter)
     hint_multiple: int = 8  # a T2I-Adapter's hint is rounded up to a multiple of its pixel-unshuffle factor
+    control_type: int | None = None
+    shared: bool = False
 
     def size_bytes(self) -> int:
-        return module_bytes(self.model)
+        return 0 if self.shared else module_bytes(self.model)
+
+    def with_control_type(self, control_type: int | None) -> ControlNetHandle:
+        """A new handle on the same network with ``control_type`` set (this one is unchanged:
+        it may be a cached output)."""
+        return replace(self, control_type=control_type, shared=True)
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
         return (self.model,)
@@ -95,10 +107,10 @@ def control_of(extras: Any) -> ControlLink | None:
 def control_handles(*conditionings: Iterable[Any]) -> tuple[ControlNetHandle, ...]:
     """Every ControlNet the entries of some CONDITIONING values use, once each (what must be
     on the device with the UNet while they are sampled)."""
-    found: dict[int, ControlNetHandle] = {}
+    found: dict[int, ControlNetHandle] = {}  # by network: handles of several control types share one
     for conditioning in conditionings:
         for entry in conditioning or ():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and (link := control_of(entry[1])):
                 for item in link.chain():
-                    found.setdefault(id(item.net), item.net)
+                    found.setdefault(id(item.net.model), item.net)
     return tuple(found.values())

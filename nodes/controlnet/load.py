@@ -1,6 +1,7 @@
 """Load ControlNets offline: LDM single files, diffusers single files and diffusers folders.
 
-Nothing here reads the network: the architecture comes from the file's metadata, a
+A union ControlNet (ControlNet++, diffusers layout) goes into a diffusers
+``ControlNetUnionModel`` (``nodes.controlnet.union``). Nothing here reads the network: the architecture comes from the file's metadata, a
 ``config.json`` beside it, or its structure (``nodes.controlnet.structure``). Tensors are
 read as checkpoints' are (``nodes.models.state_source``: safetensors memory-mapped,
 pickles only through ``torch.load(weights_only=True)``) into a diffusers
@@ -34,12 +35,13 @@ FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_mode
                   "diffusion_pytorch_model.bin")
 
 
-def empty_controlnet(config: dict[str, Any]) -> torch.nn.Module:
-    """A diffusers ``ControlNetModel`` with meta tensors, from its config dict."""
-    from diffusers import ControlNetModel
+def empty_controlnet(config: dict[str, Any], union: bool = False) -> torch.nn.Module:
+    """A diffusers ``ControlNetModel`` (``ControlNetUnionModel`` for a ``union`` one) with
+    meta tensors, from its config dict."""
+    from diffusers import ControlNetModel, ControlNetUnionModel
 
     with torch.device("meta"):
-        return ControlNetModel.from_config(dict(config))
+        return (ControlNetUnionModel if union else ControlNetModel).from_config(dict(config))
 
 
 def _weights_of(path: Path) -> Path:
@@ -91,7 +93,8 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     """Loads a ControlNet file or diffusers folder into a :class:`ControlNetHandle` (a
     T2I-Adapter file too: ``nodes.controlnet.adapter``, recognised by its keys).
 
-    ``path``: an LDM (``control_model.*``) or diffusers-keyed ``.safetensors`` (or a pickle
+    ``path``: an LDM (``control_model.*``) or diffusers-keyed ``.safetensors`` (a union
+    ControlNet's too: a handle of kind ``"union"``) (or a pickle
     ``torch.load(weights_only=True)`` accepts), or a folder with ``config.json`` and
     ``diffusion_pytorch_model.safetensors``. ``dtype``: what it computes in; with
     ``keep_file_precision`` its weight matrices keep a narrower stored dtype (cast per layer).
@@ -106,7 +109,7 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     """
     path = Path(path)
     weights = _weights_of(path)
-    folder_config = sibling_config(weights, ("ControlNetModel",))
+    folder_config = sibling_config(weights, ("ControlNetModel", "ControlNetUnionModel"))
     with open_state(weights, device, dtype) as source:
         adapter = is_adapter(source.shapes)
     if adapter:
@@ -116,7 +119,7 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
         if info.is_diff and base_unet is None:
             raise ModelLoadError(f"{path.name} is a diff ControlNet (its weights are differences to a model's): "
                                  f"load it with DiffControlNetLoader, which adds them to the model's")
-        model = empty_controlnet(info.config)
+        model = empty_controlnet(info.config, union=info.union)
         key_map = _key_map(model, info)
         state = _read(model, key_map, source, info, dtype, keep_file_precision, base_unet)
         model = build.fill(model, state, source.device, dtype)
@@ -125,4 +128,5 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     if global_average_pooling:
         model.register_to_config(global_pool_conditions=True)
     return ControlNetHandle(model=model, family=info.family, device=torch.device(device), dtype=dtype, source=path,
-                            hint_channels=int(info.config.get("conditioning_channels", 3)))
+                            hint_channels=int(info.config.get("conditioning_channels", 3)),
+                            kind="union" if info.union else "controlnet")

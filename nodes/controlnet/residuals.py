@@ -15,7 +15,8 @@ the UNet's result exactly as without ControlNet). A chain is evaluated as ComfyU
 ``get_control``: the previous links first, then this link if the step's sigma is inside
 its window, its residuals times its strength added to theirs.
 
-A T2I-Adapter link adds its features inside the UNet's down blocks
+A union ControlNet runs with the control type its handle carries
+(``nodes.controlnet.union``). A T2I-Adapter link adds its features inside the UNet's down blocks
 (``down_intrablock_additional_residuals``) instead; they depend on the hint alone and are
 computed once per run.
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.controlnet.handle import ControlLink, control_of
+from nodes.controlnet.union import check_type, union_residuals
 
 Segment = tuple[ControlLink | None, int, int | None]  # (chain head, entries, rows per entry; None: not yet fitted)
 
@@ -166,7 +168,7 @@ def _chain(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tenso
 def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
          added: dict[str, torch.Tensor] | None, entries: int, cache: dict) -> Residuals:
     net = link.net
-    if net.family != model.family and (net.kind == "controlnet" or "sdxl" in (net.family, model.family)):
+    if net.family != model.family and (net.kind != "t2i_adapter" or "sdxl" in (net.family, model.family)):
         raise ValueError(f"a ControlNet for {net.family} ({net.source.name}) cannot guide a {model.family} model")
     device, dtype = net.device, net.dtype
     if net.kind == "t2i_adapter":
@@ -176,6 +178,11 @@ def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor,
         raise ValueError(f"the ControlNet {net.source.name} takes a {net.hint_channels}-channel hint image, "
                          f"got {hint.shape[1]} channels")
     extra = {k: v.to(device, dtype) for k, v in added.items()} if added else None
+    if net.kind == "union":  # ComfyUI's union forward, with the type SetUnionControlNetType chose
+        check_type(net.model, net.control_type, net.source.name)
+        down, mid = union_residuals(net.model, x.to(device, dtype), timestep.to(device), context.to(device, dtype),
+                                    hint, net.control_type, float(link.strength), extra)
+        return Residuals(tuple(down), (mid,))
     down, mid = net.model(x.to(device, dtype), timestep.to(device), encoder_hidden_states=context.to(device, dtype),
                           controlnet_cond=hint, conditioning_scale=float(link.strength), added_cond_kwargs=extra,
                           return_dict=False)

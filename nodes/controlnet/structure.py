@@ -19,8 +19,12 @@ cross-attention width and hint-encoder channels from the shapes, and what shapes
 show (attention heads, norm groups, SDXL's time-embedding width) from the family's bundled
 UNet config (SD1: 8 heads; SD2/SDXL: 64 channels a head).
 
-Files of kinds we do not load (ControlNet-LoRA, union ControlNets, ControlNets for SD3,
-Flux or other transformer models) are refused with an error that names the kind.
+A union ControlNet (ControlNet++: ``task_embedding``, ``control_add_embedding.*``...) in
+the diffusers layout, as published, is the same with diffusers ``ControlNetUnionModel``'s
+extra parts (``nodes.controlnet.union``); ``ControlNetInfo.union`` says so and its config
+has their sizes. Files of kinds we do not load (ControlNet-LoRA, union ControlNets in the
+LDM layout, which ComfyUI does not load as union either, ControlNets for SD3, Flux or other
+transformer models) are refused with an error that names the kind.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodes.controlnet.union import is_union, union_config
 from nodes.models.detect import Shapes, arch_config_from_metadata
 from nodes.models.errors import UnknownCheckpointError
 from nodes.models.family_config import CONFIG_ROOT, bundled_configs
@@ -42,8 +47,6 @@ DIFF_MARK = "difference"  # a "diff" ControlNet: its weights are added to a mode
 # Formats recognised only to be refused: a key that marks them -> what they are.
 _REFUSED = (
     ("lora_controlnet", "a ControlNet-LoRA (Control-LoRA) file"),
-    ("control_add_embedding.linear_1.bias", "a union ControlNet (several control types in one file)"),
-    ("task_embedding", "a union ControlNet (several control types in one file)"),
     ("controlnet_blocks.0.weight", "a ControlNet for a transformer model (SD3, Flux, Qwen-Image...)"),
     ("controlnet_blocks.0.linear.weight", "a ControlNet for a transformer model (Flux)"),
     ("after_proj_list.0.weight", "a Hunyuan-DiT ControlNet"),
@@ -59,7 +62,8 @@ class ControlNetInfo:
     ``layout``: ``"ldm"`` or ``"diffusers"``; ``prefix``: the key prefix of an LDM file
     (``control_model.`` or ``""``); ``family``: ``"sd1"``, ``"sd2"`` or ``"sdxl"``;
     ``config``: the diffusers ``ControlNetModel`` config; ``config_source``: where it came
-    from; ``is_diff``: the file holds differences to a UNet's weights (DiffControlNetLoader).
+    from; ``is_diff``: the file holds differences to a UNet's weights (DiffControlNetLoader);
+    ``union``: a union ControlNet (``config`` is then a diffusers ``ControlNetUnionModel``'s).
     """
 
     layout: str
@@ -68,6 +72,7 @@ class ControlNetInfo:
     config: dict[str, Any]
     config_source: str
     is_diff: bool = False
+    union: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,10 @@ def inspect_controlnet(shapes: Shapes, metadata: Mapping[str, str] | None = None
     refused = refused_kind(shapes)
     if refused is not None:
         raise UnknownCheckpointError(f"{name} is {refused}, which is not supported")
+    union = is_union(shapes)
+    if union and DIFFUSERS_MARK not in shapes:
+        raise UnknownCheckpointError(f"{name} is a union ControlNet in the LDM layout, which is not supported "
+                                     f"(union ControlNets load in diffusers' layout, as published)")
     if DIFFUSERS_MARK in shapes:
         layout, prefix, structure = "diffusers", "", _diffusers_structure(shapes)
     elif LDM_PREFIX + "zero_convs.0.0.weight" in shapes:
@@ -253,4 +262,21 @@ def inspect_controlnet(shapes: Shapes, metadata: Mapping[str, str] | None = None
         config, source = {k: v for k, v in folder_config.items() if not k.startswith("_")}, "config.json"
     else:
         config, source = _inferred_config(structure, family, config_root), "inferred from the structure"
-    return ControlNetInfo(layout, prefix, family, config, source, is_diff=DIFF_MARK in shapes)
+    if union:  # the shapes say the union parts' sizes, whatever config came with the file
+        config = _with_union(config, union_config(shapes, name), name, given=source != "inferred from the structure")
+    return ControlNetInfo(layout, prefix, family, config, source, is_diff=DIFF_MARK in shapes, union=union)
+
+
+def _with_union(config: dict[str, Any], extra: dict[str, Any], name: str, given: bool) -> dict[str, Any]:
+    """A plain ControlNet config with a union's parts. diffusers' ``ControlNetUnionModel``
+    has one ``addition_time_embed_dim`` for SDXL's size embedding and the control types'
+    embedding: a ``given`` config (the file's or its folder's) must agree with the shapes;
+    an inferred one took its value from the family's config and yields to the shapes."""
+    own = config.get("addition_time_embed_dim")
+    if given and own is not None and own != extra["addition_time_embed_dim"]:
+        raise UnknownCheckpointError(
+            f"{name}: the union ControlNet embeds its control types in {extra['addition_time_embed_dim']} channels "
+            f"but its size conditioning in {own}; diffusers' ControlNetUnionModel cannot hold that")
+    if "num_trans_head" in config:  # not in the shapes: a config that says it is right
+        extra = {**extra, "num_trans_head": config["num_trans_head"]}
+    return {**config, **extra}
