@@ -132,6 +132,17 @@ def test_a_six_type_union_is_read_from_its_shapes(unet, tmp_path, tiny_checkpoin
     assert handle.model.config.num_control_type == 6
 
 
+def test_promax_weights_beside_a_six_type_config_follow_their_shapes(unet, union, tmp_path):
+    """As in xinsir's repository: diffusion_pytorch_model_promax.safetensors (8 types) lies
+    beside the 6-type model's config.json; the union sizes come from the tensors."""
+    tiny_union(unet, types=6).save_pretrained(tmp_path)
+    promax = save_union(union, tmp_path / "diffusion_pytorch_model_promax.safetensors")
+    handle = load_controlnet(promax)
+    assert handle.kind == "union" and handle.model.config.num_control_type == 8
+    state = union.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in handle.model.state_dict().items())
+
+
 @pytest.mark.parametrize("types", [6, 8])
 def test_structure_of_full_size_union_controlnets(types):
     """controlnet-union-sdxl-1.0 (6 types) and its promax variant (8), built full size on the
@@ -178,6 +189,20 @@ def test_residuals_equal_diffusers_forward_row_by_row(union, control_type):
                                 {k: v[:1] for k, v in a1.items()})
     for a, b in zip([*alone[0], alone[1]], ours, strict=True):
         torch.testing.assert_close(a, b[:1], atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_close_to_float32(union, tmp_path, tiny_checkpoints, dtype):
+    """GPU users load in bf16/fp16 (here on the CPU): no dtype mix-up, results near fp32's."""
+    handle = load_controlnet(save_union(union, tmp_path / "u.safetensors"), dtype=dtype,
+                             config_root=tiny_checkpoints.config_root)
+    x, t, context, hint, added = _inputs(union)
+    with torch.no_grad():
+        down, mid = union_residuals(handle.model, x.to(dtype), t, context.to(dtype), hint.to(dtype), 3, 0.7,
+                                    {k: v.to(dtype) for k, v in added.items()})
+    for a, b in zip([*down, mid], _ours(union, 3), strict=True):
+        assert a.dtype == dtype
+        assert (a.float() - b).abs().max() <= 0.05 * b.abs().max()
 
 
 def test_each_type_gives_its_own_residuals(union):
@@ -333,7 +358,6 @@ def test_zero_convolutions_give_exactly_the_base_image(runs, base):
     assert torch.equal(runs.latent(workflow("zero.safetensors", "auto")), base)
 
 
-@pytest.mark.slow  # six tiny SDXL image runs: the full suite (make test), not the fast lane
 def test_the_chosen_type_steers_the_union_controlnet(runs, base):
     depth = runs.latent(workflow("union.safetensors", "depth"))
     canny = runs.latent(workflow("union.safetensors", "canny/lineart/anime_lineart/mlsd"))
