@@ -139,6 +139,30 @@ def test_one_batched_controlnet_pass_per_unet_call(runs, monkeypatch):
     assert batches == [2, 2, 2, 2]  # two steps, each: both ControlNets once, uncond and cond together
 
 
+def test_each_hint_is_encoded_once_per_run_with_the_same_result(runs, monkeypatch):
+    from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
+
+    import nodes.controlnet.residuals as residuals
+
+    encoded = []
+    encode = ControlNetConditioningEmbedding.forward
+
+    def counting(self, conditioning):
+        encoded.append(tuple(conditioning.shape))
+        return encode(self, conditioning)
+
+    monkeypatch.setattr(ControlNetConditioningEmbedding, "forward", counting)
+    doc = workflow(("a.safetensors", 1.0, 0.0, 1.0), ("b.safetensors", 0.7, 0.0, 1.0), steps=3, cfg=4.5)
+    once = runs.latent(doc)
+    assert encoded == [(2, 3, 64, 64)] * 2  # each ControlNet's hint once per run, not once per step
+    encoded.clear()
+    monkeypatch.setattr(residuals, "encoded_hint", lambda model, hint, cache, key: hint)  # diffusers' own path
+    runs.executor.cache.clear()  # run it again rather than give the cached latent
+    every_step = runs.latent(doc)
+    assert encoded == [(2, 3, 64, 64)] * 6
+    assert torch.equal(once, every_step)
+
+
 @pytest.mark.slow  # several tiny-model image runs: the full suite (make test), not the fast lane
 def test_old_apply_node_gives_the_negative_the_same_controlnet(runs):
     doc = workflow()

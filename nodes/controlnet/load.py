@@ -21,6 +21,7 @@ import torch
 
 from nodes.controlnet.adapter import is_adapter, load_adapter
 from nodes.controlnet.handle import ControlNetHandle
+from nodes.controlnet.hint_encoding import accept_encoded_hints
 from nodes.controlnet.keymap import controlnet_key_map
 from nodes.controlnet.structure import ControlNetInfo, inspect_controlnet
 from nodes.models import build, cast_weights
@@ -123,6 +124,8 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
         key_map = _key_map(model, info)
         state = _read(model, key_map, source, info, dtype, keep_file_precision, base_unet)
         model = build.fill(model, state, source.device, dtype)
+    if not info.union:
+        accept_encoded_hints(model)  # sampling encodes each hint once, not on every step
     if global_average_pooling is None:
         global_average_pooling = path.stem.endswith(("_shuffle", "_shuffle_fp16"))
     if global_average_pooling:

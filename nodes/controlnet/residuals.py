@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.controlnet.handle import ControlLink, control_of
+from nodes.controlnet.hint_encoding import PassEncodedHints, encoded_hint
 from nodes.controlnet.union import check_type, union_residuals
 
 Segment = tuple[ControlLink | None, int, int | None]  # (chain head, entries, rows per entry; None: not yet fitted)
@@ -183,6 +184,8 @@ def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor,
         down, mid = union_residuals(net.model, x.to(device, dtype), timestep.to(device), context.to(device, dtype),
                                     hint, net.control_type, float(link.strength), extra)
         return Residuals(tuple(down), (mid,))
+    if isinstance(net.model.controlnet_cond_embedding, PassEncodedHints):  # encode the hint once per run
+        hint = encoded_hint(net.model, hint, cache, ("encoded", id(link), *x.shape, entries))
     down, mid = net.model(x.to(device, dtype), timestep.to(device), encoder_hidden_states=context.to(device, dtype),
                           controlnet_cond=hint, conditioning_scale=float(link.strength), added_cond_kwargs=extra,
                           return_dict=False)
