@@ -125,7 +125,7 @@ def test_structure_of_full_size_controlnets(config_name):
 
 
 @pytest.mark.parametrize(("key", "what"), [
-    ("lora_controlnet", "Control-LoRA"), ("control_add_embedding.linear_1.bias", "union ControlNet"),
+    ("control_add_embedding.linear_1.bias", "union ControlNet"),  # Control-LoRA loads: tests/test_controlnet_lora.py
     ("controlnet_blocks.0.weight", "transformer model"),
 ])
 def test_refused_kinds_are_named(key, what):

@@ -22,7 +22,8 @@ from nodes.sd.handles import module_bytes
 
 @dataclass(frozen=True, eq=False)
 class ControlNetHandle:
-    """CONTROL_NET: a diffusers ``ControlNetModel`` (``ControlNetUnionModel``, ``T2IAdapter``) in eval mode.
+    """CONTROL_NET: a diffusers ``ControlNetModel`` (``ControlNetUnionModel``, ``T2IAdapter``) in eval
+    mode, or a Control-LoRA's tensors (its network is built from the sampled model, see ``kind``).
 
     ``family``: ``"sd1"``, ``"sd2"`` or ``"sdxl"``, the models it was trained for;
     ``hint_channels``: channels of the hint image it takes (3); ``source``: the file.
@@ -41,7 +42,9 @@ class ControlNetHandle:
     dtype: torch.dtype
     source: Path
     hint_channels: int = 3
-    kind: str = "controlnet"  # "union" (a diffusers ControlNetUnionModel) or "t2i_adapter" (a T2IAdapter)
+    # "union" (a diffusers ControlNetUnionModel), "t2i_adapter" (a T2IAdapter) or "control_lora"
+    # (a Control-LoRA: ``model`` holds the file's tensors, nodes.controlnet.control_lora.ControlLoraWeights)
+    kind: str = "controlnet"
     hint_multiple: int = 8  # a T2I-Adapter's hint is rounded up to a multiple of its pixel-unshuffle factor
     control_type: int | None = None
     shared: bool = False

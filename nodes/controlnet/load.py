@@ -1,7 +1,8 @@
 """Load ControlNets offline: LDM single files, diffusers single files and diffusers folders.
 
 A union ControlNet (ControlNet++, diffusers layout) goes into a diffusers
-``ControlNetUnionModel`` (``nodes.controlnet.union``). Nothing here reads the network: the architecture comes from the file's metadata, a
+``ControlNetUnionModel`` (``nodes.controlnet.union``); a Control-LoRA (``lora_controlnet``
+key) keeps its tensors until sampling builds its network (``nodes.controlnet.control_lora``). Nothing here reads the network: the architecture comes from the file's metadata, a
 ``config.json`` beside it, or its structure (``nodes.controlnet.structure``). Tensors are
 read as checkpoints' are (``nodes.models.state_source``: safetensors memory-mapped,
 pickles only through ``torch.load(weights_only=True)``) into a diffusers
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from nodes.controlnet.adapter import is_adapter, load_adapter
+from nodes.controlnet.control_lora import is_control_lora, load_control_lora
 from nodes.controlnet.handle import ControlNetHandle
 from nodes.controlnet.hint_encoding import accept_encoded_hints
 from nodes.controlnet.keymap import controlnet_key_map
@@ -95,7 +97,8 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     T2I-Adapter file too: ``nodes.controlnet.adapter``, recognised by its keys).
 
     ``path``: an LDM (``control_model.*``) or diffusers-keyed ``.safetensors`` (a union
-    ControlNet's too: a handle of kind ``"union"``) (or a pickle
+    ControlNet's too: a handle of kind ``"union"``; a Control-LoRA: kind ``"control_lora"``,
+    ``base_unet`` ignored, as ComfyUI does) (or a pickle
     ``torch.load(weights_only=True)`` accepts), or a folder with ``config.json`` and
     ``diffusion_pytorch_model.safetensors``. ``dtype``: what it computes in; with
     ``keep_file_precision`` its weight matrices keep a narrower stored dtype (cast per layer).
@@ -113,6 +116,8 @@ def load_controlnet(path: str | Path, *, device: torch.device | str = "cpu", dty
     folder_config = sibling_config(weights, ("ControlNetModel", "ControlNetUnionModel"))
     with open_state(weights, device, dtype) as source:
         adapter = is_adapter(source.shapes)
+        if is_control_lora(source.shapes):  # no network of its own: built from the sampled model
+            return load_control_lora(source, path, device, dtype)
     if adapter:
         return load_adapter(weights, device=device, dtype=dtype)
     with open_state(weights, device, dtype) as source:

@@ -16,7 +16,9 @@ the UNet's result exactly as without ControlNet). A chain is evaluated as ComfyU
 its window, its residuals times its strength added to theirs.
 
 A union ControlNet runs with the control type its handle carries
-(``nodes.controlnet.union``). A T2I-Adapter link adds its features inside the UNet's down blocks
+(``nodes.controlnet.union``). A Control-LoRA's network is built from the sampled model at
+the run's first UNet call and kept in the run's cache (``nodes.controlnet.control_lora``),
+then runs as a plain ControlNet. A T2I-Adapter link adds its features inside the UNet's down blocks
 (``down_intrablock_additional_residuals``) instead; they depend on the hint alone and are
 computed once per run.
 
@@ -35,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nodes.controlnet.control_lora import control_lora_network
 from nodes.controlnet.handle import ControlLink, control_of
 from nodes.controlnet.hint_encoding import PassEncodedHints, encoded_hint
 from nodes.controlnet.union import check_type, union_residuals
@@ -174,6 +177,10 @@ def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor,
     device, dtype = net.device, net.dtype
     if net.kind == "t2i_adapter":
         return _adapter_features(link, x, entries, cache)
+    network = net.model
+    if net.kind == "control_lora":  # built from the sampled model at the run's first call
+        network = control_lora_network(net, model, cache)
+        device, dtype = network.device, model.dtype
     hint = prepared_hint(link.hint, x.shape, entries, device, dtype, cache, key=id(link))
     if hint.shape[1] != net.hint_channels:
         raise ValueError(f"the ControlNet {net.source.name} takes a {net.hint_channels}-channel hint image, "
@@ -184,9 +191,9 @@ def _run(link: ControlLink, model: Any, x: torch.Tensor, timestep: torch.Tensor,
         down, mid = union_residuals(net.model, x.to(device, dtype), timestep.to(device), context.to(device, dtype),
                                     hint, net.control_type, float(link.strength), extra)
         return Residuals(tuple(down), (mid,))
-    if isinstance(net.model.controlnet_cond_embedding, PassEncodedHints):  # encode the hint once per run
-        hint = encoded_hint(net.model, hint, cache, ("encoded", id(link), *x.shape, entries))
-    down, mid = net.model(x.to(device, dtype), timestep.to(device), encoder_hidden_states=context.to(device, dtype),
+    if isinstance(network.controlnet_cond_embedding, PassEncodedHints):  # encode the hint once per run
+        hint = encoded_hint(network, hint, cache, ("encoded", id(link), *x.shape, entries))
+    down, mid = network(x.to(device, dtype), timestep.to(device), encoder_hidden_states=context.to(device, dtype),
                           controlnet_cond=hint, conditioning_scale=float(link.strength), added_cond_kwargs=extra,
                           return_dict=False)
     return Residuals(tuple(down), (mid,))

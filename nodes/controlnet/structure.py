@@ -22,9 +22,11 @@ UNet config (SD1: 8 heads; SD2/SDXL: 64 channels a head).
 A union ControlNet (ControlNet++: ``task_embedding``, ``control_add_embedding.*``...) in
 the diffusers layout, as published, is the same with diffusers ``ControlNetUnionModel``'s
 extra parts (``nodes.controlnet.union``); ``ControlNetInfo.union`` says so and its config
-has their sizes. Files of kinds we do not load (ControlNet-LoRA, union ControlNets in the
-LDM layout, which ComfyUI does not load as union either, ControlNets for SD3, Flux or other
-transformer models) are refused with an error that names the kind.
+has their sizes. A Control-LoRA (``lora_controlnet`` key) has no network of its own and is
+not read here: ``nodes.controlnet.control_lora`` builds it from the sampled model. Files of
+kinds we do not load (union ControlNets in the LDM layout, which ComfyUI does not load as
+union either, ControlNets for SD3, Flux or other transformer models) are refused with an
+error that names the kind.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ from nodes.models.family_config import CONFIG_ROOT, bundled_configs
 LDM_PREFIX = "control_model."
 DIFFUSERS_MARK = "controlnet_cond_embedding.conv_in.weight"
 DIFF_MARK = "difference"  # a "diff" ControlNet: its weights are added to a model's UNet's
+CONTROL_LORA_MARK = "lora_controlnet"  # a Control-LoRA (nodes.controlnet.control_lora), as ComfyUI tells them
 
 # Formats recognised only to be refused: a key that marks them -> what they are.
 _REFUSED = (
-    ("lora_controlnet", "a ControlNet-LoRA (Control-LoRA) file"),
     ("controlnet_blocks.0.weight", "a ControlNet for a transformer model (SD3, Flux, Qwen-Image...)"),
     ("controlnet_blocks.0.linear.weight", "a ControlNet for a transformer model (Flux)"),
     ("after_proj_list.0.weight", "a Hunyuan-DiT ControlNet"),
@@ -137,6 +139,15 @@ def _ldm_structure(shapes: Shapes) -> _Structure:
     if linear is None and mid_depth:
         linear = len(shapes["middle_block.1.proj_in.weight"]) == 2
         cross = shapes["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1]
+    hint_channels, embedding = ldm_hint_encoder(shapes)
+    adm = shapes.get("label_emb.0.0.weight")
+    return _Structure(int(conv_in[1]), tuple(channels), layers, tuple(depths), mid_depth, bool(linear), int(cross),
+                      hint_channels, embedding, int(adm[1]) if adm else 0)
+
+
+def ldm_hint_encoder(shapes: Shapes) -> tuple[int, tuple[int, ...]]:
+    """An LDM hint encoder's (``input_hint_block.*``, keys without prefix) input channels
+    and its convolutions' widths (diffusers' ``conditioning_embedding_out_channels``)."""
     hint = sorted(int(m.group(1)) for k in shapes if (m := _HINT.match(k)))
     if not hint:
         raise UnknownCheckpointError("ControlNet: no hint encoder (input_hint_block.*) found")
@@ -144,10 +155,7 @@ def _ldm_structure(shapes: Shapes) -> _Structure:
     pairs = (len(hint) - 2) // 2
     embedding = [shapes[f"input_hint_block.{hint[0]}.weight"][0]]
     embedding += [shapes[f"input_hint_block.{hint[2 + 2 * i]}.weight"][0] for i in range(pairs)]
-    adm = shapes.get("label_emb.0.0.weight")
-    return _Structure(int(conv_in[1]), tuple(channels), layers, tuple(depths), mid_depth, bool(linear), int(cross),
-                      int(shapes[f"input_hint_block.{hint[0]}.weight"][1]), tuple(int(c) for c in embedding),
-                      int(adm[1]) if adm else 0)
+    return int(shapes[f"input_hint_block.{hint[0]}.weight"][1]), tuple(int(c) for c in embedding)
 
 
 def _diffusers_structure(shapes: Shapes) -> _Structure:
@@ -236,6 +244,9 @@ def inspect_controlnet(shapes: Shapes, metadata: Mapping[str, str] | None = None
     Raises ``UnknownCheckpointError`` naming what the file is when it is not a ControlNet we
     load (a checkpoint, a T2I-Adapter, a refused kind).
     """
+    if CONTROL_LORA_MARK in shapes:  # not a refusal: load_controlnet reads these itself
+        raise UnknownCheckpointError(f"{name} is a Control-LoRA, which has no network of its own: load it with "
+                                     f"load_controlnet (ControlNetLoader), which builds one from the sampled model")
     refused = refused_kind(shapes)
     if refused is not None:
         raise UnknownCheckpointError(f"{name} is {refused}, which is not supported")
