@@ -32,6 +32,7 @@ from nodes.models.errors import UnknownCheckpointError
 from nodes.sampling import sd_schedule
 from nodes.sd.handles import ModelHandle
 from tests.fixtures.model_env import model_env
+from tests.fixtures.tiny_controlnets import save_ldm, tiny_controlnet
 from tests.fixtures.tiny_loras import merge_by_hand, random_lora, write_kohya
 from tests.test_controlnet_sampling import Runs, workflow
 
@@ -224,6 +225,21 @@ def test_the_built_network_is_the_ground_truth(made):
         # float32; the hint is encoded once (same convolutions): a few 1e-7 at most
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert a.abs().max() > 1e-2  # residuals that do something
+
+
+def test_sampling_counts_the_networks_new_bytes(made, tiny_checkpoints):
+    """The placement estimate (``sampling_bytes``) is what building allocates: the tensors
+    of the network that are not the model's."""
+    family, unet, _, _, path = made
+    handle = load_controlnet(path)
+    built = build_network(handle.model, model_handle(unet, family))
+    shared = {t.data_ptr() for t in unet.parameters()}
+    new = sum(t.numel() * t.element_size() for t in built.parameters() if t.data_ptr() not in shared)
+    assert handle.sampling_bytes(torch.float32) == new > 0
+    assert handle.sampling_bytes(torch.float16) == new // 2
+    plain = load_controlnet(save_ldm(tiny_controlnet(unet), path.with_name("plain.safetensors")),
+                            config_root=tiny_checkpoints.config_root)
+    assert plain.sampling_bytes(torch.float32) == 0
 
 
 def test_built_once_per_run_in_the_run_cache(made, monkeypatch):

@@ -99,6 +99,14 @@ class ControlLoraWeights(torch.nn.Module):
     def pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {key: (getattr(self, f"up{i}"), getattr(self, f"down{i}")) for i, key in enumerate(self.pair_keys)}
 
+    def built_bytes(self, dtype: torch.dtype) -> int:
+        """Bytes the network built from these tensors holds besides the model's own: the
+        whole tensors and the changed weights, in ``dtype`` (a LoRA'd model's merged layers
+        are not counted)."""
+        numel = sum(t.numel() for t in self.full().values())
+        numel += sum(up.shape[0] * down[0].numel() for up, down in self.pairs().values())
+        return numel * torch.empty((), dtype=dtype).element_size()
+
 
 def load_control_lora(source: StateSource, path: Path, device: torch.device | str, dtype: torch.dtype,
                       ) -> ControlNetHandle:

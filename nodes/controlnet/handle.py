@@ -52,6 +52,12 @@ class ControlNetHandle:
     def size_bytes(self) -> int:
         return 0 if self.shared else module_bytes(self.model)
 
+    def sampling_bytes(self, dtype: torch.dtype) -> int:
+        """Memory a sampling run allocates for this ControlNet besides :meth:`size_bytes`: a
+        Control-LoRA's network, built from the model then (in the model's compute ``dtype``);
+        0 for the others."""
+        return self.model.built_bytes(dtype) if self.kind == "control_lora" else 0
+
     def with_control_type(self, control_type: int | None) -> ControlNetHandle:
         """A new handle on the same network with ``control_type`` set (this one is unchanged:
         it may be a cached output)."""

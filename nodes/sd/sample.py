@@ -38,9 +38,12 @@ def sample_latent(context: Any, guider: Guider, sampler: SamplerChoice, sigmas: 
     if len(sigmas) == 0:
         return latent, latent
     model = guider_model(guider)
-    working = sampling_working_bytes(latent["samples"].shape, model.dtype)
+    controls = guider.control_handles()
+    # a Control-LoRA's network is built while sampling (nodes/controlnet/control_lora.py)
+    working = sampling_working_bytes(latent["samples"].shape, model.dtype) + sum(
+        net.sampling_bytes(model.dtype) for net in controls)
     # the ControlNets of the conditioning run with the UNet: on the device with it
-    with runtime_of(context).placed(model, *guider.control_handles(), working_bytes=working):
+    with runtime_of(context).placed(model, *controls, working_bytes=working):
         samples = latent["samples"].to(model.device, torch.float32) * model.latent_scale
         mask = latent.get("noise_mask")
         concat = None
