@@ -12,7 +12,6 @@ written out below for the tiny UNets' layout, not taken from our key map.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
@@ -351,7 +350,6 @@ GUIDED = ("cl.safetensors", 1.0, 0.0, 1.0)
 
 
 def test_zero_convolutions_give_exactly_the_base_latent(runs):
-    start = time.perf_counter()
     base = runs.latent(xl())
     assert torch.equal(runs.latent(xl(("cl_zero.safetensors", 1.0, 0.0, 1.0))), base)
     guided = runs.latent(xl(GUIDED))
@@ -363,7 +361,6 @@ def test_zero_convolutions_give_exactly_the_base_latent(runs):
     # chained after a second Control-LoRA: both add up
     two = runs.latent(xl(GUIDED, ("cl.safetensors", 0.5, 0.0, 1.0)))
     assert (two - guided).abs().max() > 1e-3
-    print(f"control-lora workflows: {time.perf_counter() - start:.1f} s")
 
 
 def test_a_lora_patched_model_builds_from_its_patched_weights(runs, tiny_checkpoints):

@@ -122,7 +122,7 @@ def load_control_lora(source: StateSource, path: Path, device: torch.device | st
         raise UnknownCheckpointError(f"{name} is a Control-LoRA without {', '.join(missing)} (its hint encoder and "
                                      f"zero convolutions must be whole tensors: the model has none)")
     family = control_lora_family(shapes, name)
-    hint_channels, embedding = ldm_hint_encoder({k: v for k, v in shapes.items() if k.endswith(".weight")})
+    hint_channels, embedding = ldm_hint_encoder(shapes)
     full: dict[str, torch.Tensor] = {}
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     ignored = []
