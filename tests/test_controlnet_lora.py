@@ -14,11 +14,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel
-from PIL import Image
 from safetensors.torch import save_file
 
 from graph import prepare
@@ -31,7 +29,7 @@ from nodes.models.errors import UnknownCheckpointError
 from nodes.sampling import sd_schedule
 from nodes.sd.handles import ModelHandle
 from tests.fixtures.model_env import model_env
-from tests.fixtures.tiny_controlnets import save_ldm, tiny_controlnet
+from tests.fixtures.tiny_controlnets import save_ldm, save_square_hint, tiny_controlnet
 from tests.fixtures.tiny_loras import merge_by_hand, random_lora, write_kohya
 from tests.test_controlnet_sampling import Runs, workflow
 
@@ -328,11 +326,7 @@ def runs(tiny_checkpoints, tmp_path_factory):
                        "cl_zero.safetensors": save_control_lora(zero, files / "cl_zero.safetensors")},
         "loras": {"xl_lora.safetensors": write_kohya(random_lora(sdxl.unet, [], seed=11), files / "l.safetensors")},
     })
-    folder = env[1].folders.input
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = np.zeros((64, 64, 3), np.uint8)
-    pixels[16:40, 16:48] = 255
-    Image.fromarray(pixels).save(folder / "square.png")
+    save_square_hint(env[1].folders.input)
     return Runs(env)
 
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import inspect
 import json
 
-import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel, ControlNetUnionModel, UNet2DConditionModel
-from PIL import Image
 from safetensors.torch import save_file
 
 from nodes.controlnet.load import empty_controlnet, load_controlnet
@@ -27,6 +25,7 @@ from tests.fixtures.tiny_controlnets import (
     config_of,
     save_diffusers_file,
     save_ldm,
+    save_square_hint,
     tiny_controlnet,
 )
 from tests.test_controlnet_sampling import Runs
@@ -308,11 +307,7 @@ def runs(tiny_checkpoints, unet, union, tmp_path_factory):
         },
     }
     env = model_env(root, files)
-    folder = env[1].folders.input
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = np.zeros((64, 64, 3), np.uint8)
-    pixels[16:40, 16:48] = 255
-    Image.fromarray(pixels).save(folder / "square.png")
+    save_square_hint(env[1].folders.input)
     return Runs(env)
 
 
