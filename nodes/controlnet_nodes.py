@@ -19,12 +19,9 @@ from typing import Any
 
 from graph import Input, Node, Output
 from nodes import memory_estimates
+from nodes.controlnet.union_types import UNION_TYPE_NAMES, UNION_TYPES
 from nodes.loaders import file_state, model_choices, runtime_dtypes
 
-# ComfyUI's union control types (comfy/cldm/control_types.py), in its order; the indices
-# are in nodes/controlnet/union.py, which imports torch, so the names are listed here too.
-UNION_TYPE_NAMES = ("openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd", "normal",
-                    "segment", "tile", "repaint")
 STRENGTH = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
 PERCENT = {"min": 0.0, "max": 1.0, "step": 0.001}
 
@@ -183,7 +180,7 @@ class SetUnionControlNetType(Node):
     outputs = (Output("CONTROL_NET"),)
 
     def execute(self, control_net: Any, type: str) -> tuple:  # "type": ComfyUI's input name
-        from nodes.controlnet.union import UNION_TYPES, check_type
+        from nodes.controlnet.union import check_type
 
         net = _check_net(control_net)
         index = UNION_TYPES.get(type)  # None: "auto" (ComfyUI's empty control_type list)

@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 from nodes.controlnet.load import empty_controlnet, load_controlnet
 from nodes.controlnet.structure import inspect_controlnet
-from nodes.controlnet.union import UNION_TYPES, union_residuals
+from nodes.controlnet.union import union_residuals
+from nodes.controlnet.union_types import UNION_TYPES
 from nodes.controlnet_nodes import UNION_TYPE_NAMES, SetUnionControlNetType
 from nodes.models.detect import CONFIG_METADATA_KEY
 from nodes.models.errors import UnknownCheckpointError

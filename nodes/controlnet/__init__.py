@@ -7,6 +7,7 @@ control residuals added to the UNet while sampling.
 - ``load``: files and folders -> :class:`~nodes.controlnet.handle.ControlNetHandle`;
 - ``union``: union ControlNets (ControlNet++) in diffusers' ``ControlNetUnionModel``: their
   sizes from the shapes, ComfyUI's control types and its forward pass ("auto" or one type);
+- ``union_types``: ComfyUI's union control type names and indices (no torch, for the node);
 - ``adapter``: T2I-Adapters (TencentARC and diffusers layouts) into diffusers' ``T2IAdapter``;
 - ``control_lora``: Control-LoRA files: their tensors at load, their network built from the
   sampled model's UNet (LoRAs merged) at each sampling run's first UNet call;

@@ -28,7 +28,7 @@ class ControlNetHandle:
     ``family``: ``"sd1"``, ``"sd2"`` or ``"sdxl"``, the models it was trained for;
     ``hint_channels``: channels of the hint image it takes (3); ``source``: the file.
     ``control_type``: the control type SetUnionControlNetType chose (an index of
-    ``nodes.controlnet.union.UNION_TYPES``), None for "auto" or never set; only a union
+    ``nodes.controlnet.union_types.UNION_TYPES``), None for "auto" or never set; only a union
     ControlNet reads it (ComfyUI passes it to every ControlNet, and the others ignore it).
     ``shared``: the network belongs to the handle this one was derived from, which counts
     its bytes in the cache.

@@ -35,22 +35,10 @@ from typing import Any
 
 import torch
 
+from nodes.controlnet.union_types import UNION_TYPE_NAMES
 from nodes.models.detect import Shapes
 from nodes.models.errors import UnknownCheckpointError
 
-# ComfyUI's SetUnionControlNetType choices and their task_embedding rows (its
-# comfy/cldm/control_types.py). controlnet-union-sdxl-1.0 has the first 6; promax all 8.
-UNION_TYPES: dict[str, int] = {
-    "openpose": 0,
-    "depth": 1,
-    "hed/pidi/scribble/ted": 2,
-    "canny/lineart/anime_lineart/mlsd": 3,
-    "normal": 4,
-    "segment": 5,
-    "tile": 6,
-    "repaint": 7,
-}
-AUTO = "auto"
 UNION_MARK = "control_add_embedding.linear_1.bias"  # ComfyUI's test for a union file
 UNION_HEADS = 8  # the attention blocks' heads: not in the shapes; 8 in ComfyUI and diffusers
 
@@ -62,7 +50,7 @@ def is_union(shapes: Shapes) -> bool:
 
 
 def type_name(index: int) -> str:
-    return next((name for name, i in UNION_TYPES.items() if i == index), str(index))
+    return UNION_TYPE_NAMES[index] if 0 <= index < len(UNION_TYPE_NAMES) else str(index)
 
 
 def union_config(shapes: Shapes, name: str = "the file") -> dict[str, Any]:
@@ -141,7 +129,7 @@ def union_residuals(model: Any, sample: torch.Tensor, timestep: torch.Tensor, co
     """A diffusers ``ControlNetUnionModel``'s residuals, as ComfyUI computes them.
 
     ``sample`` [N, 4, h, w], ``timestep`` [N] (the UNet's), ``context`` [N, T, D], ``hint``
-    [N, 3, 8h, 8w] 0..1, ``control_type`` a :data:`UNION_TYPES` index or None ("auto"),
+    [N, 3, 8h, 8w] 0..1, ``control_type`` a ``union_types.UNION_TYPES`` index or None ("auto"),
     ``scale`` the strength, ``added`` SDXL's ``text_embeds`` [N, P] and ``time_ids`` [N, 6].
     Returns (the down residuals, one per skip connection; the middle block's), times ``scale``.
     """
