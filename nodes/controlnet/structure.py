@@ -112,6 +112,25 @@ def _shape(shapes: Shapes, key: str, what: str) -> tuple[int, ...]:
     return tuple(shapes[key])
 
 
+def _transformer(shapes: Shapes, prefix: str) -> tuple[int, bool | None, int]:
+    """The transformer at ``prefix`` (a block's attention): its depth (0: none), whether its
+    ``proj_in`` is linear (SD2/SDXL) rather than a 1x1 conv, and its cross-attention width."""
+    depth = _count(shapes, rf"^{re.escape(prefix)}\.transformer_blocks\.(\d+)\.")
+    if not depth:
+        return 0, None, 0
+    return (depth, len(shapes[f"{prefix}.proj_in.weight"]) == 2,
+            int(shapes[f"{prefix}.transformer_blocks.0.attn2.to_k.weight"][1]))
+
+
+def _attention_facts(shapes: Shapes, blocks: list[str], middle: str) -> tuple[list[int], int, bool, int]:
+    """Each block's transformer depth, the middle block's, and (from the deepest block with
+    a transformer, else the middle one) whether ``proj_in`` is linear and the cross-attention width."""
+    found = [_transformer(shapes, prefix) for prefix in blocks]
+    mid_depth, *mid_facts = _transformer(shapes, middle)
+    linear, cross = next(((lin, width) for depth, lin, width in reversed(found) if depth), tuple(mid_facts))
+    return [depth for depth, _, _ in found], mid_depth, bool(linear), int(cross)
+
+
 def _ldm_structure(shapes: Shapes) -> _Structure:
     """Reads an LDM ControlNet's structure (keys without prefix).
 
@@ -126,19 +145,10 @@ def _ldm_structure(shapes: Shapes) -> _Structure:
     if (indices[-1] + 1) % blocks:
         raise UnknownCheckpointError(f"ControlNet: {indices[-1] + 1} input blocks do not split into {blocks} levels")
     layers = (indices[-1] + 1) // blocks - 1
-    channels, depths, linear, cross = [], [], None, 0
-    for block in range(blocks):
-        first = 1 + block * (layers + 1)
-        channels.append(_shape(shapes, f"input_blocks.{first}.0.out_layers.3.weight", "a ResBlock")[0])
-        depth = _count(shapes, rf"^input_blocks\.{first}\.1\.transformer_blocks\.(\d+)\.")
-        depths.append(depth)
-        if depth:
-            linear = len(shapes[f"input_blocks.{first}.1.proj_in.weight"]) == 2
-            cross = shapes[f"input_blocks.{first}.1.transformer_blocks.0.attn2.to_k.weight"][1]
-    mid_depth = _count(shapes, r"^middle_block\.1\.transformer_blocks\.(\d+)\.")
-    if linear is None and mid_depth:
-        linear = len(shapes["middle_block.1.proj_in.weight"]) == 2
-        cross = shapes["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1]
+    firsts = [1 + block * (layers + 1) for block in range(blocks)]
+    channels = [_shape(shapes, f"input_blocks.{i}.0.out_layers.3.weight", "a ResBlock")[0] for i in firsts]
+    depths, mid_depth, linear, cross = _attention_facts(shapes, [f"input_blocks.{i}.1" for i in firsts],
+                                                        "middle_block.1")
     hint_channels, embedding = ldm_hint_encoder(shapes)
     adm = shapes.get("label_emb.0.0.weight")
     return _Structure(int(conv_in[1]), tuple(channels), layers, tuple(depths), mid_depth, bool(linear), int(cross),
@@ -163,18 +173,10 @@ def _diffusers_structure(shapes: Shapes) -> _Structure:
     conv_in = _shape(shapes, "conv_in.weight", "the input convolution")
     blocks = _count(shapes, r"^down_blocks\.(\d+)\.")
     layers = _count(shapes, r"^down_blocks\.0\.resnets\.(\d+)\.")
-    channels, depths, linear, cross = [], [], None, 0
-    for block in range(blocks):
-        channels.append(_shape(shapes, f"down_blocks.{block}.resnets.0.conv2.weight", "a ResBlock")[0])
-        depth = _count(shapes, rf"^down_blocks\.{block}\.attentions\.0\.transformer_blocks\.(\d+)\.")
-        depths.append(depth)
-        if depth:
-            linear = len(shapes[f"down_blocks.{block}.attentions.0.proj_in.weight"]) == 2
-            cross = shapes[f"down_blocks.{block}.attentions.0.transformer_blocks.0.attn2.to_k.weight"][1]
-    mid_depth = _count(shapes, r"^mid_block\.attentions\.0\.transformer_blocks\.(\d+)\.")
-    if linear is None and mid_depth:
-        linear = len(shapes["mid_block.attentions.0.proj_in.weight"]) == 2
-        cross = shapes["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"][1]
+    channels = [_shape(shapes, f"down_blocks.{block}.resnets.0.conv2.weight", "a ResBlock")[0]
+                for block in range(blocks)]
+    depths, mid_depth, linear, cross = _attention_facts(
+        shapes, [f"down_blocks.{block}.attentions.0" for block in range(blocks)], "mid_block.attentions.0")
     first = shapes[DIFFUSERS_MARK]
     inner = sorted(int(m.group(1)) for k in shapes if (m := _DIFF_HINT.match(k)))
     embedding = [first[0]] + [shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0] for i in inner if i % 2]
