@@ -56,16 +56,15 @@ def controlnet_document(ckpt_name: str, controlnet_name: str, hint_image: str, c
     document = txt2img_document(ckpt_name, caption, seed, steps, cfg, "euler", "normal")
     document.update({
         "8": {"class_type": "LoadImage", "inputs": {"image": hint_image}},
-        "9": {"class_type": "Canny", "inputs": {"image": ["8", 0], "low_threshold": house_hints.CANNY_LOW,
-                                                "high_threshold": house_hints.CANNY_HIGH}},
         "10": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet_name}},
         "11": {"class_type": "ControlNetApplyAdvanced", "inputs": {
             "positive": ["2", 0], "negative": ["3", 0], "control_net": ["10", 0],
             "image": ["9", 0] if canny else ["8", 0],
             "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
     })
-    if not canny:
-        del document["9"]
+    if canny:
+        document["9"] = {"class_type": "Canny", "inputs": {"image": ["8", 0], "low_threshold": house_hints.CANNY_LOW,
+                                                           "high_threshold": house_hints.CANNY_HIGH}}
     document["5"]["inputs"].update(positive=["11", 0], negative=["11", 1])
     return document
 
